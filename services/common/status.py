@@ -1,0 +1,82 @@
+"""Domain errors -> google.rpc.Status with canonical codes and standard details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common import errors
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
+    code = exc.code.value[0]
+    status = status_pb2.Status(code=code, message=exc.message)
+    if isinstance(exc, errors.InvalidArgument):
+        detail = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in exc.violations
+            ]
+        )
+        status.details.append(_pack(detail))
+    elif isinstance(exc, errors.ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, int(exc.retry_after_s * 1000)))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    elif isinstance(exc, errors.FailedPrecondition) and exc.violation_type:
+        detail = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=exc.violation_type, subject=exc.subject, description=exc.message
+                )
+            ]
+        )
+        status.details.append(_pack(detail))
+    elif isinstance(exc, errors.NotFound):
+        status.details.append(
+            _pack(error_details_pb2.ResourceInfo(resource_type=exc.what, description=exc.message))
+        )
+    return status
+
+
+def internal_status(request_id: str) -> status_pb2.Status:
+    """What the wire sees for a bug: a generic message and the request id to look up."""
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error (request id {request_id})"
+    )
+
+
+def to_grpc_status(status: status_pb2.Status) -> grpc.Status:
+    return rpc_status.to_status(status)
+
+
+def field_violations(status: status_pb2.Status | None) -> list[tuple[str, str]]:
+    """The BadRequest field violations in a status (for clients and tests)."""
+    out: list[tuple[str, str]] = []
+    if status is None:
+        return out
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out.extend((v.field, v.description) for v in bad.field_violations)
+    return out
+
+
+def retry_delay_s(status: status_pb2.Status | None) -> float | None:
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None

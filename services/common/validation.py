@@ -1,0 +1,110 @@
+"""Input validation helpers that collect every violation before failing.
+
+    v = Violations()
+    v.uuid("child_id", req.child_id)
+    v.text("nickname", req.nickname, max_len=40)
+    v.raise_if_any()
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from services.common.errors import InvalidArgument
+
+# Pragmatic address check: one @, a dot in the domain, no spaces; the real
+# proof of an address is a confirmation mail, not a regex.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,63}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class Violations:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append((field, description))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+    # -- checks; each returns True when the value is valid ------------------
+
+    def required(self, field: str, value: object) -> bool:
+        if value in ("", None, 0) or (isinstance(value, (list, tuple)) and not value):
+            self.add(field, "is required")
+            return False
+        return True
+
+    def uuid(self, field: str, value: str, *, required: bool = True) -> bool:
+        if not value:
+            if required:
+                self.add(field, "is required")
+                return False
+            return True
+        try:
+            parsed = uuid.UUID(value)
+        except (ValueError, AttributeError, TypeError):
+            self.add(field, "must be a UUID")
+            return False
+        if str(parsed) != value.lower():
+            self.add(field, "must be a UUID in canonical form")
+            return False
+        return True
+
+    def text(
+        self,
+        field: str,
+        value: str,
+        *,
+        min_len: int = 1,
+        max_len: int,
+        multiline: bool = False,
+    ) -> bool:
+        stripped = value.strip()
+        if len(stripped) < min_len:
+            self.add(field, "is required" if not stripped else f"must be at least {min_len} characters")
+            return False
+        if len(value) > max_len:
+            self.add(field, f"must be at most {max_len} characters")
+            return False
+        if _CONTROL.search(value) or (not multiline and ("\n" in value or "\r" in value)):
+            self.add(field, "must not contain control characters")
+            return False
+        return True
+
+    def email(self, field: str, value: str) -> bool:
+        if not value:
+            self.add(field, "is required")
+            return False
+        if len(value) > 254 or not _EMAIL.match(value):
+            self.add(field, "must be a valid email address")
+            return False
+        return True
+
+    def int_range(self, field: str, value: int, lo: int, hi: int) -> bool:
+        if not lo <= value <= hi:
+            self.add(field, f"must be between {lo} and {hi}")
+            return False
+        return True
+
+    def enum(self, field: str, value: int, allowed: Iterable[int]) -> bool:
+        allowed = set(allowed)
+        if value == 0:
+            self.add(field, "is required")
+            return False
+        if value not in allowed:
+            self.add(field, f"unknown value {value}")
+            return False
+        return True
+
+
+def normalize_email(email: str) -> str:
+    """Emails are unique case-insensitively: store and compare them folded."""
+    return email.strip().casefold()

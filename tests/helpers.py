@@ -1,0 +1,33 @@
+"""Test helpers shared by every test package."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+from grpc_status import rpc_status
+
+from services.common.status import field_violations, retry_delay_s
+
+INTERNAL_TOKEN = "test-internal-token-0123456789"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def rpc_error_fields(err: grpc.RpcError) -> list[str]:
+    """Field names in the BadRequest detail of a failed call."""
+    return [f for f, _ in field_violations(rpc_status.from_call(err))]
+
+
+def assert_rpc_error(err: grpc.RpcError, code: grpc.StatusCode, field: str | None = None) -> None:
+    """The call failed with `code`, and (for INVALID_ARGUMENT) named `field`."""
+    assert err.code() == code, f"expected {code.name}, got {err.code().name}: {err.details()}"
+    if field is not None:
+        fields = rpc_error_fields(err)
+        assert field in fields, f"expected field {field!r} in {fields} ({err.details()})"
+
+
+def retry_after(err: grpc.RpcError) -> float | None:
+    return retry_delay_s(rpc_status.from_call(err))
