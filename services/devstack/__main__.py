@@ -1,0 +1,137 @@
+"""`python -m services.devstack` (the README's `make run`).
+
+Migrates the SQLite databases, builds a small demo RWKV-4 checkpoint when no
+model is configured, starts profile, analytics, inference and gateway as
+supervised local processes (logs prefixed, readiness awaited through health
+checks), runs the scripted demo through the public API, and keeps the stack up
+until Ctrl-C (or exits after the demo with --exit-after-demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from services.devstack.stack import StackConfig, consecutive_ports, start_stack
+from services.devstack.supervisor import Supervisor
+
+app = typer.Typer(add_completion=False, help=__doc__)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _secrets(var: Path) -> dict[str, str]:
+    """Local-only secrets, generated once and kept in var/ so tokens survive restarts."""
+    path = var / "devstack-secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    data = {
+        "internal_token": secrets.token_urlsafe(32),
+        "jwt_signing_keys": json.dumps({"local-1": secrets.token_urlsafe(48)}),
+        "jwt_active_kid": "local-1",
+    }
+    path.write_text(json.dumps(data, indent=2))
+    path.chmod(0o600)
+    return data
+
+
+def _demo_model(var: Path, console: Console) -> Path:
+    """A small random RWKV-4 checkpoint with the real key names, World vocabulary."""
+    from services.inference.checkpoint import build_random_checkpoint
+
+    path = var / "models" / "demo-rwkv4-world-L4-D128.pth"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        console.print(f"building a small random demo model at {path.relative_to(ROOT)} ...")
+        build_random_checkpoint(path, n_layer=4, n_embd=128, vocab_size=65536, seed=7)
+    return path
+
+
+async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None, tokenizer: str,
+                strategy: str, demo: bool, exit_after_demo: bool, sessions: int, weeks: int,
+                log_level: str, verbose: bool) -> int:
+    console = Console()
+    var.mkdir(parents=True, exist_ok=True)
+    sec = _secrets(var)
+    cfg = StackConfig(
+        var=var, ports=consecutive_ports(base_port), metrics_ports=consecutive_ports(metrics_base),
+        database_urls=StackConfig.sqlite(var), model=model or _demo_model(var, console),
+        tokenizer=tokenizer, strategy=strategy, internal_token=sec["internal_token"],
+        jwt_signing_keys=sec["jwt_signing_keys"], jwt_active_kid=sec["jwt_active_kid"],
+        log_level=log_level,
+    )
+    sup = Supervisor(console, verbose=verbose)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    rc = 0
+    try:
+        await start_stack(cfg, sup)
+        gateway = cfg.target("gateway")
+        if demo:
+            from services.gateway.demo import run_demo
+
+            demo_task = asyncio.create_task(run_demo(gateway, console, sessions=sessions, weeks=weeks))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({demo_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if demo_task not in done:
+                demo_task.cancel()
+            else:
+                stopper.cancel()
+                demo_task.result()
+        if not exit_after_demo and not stop.is_set():
+            console.rule("[bold]stack is up")
+            console.print(f"gateway: {gateway}   (try: .venv/bin/avatario --gateway {gateway} --help)")
+            console.print("metrics: " + ", ".join(
+                f"{n} http://127.0.0.1:{p}/metrics" for n, p in cfg.metrics_ports.items()))
+            console.print("Ctrl-C stops everything.")
+            while not stop.is_set():
+                gone = sup.any_exited()
+                if gone:
+                    console.print(f"[red]{gone} exited unexpectedly[/]")
+                    rc = 1
+                    break
+                try:
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                except TimeoutError:
+                    pass
+    except Exception as exc:  # noqa: BLE001 - report and stop everything cleanly
+        console.print(f"[bold red]devstack failed:[/] {exc}")
+        rc = 1
+    finally:
+        console.print("stopping services ...")
+        await sup.stop_all()
+        console.print("[bold]stopped[/]")
+    return rc
+
+
+@app.command()
+def run(
+    var: Path = typer.Option(ROOT / "var", help="Where SQLite files, the demo model and local secrets live."),
+    base_port: int = typer.Option(50051, help="gRPC ports: gateway, profile, analytics, inference from here."),
+    metrics_base_port: int = typer.Option(9101, help="Metrics ports, in the same order."),
+    model: Path | None = typer.Option(None, envvar="AVATARIO_DEVSTACK_MODEL",
+                                      help="An RWKV-4 .pth (e.g. a Raven 7B); default: a small random demo model."),
+    tokenizer: str = typer.Option("world", envvar="AVATARIO_DEVSTACK_TOKENIZER",
+                                  help='Tokenizer JSON path (Raven: 20B_tokenizer.json) or "world".'),
+    strategy: str = typer.Option("", envvar="AVATARIO_DEVSTACK_STRATEGY",
+                                 help="rwkv strategy; empty = the planner decides."),
+    demo: bool = typer.Option(True, help="Run the scripted demo through the gateway."),
+    exit_after_demo: bool = typer.Option(False, help="Stop everything when the demo ends."),
+    sessions: int = typer.Option(40, help="Game sessions the demo child plays."),
+    weeks: int = typer.Option(8, help="Simulated weeks the sessions spread over."),
+    log_level: str = typer.Option("INFO"),
+    verbose: bool = typer.Option(False, help="Show debug logs of the services."),
+) -> None:
+    raise typer.Exit(asyncio.run(_main(var, base_port, metrics_base_port, model, tokenizer, strategy,
+                                       demo, exit_after_demo, sessions, weeks, log_level, verbose)))
+
+
+if __name__ == "__main__":
+    app()
