@@ -7,12 +7,17 @@ open sessions with `Database.session()` / `Database.transaction()`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
+from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +25,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.types import TypeDecorator
+
+from services.common.errors import Aborted
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -101,3 +110,86 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# -- inserts that tolerate a unique conflict ---------------------------------------
+
+
+async def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any],
+                        conflict_cols: list[str]) -> bool:
+    """INSERT ... ON CONFLICT (cols) DO NOTHING; True if the row was inserted.
+
+    Unlike catching IntegrityError, this never aborts the surrounding transaction,
+    and on PostgreSQL a concurrent insert of the same key waits for the other
+    transaction and then does nothing.
+    """
+    dialect = session.get_bind().dialect.name
+    ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        ins(model).values(**values)
+        .on_conflict_do_nothing(index_elements=conflict_cols)
+        .returning(model.__table__.primary_key.columns.values()[0])
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+# -- transactions with retries -----------------------------------------------------
+
+# Races a retry resolves: unique and foreign-key violations (another request
+# inserted the same key, or erased the parent row), serialization failures and
+# deadlocks. Other integrity errors (NOT NULL, CHECK) are bugs and propagate.
+_RETRYABLE_SQLSTATES = {"23505", "23503", "40001", "40P01"}
+_RETRYABLE_SQLITE = ("UNIQUE constraint failed", "FOREIGN KEY constraint failed",
+                     "database is locked")
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code is not None:
+        return code in _RETRYABLE_SQLSTATES
+    return any(marker in str(exc.orig) for marker in _RETRYABLE_SQLITE)
+
+
+# SQLite allows one writer at a time. Its busy handler makes a waiting writer
+# sleep and poll (seconds of latency under contention), and pysqlite's deferred
+# BEGIN lets two transactions read, then collide when both try to write. So on
+# SQLite, writers of one process queue on an asyncio lock and take the write
+# lock up front (BEGIN IMMEDIATE); other processes still wait via busy_timeout.
+_sqlite_write_locks: WeakKeyDictionary[Any, asyncio.Lock] = WeakKeyDictionary()
+
+
+def _sqlite_write_lock(db: Database) -> asyncio.Lock | None:
+    if db.dialect != "sqlite":
+        return None
+    lock = _sqlite_write_locks.get(db)
+    if lock is None:
+        lock = _sqlite_write_locks[db] = asyncio.Lock()
+    return lock
+
+
+async def in_transaction(db: Database, work: Callable[[AsyncSession], Awaitable[T]], *,
+                         attempts: int = 3) -> T:
+    """Run `work` in one transaction; commit on success, roll back on any error.
+
+    A unique-key race or a serialization failure means a concurrent request got
+    there first: run `work` again from the start (it then sees the other
+    request's result). Still failing: ABORTED.
+    """
+    lock = _sqlite_write_lock(db)
+    for attempt in range(1, attempts + 1):
+        try:
+            async with lock or nullcontext(), db.transaction() as session:
+                if lock is not None:
+                    await session.execute(text("BEGIN IMMEDIATE"))
+                return await work(session)
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                raise
+            if attempt == attempts:
+                raise Aborted("concurrent update; retry the request") from exc
+    raise AssertionError("unreachable")
+
+
+async def read(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async with db.session() as session:
+        return await work(session)

@@ -62,11 +62,14 @@ def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
 TokenCheck = Callable[[str], bool]
 
 
-def token_checker(expected: str) -> TokenCheck:
-    expected_b = expected.encode()
+def token_checker(*accepted: str | None) -> TokenCheck:
+    """Constant-time check against the current token (and the previous one while rotating)."""
+    tokens = [t.encode() for t in accepted if t]
 
     def check(presented: str) -> bool:
-        return hmac.compare_digest(presented.encode(), expected_b)
+        got = presented.encode()
+        # compare against every token so the time does not tell which one matched
+        return any([hmac.compare_digest(got, t) for t in tokens])
 
     return check
 

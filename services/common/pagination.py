@@ -9,10 +9,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
 from services.common.errors import InvalidArgument
+from services.common.timeutil import as_utc
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -58,3 +65,58 @@ def cursor_value(page: PageRequest, key: str, typ: type, *, prefix: str = "") ->
     if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
         raise InvalidArgument.field(f"{prefix}page_token", "is not a valid page token")
     return value
+
+
+# -- keyset pages over (timestamp, id) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    next_token: str
+
+
+def _bad_token(prefix: str = "") -> InvalidArgument:
+    return InvalidArgument.field(f"{prefix}page_token", "is not a valid page token")
+
+
+def time_cursor(page: PageRequest) -> tuple[datetime, str] | None:
+    """The (timestamp, id) position stored in a page token."""
+    if page.cursor is None:
+        return None
+    t, i = cursor_value(page, "t", str), cursor_value(page, "id", str)
+    try:
+        return as_utc(datetime.fromisoformat(t)), i
+    except ValueError as exc:
+        raise _bad_token() from exc
+
+
+def after_time(stmt: Select, t_col: InstrumentedAttribute, id_col: InstrumentedAttribute,
+               page: PageRequest, *, desc: bool = False) -> Select:
+    """Order by (t, id) and start after the token's position; fetch one extra row."""
+    pos = time_cursor(page)
+    if pos is not None:
+        t, i = pos
+        if desc:
+            stmt = stmt.where(or_(t_col < t, and_(t_col == t, id_col < i)))
+        else:
+            stmt = stmt.where(or_(t_col > t, and_(t_col == t, id_col > i)))
+    order = (t_col.desc(), id_col.desc()) if desc else (t_col.asc(), id_col.asc())
+    return stmt.order_by(*order).limit(page.size + 1)
+
+
+async def time_page(session: AsyncSession, stmt: Select, t_col: InstrumentedAttribute,
+                    id_col: InstrumentedAttribute, page: PageRequest, *,
+                    desc: bool = False) -> Page:
+    rows = list((await session.execute(after_time(stmt, t_col, id_col, page, desc=desc)))
+                .scalars().all())
+    return cut_page(rows, page.size, lambda r: {
+        "t": as_utc(getattr(r, t_col.key)).isoformat(), "id": getattr(r, id_col.key)})
+
+
+def cut_page(rows: Sequence[Any], size: int, cursor_of: Callable[[Any], dict]) -> Page:
+    """rows were fetched with limit size+1; the extra one says there is a next page."""
+    if len(rows) > size:
+        rows = rows[:size]
+        return Page(list(rows), encode_token(cursor_of(rows[-1])))
+    return Page(list(rows), "")

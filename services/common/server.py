@@ -128,7 +128,12 @@ async def create_server(
     """
     registry = registry or CollectorRegistry()
     metrics = GrpcServerMetrics.create(registry)
-    check = token_checker(settings.internal_token.get_secret_value()) if internal_auth else None
+    previous = settings.internal_token_previous
+    check = (
+        token_checker(settings.internal_token.get_secret_value(),
+                      previous.get_secret_value() if previous else None)
+        if internal_auth else None
+    )
     grpc_server = grpc.aio.server(
         interceptors=[ChassisInterceptor(metrics, check_token=check)], options=list(options)
     )
@@ -171,7 +176,13 @@ async def serve(
     for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
-        await ready()
+        try:
+            await ready()
+        except BaseException:
+            # Not ready (e.g. a configuration error): stop listening before the error
+            # propagates, or the process would linger on gRPC's threads.
+            await server.stop(0)
+            raise
     await server.set_serving()
     log.info("server.serving", name=server.name)
     waiter = asyncio.create_task(server.wait_for_termination())

@@ -24,8 +24,13 @@ class ServiceSettings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one, None disables."
     )
     internal_token: SecretStr = Field(
-        validation_alias=AliasChoices("internal_token", "AVATARIO_INTERNAL_TOKEN"),
+        validation_alias=AliasChoices("AVATARIO_INTERNAL_TOKEN"),
         description="Shared service credential every internal call must carry.",
+    )
+    internal_token_previous: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AVATARIO_INTERNAL_TOKEN_PREVIOUS"),
+        description="During a rotation: the old token, still accepted but never sent.",
     )
     # Mutual TLS for internal traffic: this service's certificate and key (used
     # both as server certificate and as client certificate towards other

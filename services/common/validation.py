@@ -53,8 +53,8 @@ class Violations:
         except (ValueError, AttributeError, TypeError):
             self.add(field, "must be a UUID")
             return False
-        if str(parsed) != value.lower():
-            self.add(field, "must be a UUID in canonical form")
+        if str(parsed) != value:
+            self.add(field, "must be a UUID in canonical form (lower-case, with dashes)")
             return False
         return True
 

@@ -217,3 +217,46 @@ async def test_mutual_tls(tmp_path):
             assert_rpc_error(ei.value, grpc.StatusCode.UNAUTHENTICATED)
     finally:
         await server.stop(0)
+
+
+async def test_healthcheck_command_plain_and_mutual_tls(tmp_path):
+    from services.common.healthcheck import main as healthcheck
+
+    _, server, port = await _start(_settings())
+    try:
+        assert await asyncio.to_thread(healthcheck, [f"127.0.0.1:{port}"]) == 1  # NOT_SERVING
+        await server.set_serving()
+        assert await asyncio.to_thread(healthcheck, [f"127.0.0.1:{port}"]) == 0
+        assert await asyncio.to_thread(healthcheck, [f"127.0.0.1:{port}", SERVICE]) == 0
+    finally:
+        await server.stop(0)
+
+    ca = TestCA(tmp_path / "ca")
+    srv, cli = ca.issue("echo-server"), ca.issue("probe")
+    _, server, port = await _start(_settings(tls_cert_file=srv.cert, tls_key_file=srv.key,
+                                             tls_ca_file=ca.ca_path))
+    try:
+        await server.set_serving()
+        args = ["--cert-file", str(cli.cert), "--key-file", str(cli.key), "--ca-file",
+                str(ca.ca_path), "--server-name", "localhost", f"127.0.0.1:{port}"]
+        assert await asyncio.to_thread(healthcheck, args) == 0
+        assert await asyncio.to_thread(healthcheck, [f"127.0.0.1:{port}", "--timeout", "1"]) == 1
+    finally:
+        await server.stop(0)
+
+
+async def test_previous_internal_token_is_accepted_during_rotation():
+    old = "old-internal-token-0123456789"
+    settings = ServiceSettings(internal_token=INTERNAL_TOKEN, internal_token_previous=old,
+                               port=0, metrics_port=None)
+    _, server, port = await _start(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            for token in (INTERNAL_TOKEN, old):
+                resp = await _say(ch)(S(value="r"), metadata=((INTERNAL_TOKEN_KEY, token),))
+                assert resp.value == "R"
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await _say(ch)(S(value="r"), metadata=((INTERNAL_TOKEN_KEY, "x" * 30),))
+            assert_rpc_error(ei.value, grpc.StatusCode.UNAUTHENTICATED)
+    finally:
+        await server.stop(0)

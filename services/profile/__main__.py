@@ -1,0 +1,3 @@
+from services.profile.main import main
+
+main()

@@ -1,0 +1,78 @@
+"""Domain rules that need no database: children's ages, consent scopes, limits."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from avatario.common.v1 import chat_pb2, family_pb2
+from services.common.validation import Violations
+
+MIN_AGE_YEARS = 2
+MAX_AGE_YEARS = 14
+
+NICKNAME_MAX = 40
+DISPLAY_NAME_MAX = 80
+TITLE_MAX = 120
+DEVICE_NAME_MAX = 64
+POLICY_VERSION_MAX = 32
+SOURCE_ID_MAX = 128
+REASON_MAX = 200
+USER_MESSAGE_MAX = 8_000
+ASSISTANT_MESSAGE_MAX = 32_000
+XP_AWARD_MIN = 1
+XP_AWARD_MAX = 10_000
+
+POLICY_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SOURCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/-]*$")
+
+CONSENT_SCOPES = frozenset(family_pb2.ConsentScope.values()) - {0}
+# Child-data writes (children, avatars, XP, pairing) need this scope.
+CHILD_DATA_SCOPE = family_pb2.CONSENT_SCOPE_CHILD_PROFILE
+# Conversation writes need this scope.
+CHAT_SCOPE = family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT
+
+FINISH_REASONS = frozenset(chat_pb2.FinishReason.values()) - {0}
+# Replies that ended early are stored, marked incomplete.
+INCOMPLETE_REASONS = frozenset({chat_pb2.FINISH_REASON_CANCELLED, chat_pb2.FINISH_REASON_ERROR})
+
+
+def age_in_months(year: int, month: int, at: datetime) -> int:
+    return (at.year * 12 + at.month) - (year * 12 + month)
+
+
+def check_birth(v: Violations, year: int, month: int, at: datetime) -> bool:
+    """Birth year-month of a child aged MIN..MAX years at `at`, not in the future.
+
+    Adds violations naming birth_year / birth_month; returns True when valid.
+    """
+    ok = True
+    if year == 0:
+        v.add("birth_year", "is required")
+        ok = False
+    elif not 1900 <= year <= 2200:
+        v.add("birth_year", "is not a plausible year")
+        ok = False
+    if month == 0:
+        v.add("birth_month", "is required")
+        ok = False
+    elif not 1 <= month <= 12:
+        v.add("birth_month", "must be between 1 and 12")
+        ok = False
+    if not ok:
+        return False
+    age = age_in_months(year, month, at)
+    if age < 0:
+        v.add("birth_year" if year > at.year else "birth_month", "must not be in the future")
+        return False
+    if age < MIN_AGE_YEARS * 12:
+        v.add("birth_year", f"the child must be at least {MIN_AGE_YEARS} years old")
+        return False
+    if age // 12 > MAX_AGE_YEARS:
+        v.add("birth_year", f"the child must be at most {MAX_AGE_YEARS} years old")
+        return False
+    return True
+
+
+def is_complete(finish_reason: int) -> bool:
+    return finish_reason not in INCOMPLETE_REASONS
