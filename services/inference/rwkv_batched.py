@@ -38,12 +38,14 @@ __all__ = [
 ]
 
 # The one place the package's import-time switches are chosen. JIT on (the package's default,
-# faster per-sequence forward); the custom CUDA kernel off (it needs nvcc at start-up, and its
-# sequence kernel updates aa/bb/pp in place, which would alias cached states).
+# faster per-sequence forward); the custom CUDA kernel off (it compiles with nvcc at import).
+# Turning it on is safe for this module's callers: its sequence kernel updates aa/bb/pp in
+# place, but `prefill` clones the incoming state and the cache stores copies.
 RWKV_JIT_ON = "1"
 RWKV_CUDA_ON = "0"
 
 State = list[torch.Tensor]
+_JIT_DEPRECATED = r".*torch\.jit\..* is deprecated"
 _FLOAT_TYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -59,7 +61,9 @@ def _import_rwkv_model() -> Any:
         return mod
     os.environ["RWKV_JIT_ON"] = RWKV_JIT_ON
     os.environ["RWKV_CUDA_ON"] = RWKV_CUDA_ON
-    import rwkv.model as mod  # noqa: PLC0415  (must follow the env settings)
+    with warnings.catch_warnings():  # the package scripts with torch.jit, deprecated upstream
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=DeprecationWarning)
+        import rwkv.model as mod  # noqa: PLC0415  (must follow the env settings)
 
     return mod
 
@@ -67,7 +71,9 @@ def _import_rwkv_model() -> Any:
 def load_rwkv(path: str | os.PathLike[str], strategy: str, *, verbose: bool = False) -> Any:
     """Load a checkpoint with `rwkv.model.RWKV(path, strategy)` after setting the env switches."""
     mod = _import_rwkv_model()
-    return mod.RWKV(str(path), strategy, verbose=verbose)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=DeprecationWarning)
+        return mod.RWKV(str(path), strategy, verbose=verbose)
 
 
 def clone_state(state: Sequence[torch.Tensor]) -> State:
@@ -94,7 +100,7 @@ def prefill(
         raise ValueError("prefill needs at least one token")
     if chunk_len < 1:
         raise ValueError("chunk_len must be >= 1")
-    st: State | None = list(state) if state is not None else None
+    st: State | None = clone_state(state) if state is not None else None
     out: torch.Tensor | None = None
     with torch.no_grad():
         for i in range(0, len(tokens), chunk_len):

@@ -188,39 +188,52 @@ class IncrementalDecoder:
 
 
 class StopChecker:
-    """Finds stop strings in streamed text, holding back any tail that could start one."""
+    """Finds stop strings in streamed text, holding back any tail that could start one.
+
+    The result does not depend on how the text is split: a stop that completed is reported
+    only once no other stop that starts earlier can still complete.
+    """
 
     def __init__(self, stops: Sequence[tuple[str, str]]) -> None:
         # (stop text, finish reason); empty strings are ignored.
         self.stops = [(s, r) for s, r in stops if s]
         self.buf = ""
 
-    def push(self, text: str) -> tuple[str, str | None]:
-        """Add text; return (text safe to emit, finish reason if a stop string appeared)."""
-        self.buf += text
-        if not self.stops or not self.buf:
-            out, self.buf = self.buf, ""
-            return out, None
+    def _earliest(self) -> tuple[int, str] | None:
         best: tuple[int, str] | None = None
         for s, reason in self.stops:
             i = self.buf.find(s)
             if i >= 0 and (best is None or i < best[0]):
                 best = (i, reason)
-        if best is not None:
-            out = self.buf[: best[0]]
-            self.buf = ""
-            return out, best[1]
-        hold = 0
+        return best
+
+    def _open_start(self, limit: int) -> int:
+        """Earliest j < limit where the rest of the buffer is a proper prefix of a stop."""
         n = len(self.buf)
-        for s, _ in self.stops:
-            for k in range(min(len(s) - 1, n), hold, -1):
-                if self.buf.endswith(s[:k]):
-                    hold = k
-                    break
-        out = self.buf[: n - hold]
-        self.buf = self.buf[n - hold :]
+        for j in range(max(0, n - max(len(s) for s, _ in self.stops) + 1), min(limit, n)):
+            tail = self.buf[j:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s, _ in self.stops):
+                return j
+        return min(limit, n)
+
+    def push(self, text: str) -> tuple[str, str | None]:
+        """Add text; return (text safe to emit, finish reason once a stop string is settled)."""
+        self.buf += text
+        if not self.stops:
+            out, self.buf = self.buf, ""
+            return out, None
+        hit = self._earliest()
+        limit = hit[0] if hit is not None else len(self.buf)
+        j = self._open_start(limit)
+        if hit is not None and j == limit:  # nothing earlier can still complete
+            out, self.buf = self.buf[:limit], ""
+            return out, hit[1]
+        out, self.buf = self.buf[:j], self.buf[j:]
         return out, None
 
-    def flush(self) -> str:
-        out, self.buf = self.buf, ""
-        return out
+    def flush(self) -> tuple[str, str | None]:
+        """End of text: the held tail, cut at a stop that completed (with its reason)."""
+        hit = self._earliest() if self.stops else None
+        out = self.buf if hit is None else self.buf[: hit[0]]
+        self.buf = ""
+        return out, None if hit is None else hit[1]

@@ -1,0 +1,3 @@
+from services.inference.main import main
+
+raise SystemExit(main())

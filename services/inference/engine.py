@@ -1,0 +1,565 @@
+"""Continuous-batching generation engine: one engine thread, asyncio handles for callers.
+
+Each engine step: reap cancelled / timed-out requests, spend a bounded prefill budget
+(turn-closing work first, then admitting queued requests with chunked prefill), then one
+batched decode step for every decoding sequence, sampling per request. Events go to each
+handle's asyncio.Queue through `loop.call_soon_threadsafe`; the event loop never runs torch.
+
+Cache contract (conversation state cache). A request carries the FULL prompt token ids
+(system + context + history + new message, ending where the reply starts). On a cache
+entry for the conversation whose consumed tokens are a prefix of the prompt (checked by
+token count and blake2b hash), only the rest of the prompt is prefilled, so the logits equal
+a full re-prefill. When a reply ends with 'stop', 'stop_sequence' or 'length', the cached
+state has consumed exactly
+
+    prompt_tokens + tokenizer.encode(FinishEvent.text) + terminator
+
+where terminator = request.turn_terminator_tokens (default tokenizer.encode("\\n\\n")).
+Build the next turn's prompt by concatenating per-segment encodings so it starts with those
+tokens; any other prompt is a clean miss (full prefill), never a wrong resume. Cancelled or
+failed replies are not cached (an older entry stays valid for its own prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+import torch
+
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.inference.rwkv_batched import BatchedRWKV, State, StateBatch
+from services.inference.sampling import (
+    DEFAULT_MAX_TOKENS_LIMIT,
+    IncrementalDecoder,
+    Sampler,
+    SamplingParams,
+    StopChecker,
+    Tokenizer,
+)
+from services.inference.state_cache import StateCache, prefix_hash
+
+__all__ = [
+    "Engine",
+    "EngineCallbacks",
+    "EngineConfig",
+    "FinishEvent",
+    "FinishReason",
+    "GenerationRequest",
+    "RequestHandle",
+    "TokenEvent",
+]
+
+log = structlog.get_logger("avatario.inference.engine")
+
+FinishReason = Literal["stop", "length", "stop_sequence", "cancelled", "error"]
+_CACHEABLE = ("stop", "length", "stop_sequence")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    max_running: int = 16  # sequences prefilling or decoding at once
+    max_queue: int = 64  # requests waiting for a running slot
+    prefill_chunk_len: int = 256  # tokens per model.forward call in prefill
+    prefill_tokens_per_step: int = 512  # prefill budget between two decode steps
+    max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT
+    max_prompt_tokens: int = 16384
+    turn_end: str = "\n\n"  # Raven/World turn end: finish 'stop', not part of the text
+    eos_token_id: int | None = 0  # <|endoftext|>: finish 'stop'
+    retry_after_s: float = 1.0  # floor of the ResourceExhausted retry hint
+    idle_wait_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if min(self.max_running, self.prefill_chunk_len, self.prefill_tokens_per_step,
+               self.max_tokens_limit, self.max_prompt_tokens) < 1 or self.max_queue < 0:
+            raise ValueError("EngineConfig limits must be positive (max_queue >= 0)")
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    conversation_id: str
+    prompt_tokens: list[int]  # the full prompt; see the module docstring for the cache contract
+    params: SamplingParams = field(default_factory=SamplingParams)
+    deadline: float | None = None  # on the engine clock (time.monotonic by default)
+    use_cache: bool = True
+    store_cache: bool = True
+    turn_terminator_tokens: list[int] | None = None  # default: encode(config.turn_end)
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    text: str
+    token_ids: tuple[int, ...]  # tokens sampled since the previous event
+
+
+@dataclass(frozen=True, slots=True)
+class FinishEvent:
+    reason: FinishReason
+    text: str  # the whole reply as streamed (stop strings excluded)
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int  # prompt tokens served from the state cache
+    cache_hit: bool
+    ttft_s: float
+    tokens_per_second: float
+    detail: str = ""  # e.g. "deadline_exceeded", or the error message
+    cached_state_tokens: int = 0  # tokens the state stored for the next turn consumed (0: none)
+
+
+Event = TokenEvent | FinishEvent
+
+
+class EngineCallbacks:
+    """Metric hooks (no-ops here; subclass to wire Prometheus). Called on the engine thread."""
+
+    def on_step(self, batch_size: int, step_seconds: float) -> None: ...
+    def on_tokens(self, n: int) -> None: ...
+    def on_prefill(self, n_tokens: int, seconds: float) -> None: ...
+    def on_finish(self, event: FinishEvent) -> None: ...
+
+
+class RequestHandle:
+    """Caller's side of one request: `async for event in handle`, `cancel()`."""
+
+    def __init__(self, engine: Engine, request: GenerationRequest, loop: asyncio.AbstractEventLoop):
+        self.request = request
+        self.request_id = request.request_id
+        self._engine = engine
+        self._loop = loop
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.cancelled = False
+        self.final: FinishEvent | None = None
+
+    def cancel(self) -> None:
+        """Ask the engine to drop this request; its slot frees within one engine step."""
+        self.cancelled = True
+        self._engine._wake.set()
+
+    def _deliver(self, ev: Event) -> None:  # engine thread
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, ev)
+        except RuntimeError:  # loop closed: nobody listens any more
+            self.cancelled = True
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        while self.final is None:
+            ev = await self._queue.get()
+            if isinstance(ev, FinishEvent):
+                self.final = ev
+            yield ev
+
+    async def result(self) -> FinishEvent:
+        """Drain the stream and return the final event."""
+        async for _ in self:
+            pass
+        assert self.final is not None
+        return self.final
+
+
+class _Seq:
+    """Engine-thread bookkeeping of one request."""
+
+    def __init__(self, handle: RequestHandle, sampler: Sampler, decoder: IncrementalDecoder,
+                 stopper: StopChecker, t_submit: float) -> None:
+        self.handle = handle
+        self.req = handle.request
+        self.sampler = sampler
+        self.decoder = decoder
+        self.stopper = stopper
+        self.t_submit = t_submit
+        self.t_first = 0.0
+        self.t_last = 0.0
+        self.todo: list[int] = []  # tokens still to prefill (prompt, then turn closing)
+        self.state: State | None = None
+        self.logits: torch.Tensor | None = None
+        self.prompt_state: State | None = None
+        self.generated: list[int] = []
+        self.fed = 0  # generated tokens already fed to the model
+        self.text: list[str] = []
+        self.ids_since_event: list[int] = []
+        self.cache_hit = False
+        self.cached_tokens = 0
+        self.reason: FinishReason | None = None
+        self.done = False
+        self.detail = ""
+        self.close_tokens: list[int] | None = None  # full token list the cached state consumes
+
+
+class Engine:
+    """Owns one engine thread; `submit` from the event loop, iterate the returned handle."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Tokenizer,
+        *,
+        cache: StateCache | None = None,
+        config: EngineConfig | None = None,
+        callbacks: EngineCallbacks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.bm = model if isinstance(model, BatchedRWKV) else BatchedRWKV(model)
+        self.tokenizer = tokenizer
+        self.cache = cache
+        self.config = config or EngineConfig()
+        self.callbacks = callbacks or EngineCallbacks()
+        self.clock = clock
+        self._terminator = list(tokenizer.encode(self.config.turn_end)) if self.config.turn_end else []
+        self._inbox: queue.SimpleQueue[_Seq] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._waiting: deque[_Seq] = deque()
+        self._prefilling: list[_Seq] = []
+        self._closing: list[_Seq] = []
+        self._decoding: list[_Seq] = []
+        self._batch: StateBatch = self.bm.new_batch()
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self._stop_at: float | None = None  # clock time after which everything is cancelled
+        self._avg_request_s = 1.0
+        self.steps = 0
+
+    # ----- caller side
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._accepting = True
+        self._stop_at = None
+        self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Queue a request (call from the event loop). Raises InvalidArgument,
+        ResourceExhausted (queue full) or Unavailable (not running)."""
+        cfg = self.config
+        if not self._accepting:
+            raise Unavailable("inference engine is not running")
+        request.params.validate(cfg.max_tokens_limit)
+        toks = request.prompt_tokens
+        if not toks:
+            raise InvalidArgument.field("prompt_tokens", "must not be empty")
+        if len(toks) > cfg.max_prompt_tokens:
+            raise InvalidArgument.field("prompt_tokens", f"at most {cfg.max_prompt_tokens} tokens")
+        v = self.bm.vocab_size
+        if min(toks) < 0 or max(toks) >= v:
+            raise InvalidArgument.field("prompt_tokens", f"token ids must be in [0, {v})")
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._accepting:
+                raise Unavailable("inference engine is stopping")
+            if self._outstanding >= cfg.max_running + cfg.max_queue:
+                backlog = self._outstanding - cfg.max_running + 1
+                retry = max(cfg.retry_after_s, self._avg_request_s * backlog / cfg.max_running)
+                raise ResourceExhausted("inference queue is full", retry_after_s=min(retry, 60.0))
+            if not request.request_id:
+                request.request_id = f"gen-{next(self._ids)}"
+            handle = RequestHandle(self, request, loop)
+            p = request.params
+            stops = [(cfg.turn_end, "stop")] + [(s, "stop_sequence") for s in p.stop]
+            seq = _Seq(handle, Sampler(p, v), IncrementalDecoder(self.tokenizer),
+                       StopChecker(stops), self.clock())
+            self._outstanding += 1
+            self._inbox.put(seq)  # under the lock: stop() cannot slip in between
+        self._wake.set()
+        return handle
+
+    def turn_tokens(self, prompt_tokens: Sequence[int], reply_text: str,
+                    terminator: Sequence[int] | None = None) -> list[int]:
+        """The exact tokens a cached state consumed after a reply: prompt + encode(reply) +
+        terminator (default encode(config.turn_end)). The next turn's prompt must start so."""
+        term = self._terminator if terminator is None else terminator
+        reply = list(self.tokenizer.encode(reply_text)) if reply_text else []
+        return [*prompt_tokens, *reply, *term]
+
+    def forget(self, conversation_ids: Sequence[str]) -> int:
+        return self.cache.forget(conversation_ids) if self.cache is not None else 0
+
+    def queue_depth(self) -> int:
+        """Requests accepted but not yet admitted to a running slot (approximate)."""
+        return len(self._waiting) + self._inbox.qsize()
+
+    def outstanding(self) -> int:
+        """Requests accepted and not yet finished (queued, prefilling or decoding)."""
+        with self._lock:
+            return self._outstanding
+
+    def running_count(self) -> int:
+        return len(self._prefilling) + len(self._decoding)
+
+    def stop(self, grace_s: float = 0.0, join_timeout: float | None = 30.0) -> None:
+        """Stop accepting; let requests finish for up to grace_s, cancel the rest, join."""
+        with self._lock:
+            self._accepting = False
+        self._stop_at = self.clock() + max(0.0, grace_s)
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(join_timeout)
+            self._thread = None
+
+    async def astop(self, grace_s: float = 0.0) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop, grace_s)
+
+    # ----- engine thread
+
+    def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            self._take_inbox()
+            if self._stop_at is not None and self._idle():
+                self._take_inbox()  # anything accepted before stop() took the lock
+                if self._idle():
+                    return
+                continue
+            try:
+                worked = self._step()
+            except Exception as exc:  # noqa: BLE001 - never let the thread die
+                log.exception("engine_step_failed")
+                self._fail_all(f"engine error: {exc}")
+                worked = True
+            if not worked:
+                self._wake.wait(self.config.idle_wait_s)
+
+    def _idle(self) -> bool:
+        return not (self._waiting or self._prefilling or self._decoding or self._closing)
+
+    def _take_inbox(self) -> None:
+        while True:
+            try:
+                self._waiting.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _step(self) -> bool:
+        self._reap()
+        worked = self._prefill_phase()
+        if self._decoding:
+            self._decode_step()
+            worked = True
+        return worked
+
+    def _reap(self) -> None:
+        now = self.clock()
+        force = self._stop_at is not None and now >= self._stop_at
+
+        def dead(s: _Seq) -> bool:
+            if s.handle.cancelled or force:
+                s.detail = "shutdown" if force and not s.handle.cancelled else ""
+                return True
+            if s.req.deadline is not None and now >= s.req.deadline:
+                s.detail = "deadline_exceeded"
+                return True
+            return False
+
+        for s in [s for s in self._waiting if dead(s)]:
+            self._waiting.remove(s)
+            self._finalize(s, "cancelled")
+        for s in [s for s in self._prefilling if dead(s)]:
+            self._prefilling.remove(s)
+            self._finalize(s, "cancelled")
+        gone = [s for s in self._decoding if dead(s)]
+        if gone:
+            keep = [i for i, s in enumerate(self._decoding) if s not in gone]
+            self._decoding = [self._decoding[i] for i in keep]
+            self._batch.keep(keep)
+            for s in gone:
+                self._finalize(s, "cancelled")
+
+    def _admit(self, s: _Seq) -> None:
+        prompt = s.req.prompt_tokens
+        entry = None
+        if self.cache is not None and s.req.use_cache:
+            entry = self.cache.lookup(s.req.conversation_id, prompt)
+        if entry is not None:
+            s.cache_hit = True
+            s.cached_tokens = entry.token_count
+            s.state = self.bm.to_model(entry.state)
+            s.logits = entry.logits
+            s.todo = list(prompt[entry.token_count :])
+        else:
+            s.todo = list(prompt)
+        self._prefilling.append(s)
+
+    def _prefill_phase(self) -> bool:
+        cfg = self.config
+        budget = cfg.prefill_tokens_per_step
+        worked = False
+        while self._waiting and self.running_count() < cfg.max_running:
+            self._admit(self._waiting.popleft())
+        for group in (self._closing, self._prefilling):
+            for s in list(group):
+                failed = False
+                while s.todo and budget > 0:
+                    n = min(cfg.prefill_chunk_len, budget, len(s.todo))
+                    t0 = time.perf_counter()
+                    try:
+                        s.logits, s.state = self.bm.prefill(s.todo[:n], s.state, n)
+                    except Exception as exc:  # noqa: BLE001
+                        log.exception("prefill_failed", request_id=s.req.request_id)
+                        s.todo, failed = [], True
+                        s.detail = f"prefill error: {exc}"
+                        break
+                    del s.todo[:n]
+                    budget -= n
+                    worked = True
+                    self._cb("on_prefill", n, time.perf_counter() - t0)
+                if s.todo:
+                    return worked  # budget spent
+                group.remove(s)
+                worked = True
+                if failed:  # a failed turn closing keeps the reply's reason, caches nothing
+                    self._finalize(s, s.reason or "error")
+                elif group is self._closing:
+                    self._store_and_finalize(s)
+                else:
+                    self._start_decoding(s)
+        return worked
+
+    def _start_decoding(self, s: _Seq) -> None:
+        assert s.logits is not None and s.state is not None
+        s.prompt_state = s.state
+        self._accept(s, s.sampler.sample(s.logits))
+        self._cb("on_tokens", 1)
+        if s.reason is None:
+            self._batch.append(s.state)
+            self._decoding.append(s)
+            s.state = None
+        else:
+            self._end(s, s.state)
+
+    def _decode_step(self) -> None:
+        t0 = time.perf_counter()
+        tokens = [s.generated[-1] for s in self._decoding]
+        logits = self.bm.step(tokens, self._batch)
+        keep: list[int] = []
+        ended: list[tuple[_Seq, State | None]] = []
+        for i, s in enumerate(self._decoding):
+            s.fed += 1
+            s.logits = logits[i]
+            self._accept(s, s.sampler.sample(logits[i]))
+            if s.reason is None:
+                keep.append(i)
+            else:
+                ended.append((s, self._batch.get(i) if s.reason in _CACHEABLE else None))
+        n = len(self._decoding)
+        if ended:
+            self._decoding = [self._decoding[i] for i in keep]
+            self._batch.keep(keep)
+            for s, state in ended:
+                self._end(s, state)
+        self.steps += 1
+        self._cb("on_tokens", n)
+        self._cb("on_step", n, time.perf_counter() - t0)
+
+    def _accept(self, s: _Seq, tok: int) -> None:
+        """Record a sampled token: stream its text, check stops, max_tokens and end of text."""
+        now = self.clock()
+        if not s.generated:
+            s.t_first = now
+        s.t_last = now
+        s.generated.append(tok)
+        s.ids_since_event.append(tok)
+        eos = self.config.eos_token_id
+        if eos is not None and tok == eos:
+            self._emit(s, s.decoder.flush(), final=True)
+            s.reason = s.reason or "stop"
+            return
+        self._emit(s, s.decoder.push(tok))
+        if s.reason is None and len(s.generated) >= s.req.params.max_tokens:
+            self._emit(s, s.decoder.flush(), final=True)
+            s.reason = s.reason or "length"
+
+    def _emit(self, s: _Seq, text: str, final: bool = False) -> None:
+        out, reason = s.stopper.push(text)
+        if reason is None and final:
+            tail, reason = s.stopper.flush()
+            out += tail
+        if reason is not None:
+            s.reason = reason  # type: ignore[assignment]
+        if out:
+            s.text.append(out)
+            s.handle._deliver(TokenEvent(out, tuple(s.ids_since_event)))
+            s.ids_since_event = []
+
+    def _end(self, s: _Seq, state: State | None) -> None:
+        """Generation ended: queue turn-closing prefill for the cache, or finalize now."""
+        assert s.reason is not None
+        if state is None or self.cache is None or not s.req.store_cache:
+            self._finalize(s, s.reason)
+            return
+        prompt = s.req.prompt_tokens
+        s.close_tokens = self.turn_tokens(prompt, "".join(s.text), s.req.turn_terminator_tokens)
+        target = s.close_tokens[len(prompt) :]
+        fed = s.generated[: s.fed]
+        if target[: len(fed)] == fed:  # usual case: continue from the live state
+            s.state, s.todo = state, target[len(fed) :]
+        else:  # tokenisation of the reply differs from what was sampled: redo from the prompt
+            s.state, s.todo = s.prompt_state, list(target)
+        if s.todo:
+            self._closing.append(s)
+        else:
+            self._store_and_finalize(s)
+
+    def _store_and_finalize(self, s: _Seq) -> None:
+        assert self.cache is not None and s.close_tokens is not None and s.state is not None
+        toks = s.close_tokens
+        logits = s.logits if s.logits is not None and s.logits.dim() == 1 else None
+        if self.cache.put(s.req.conversation_id, s.state, logits, len(toks), prefix_hash(toks)):
+            self._finalize(s, s.reason or "stop", cached_state_tokens=len(toks))
+        else:
+            self._finalize(s, s.reason or "stop")
+
+    def _finalize(self, s: _Seq, reason: FinishReason, cached_state_tokens: int = 0) -> None:
+        if s.done:
+            return
+        s.done = True
+        s.reason = reason
+        s.state = s.prompt_state = None
+        n = len(s.generated)
+        dt = s.t_last - s.t_first
+        ev = FinishEvent(
+            reason=reason,
+            text="".join(s.text),
+            prompt_tokens=len(s.req.prompt_tokens),
+            completion_tokens=n,
+            cached_tokens=s.cached_tokens,
+            cache_hit=s.cache_hit,
+            ttft_s=max(0.0, s.t_first - s.t_submit) if n else 0.0,
+            tokens_per_second=(n - 1) / dt if n > 1 and dt > 0 else 0.0,
+            detail=s.detail,
+            cached_state_tokens=cached_state_tokens,
+        )
+        with self._lock:
+            self._outstanding -= 1
+            total = max(0.0, self.clock() - s.t_submit)
+            self._avg_request_s = 0.9 * self._avg_request_s + 0.1 * total
+        self._cb("on_finish", ev)
+        s.handle._deliver(ev)
+
+    def _fail_all(self, msg: str) -> None:
+        for group in (self._prefilling, self._decoding, self._closing):
+            for s in group:
+                s.detail = msg
+                self._finalize(s, "error" if s.reason not in _CACHEABLE else s.reason)
+            group.clear()
+        self._batch = self.bm.new_batch()
+
+    def _cb(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self.callbacks, name)(*args)
+        except Exception:  # noqa: BLE001 - metrics must not break generation
+            log.warning("engine_callback_failed", callback=name)

@@ -1,0 +1,99 @@
+"""The inference node: `python -m services.inference serve`.
+
+The gRPC server starts at once with health NOT_SERVING; the model loads in a worker
+thread (the event loop never blocks on torch); health turns SERVING when the engine
+runs. A configuration error stops the process with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import structlog
+
+from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
+from services.common.logs import configure_logging
+from services.common.server import Registration, Server, create_server, serve
+from services.inference.gpu import GpuInventory
+from services.inference.planner import ConfigError
+from services.inference.runtime import Runtime, load_runtime, register_metrics
+from services.inference.safety import guard_from_config
+from services.inference.servicer import InferenceServicer
+from services.inference.settings import InferenceSettings
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
+log = structlog.get_logger("avatario.inference")
+
+
+class InferenceNode:
+    """The server and the runtime it loads once started."""
+
+    def __init__(self, settings: InferenceSettings) -> None:
+        self.settings = settings
+        self.runtime: Runtime | None = None
+        self.inventory = GpuInventory()
+        self.server: Server | None = None
+        self.port = 0
+
+    async def build(self) -> tuple[Server, int]:
+        guard = guard_from_config(self.settings.safety_country)  # ConfigError early
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+        self.metrics = register_metrics(registry, lambda: self.runtime, self.inventory)
+        servicer = InferenceServicer(lambda: self.runtime, guard, self.metrics)
+        self.server, self.port = await create_server(
+            name="inference", settings=self.settings, registry=registry,
+            services=[Registration(inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+                                   servicer, SERVICE_NAME)])
+        self.server.on_stop.append(self._stop_engine)
+        return self.server, self.port
+
+    async def load(self) -> None:
+        self.runtime = await asyncio.to_thread(load_runtime, self.settings, self.inventory,
+                                               self.metrics)
+
+    async def _stop_engine(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.engine.astop(grace_s=0.0)
+        self.inventory.close()
+
+
+async def build_server(settings: InferenceSettings, *, load: bool = True) -> InferenceNode:
+    """For tests: a node on settings.port (0 = any), started, loaded, SERVING."""
+    node = InferenceNode(settings)
+    server, _ = await node.build()
+    await server.start()
+    if load:
+        try:
+            await node.load()
+        except BaseException:
+            await server.stop(0)
+            raise
+        await server.set_serving()
+    return node
+
+
+async def _serve(settings: InferenceSettings) -> None:
+    node = InferenceNode(settings)
+    server, port = await node.build()
+    log.info("inference.listening", port=port)
+    await serve(server, ready=node.load)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "serve"
+    if command != "serve":
+        print(f"unknown command {command!r}; use: serve", file=sys.stderr)
+        return 2
+    settings = InferenceSettings()  # built once, here
+    configure_logging(settings.log_level, json=settings.log_json, service="inference")
+    try:
+        asyncio.run(_serve(settings))
+    except ConfigError as exc:
+        log.error("inference.config_error", error=str(exc))
+        print(f"inference: configuration error: {exc}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,187 @@
+"""Start-up of the inference node: checkpoint -> tokenizer -> plan -> rwkv model -> engine.
+
+Every configuration problem (missing file, vocab mismatch, bad strategy, converted file
+loaded with another strategy) raises ConfigError here, at start, with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.inference.checkpoint import CheckpointInfo, inspect_checkpoint
+from services.inference.convert import check_converted
+from services.inference.engine import Engine, EngineCallbacks, EngineConfig, FinishEvent
+from services.inference.gpu import GpuInventory, NvmlCollector
+from services.inference.planner import (
+    ConfigError,
+    GpuInfo,
+    ModelShape,
+    Plan,
+    resolve_plan,
+)
+from services.inference.rwkv_batched import load_rwkv
+from services.inference.settings import InferenceSettings
+from services.inference.state_cache import StateCache
+from services.inference.tokenizer import Tokenizer, check_vocab, load_tokenizer
+
+log = structlog.get_logger("avatario.inference")
+
+
+@dataclass
+class Runtime:
+    settings: InferenceSettings
+    info: CheckpointInfo
+    tokenizer: Tokenizer
+    chat_format: str
+    plan: Plan
+    gpus: list[GpuInfo]
+    engine: Engine
+    cache: StateCache
+
+
+class EngineMetrics(EngineCallbacks):
+    """Engine hooks -> Prometheus (called on the engine thread; prometheus_client is thread-safe)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.tokens = Counter("avatario_inference_tokens_generated_total",
+                              "Tokens sampled by the engine.", registry=registry)
+        self.prefill_tokens = Counter("avatario_inference_prefill_tokens_total",
+                                      "Prompt tokens prefilled (cache misses and new turns).",
+                                      registry=registry)
+        self.batch = Histogram("avatario_inference_batch_size", "Sequences per decode step.",
+                               buckets=(1, 2, 4, 8, 12, 16, 24, 32, 48, 64), registry=registry)
+        self.step = Histogram("avatario_inference_step_seconds", "Duration of one decode step.",
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                              registry=registry)
+        self.ttft = Histogram("avatario_inference_time_to_first_token_seconds",
+                              "Time from submit to the first token.",
+                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32), registry=registry)
+        self.requests = Counter("avatario_inference_requests_total",
+                                "Finished generations by finish reason.", ["finish_reason"],
+                                registry=registry)
+        self.safety = Counter("avatario_inference_safety_answers_total",
+                              "Messages answered or replies rewritten by the safety guard.",
+                              ["category"], registry=registry)
+
+    def on_step(self, batch_size: int, step_seconds: float) -> None:
+        self.batch.observe(batch_size)
+        self.step.observe(step_seconds)
+
+    def on_tokens(self, n: int) -> None:
+        self.tokens.inc(n)
+
+    def on_prefill(self, n_tokens: int, seconds: float) -> None:
+        self.prefill_tokens.inc(n_tokens)
+
+    def on_finish(self, event: FinishEvent) -> None:
+        self.requests.labels(event.reason).inc()
+        if event.completion_tokens:
+            self.ttft.observe(event.ttft_s)
+
+
+class RuntimeCollector(Collector):
+    """Queue, running sequences, cache and placement, read at scrape time."""
+
+    def __init__(self, holder) -> None:
+        self._holder = holder
+
+    def collect(self):
+        rt: Runtime | None = self._holder()
+        if rt is None:
+            return
+        cfg = rt.engine.config
+        gauges = [
+            ("avatario_inference_queue_depth", "Requests waiting for a running slot.",
+             rt.engine.queue_depth()),
+            ("avatario_inference_queue_capacity", "Maximum waiting requests.", cfg.max_queue),
+            ("avatario_inference_running_sequences", "Sequences prefilling or decoding.",
+             rt.engine.running_count()),
+            ("avatario_inference_max_running_sequences", "Maximum running sequences.",
+             cfg.max_running),
+        ]
+        for name, doc, value in gauges:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+        s = rt.cache.stats()
+        for name, doc, value in [
+            ("avatario_inference_state_cache_bytes", "Bytes held by cached states.", s.used_bytes),
+            ("avatario_inference_state_cache_budget_bytes", "State cache budget.", s.budget_bytes),
+            ("avatario_inference_state_cache_entries", "Cached conversations.", s.entries),
+        ]:
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric([], value)
+            yield g
+        for name, doc, value in [
+            ("avatario_inference_state_cache_evictions", "Entries evicted for space.", s.evictions),
+            ("avatario_inference_state_cache_hits", "Resumed conversations.", s.hits),
+            ("avatario_inference_state_cache_misses", "Conversations re-prefilled.", s.misses),
+        ]:
+            from prometheus_client.core import CounterMetricFamily
+
+            c = CounterMetricFamily(name, doc)
+            c.add_metric([], value)
+            yield c
+        placement = GaugeMetricFamily("avatario_inference_placement_bytes",
+                                      "Weight bytes per device segment of the strategy plan.",
+                                      labels=["device", "dtype", "first_layer", "layers"])
+        for seg in rt.plan.segments:
+            placement.add_metric([seg.device, seg.dtype, str(seg.first_layer), str(seg.layer_count)],
+                                 seg.bytes)
+        yield placement
+        info = GaugeMetricFamily("avatario_inference_model_info", "The loaded model (value 1).",
+                                 labels=["strategy", "n_layer", "n_embd", "vocab_size", "chat_format"])
+        info.add_metric([rt.plan.strategy, str(rt.info.n_layer), str(rt.info.n_embd),
+                         str(rt.info.vocab_size), rt.chat_format], 1)
+        yield info
+
+
+def register_metrics(registry: CollectorRegistry, holder, inventory: GpuInventory) -> EngineMetrics:
+    metrics = EngineMetrics(registry)
+    registry.register(RuntimeCollector(holder))
+    registry.register(NvmlCollector(inventory))
+    up = Gauge("avatario_inference_model_loaded", "1 once the model is loaded and serving.",
+               registry=registry)
+    up.set_function(lambda: 1.0 if holder() is not None else 0.0)
+    return metrics
+
+
+def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
+                 metrics: EngineCallbacks | None = None) -> Runtime:
+    """Blocking (seconds to minutes for big models): run it in a thread."""
+    path = settings.model_path
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}")
+    info = inspect_checkpoint(path)
+    if info.version != 4.0:
+        raise ConfigError(f"{path} is an RWKV-{info.version} checkpoint; this node serves RWKV-4")
+    tokenizer = load_tokenizer(settings.tokenizer,
+                               chat_format=settings.chat_format or None)  # type: ignore[arg-type]
+    check_vocab(tokenizer, info.vocab_size)
+    gpus = inventory.gpus()
+    plan = resolve_plan(ModelShape.from_info(info), gpus, explicit=settings.strategy or None,
+                        converted_strategy=info.converted_strategy,
+                        cpu_first_layers=settings.cpu_first_layers)
+    if info.converted_strategy is not None:
+        check_converted(path, plan.strategy)
+    log.info("inference.plan", strategy=plan.strategy, reason=plan.reason,
+             gpus=len(gpus), plan="\n" + plan.describe())
+    model = load_rwkv(path, plan.strategy)
+    cache = StateCache(settings.state_cache_bytes)
+    engine = Engine(
+        model, tokenizer, cache=cache, callbacks=metrics,
+        config=EngineConfig(
+            max_running=settings.max_batch_size, max_queue=settings.max_queue,
+            prefill_chunk_len=settings.prefill_chunk_len,
+            prefill_tokens_per_step=settings.prefill_tokens_per_step,
+            max_tokens_limit=settings.max_tokens_limit,
+            max_prompt_tokens=settings.max_prompt_tokens,
+        ),
+    )
+    engine.start()
+    return Runtime(settings, info, tokenizer, tokenizer.chat_format, plan, gpus, engine, cache)

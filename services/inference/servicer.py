@@ -1,0 +1,138 @@
+"""InferenceService: thin translation between protobuf and the engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from avatario.common.v1 import chat_pb2
+from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
+from services.common.errors import Unavailable
+from services.common.timeutil import to_duration
+from services.common.validation import Violations
+from services.inference.chat import ChatLimits, PromptBuilder, sampling_from_pb, validate_chat
+from services.inference.engine import FinishEvent, GenerationRequest, TokenEvent
+from services.inference.prompt import stop_sequences
+from services.inference.runtime import EngineMetrics, Runtime
+from services.inference.safety import OutputStreamGuard, SafetyGuard
+
+log = structlog.get_logger("avatario.inference")
+
+FINISH = {
+    "stop": chat_pb2.FINISH_REASON_STOP,
+    "length": chat_pb2.FINISH_REASON_LENGTH,
+    "stop_sequence": chat_pb2.FINISH_REASON_STOP_SEQUENCE,
+    "cancelled": chat_pb2.FINISH_REASON_CANCELLED,
+    "error": chat_pb2.FINISH_REASON_ERROR,
+}
+MAX_FORGET = 10_000
+
+
+def _chunk(text: str) -> inference_pb2.ChatResponse:
+    return inference_pb2.ChatResponse(chunk=inference_pb2.ChatChunk(text=text))
+
+
+class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+    def __init__(self, runtime: Callable[[], Runtime | None], guard: SafetyGuard,
+                 metrics: EngineMetrics | None = None) -> None:
+        self._runtime = runtime
+        self._guard = guard
+        self._metrics = metrics
+
+    def _rt(self) -> Runtime:
+        rt = self._runtime()
+        if rt is None:
+            raise Unavailable("the model is still loading; retry shortly")
+        return rt
+
+    async def Chat(self, request: inference_pb2.ChatRequest, context) -> AsyncIterator[
+            inference_pb2.ChatResponse]:
+        rt = self._rt()
+        s = rt.settings
+        limits = ChatLimits(s.max_history_turns, s.max_tokens_limit, s.default_max_tokens,
+                            s.max_prompt_tokens)
+        validate_chat(request, limits)
+        verdict = self._guard.check_input(request.message)
+        if verdict is not None:
+            # Crisis, abuse, emergencies, dosing: a fixed answer; the model is not called.
+            log.info("inference.safety_answer", category=verdict.category)
+            if self._metrics:
+                self._metrics.safety.labels(verdict.category).inc()
+            yield _chunk(verdict.answer)
+            yield inference_pb2.ChatResponse(final=inference_pb2.ChatFinal(
+                finish_reason=chat_pb2.FINISH_REASON_SAFETY, text=verdict.answer,
+                safety_category=verdict.category, stats=chat_pb2.GenerationStats()))
+            return
+        params = sampling_from_pb(request.params, limits, stop_sequences(rt.chat_format)[1:])
+        tokens = PromptBuilder(rt.tokenizer, rt.chat_format).tokens(
+            request, s.max_prompt_tokens - params.max_tokens)
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        handle = rt.engine.submit(GenerationRequest(
+            conversation_id=request.conversation_id, prompt_tokens=tokens, params=params,
+            deadline=deadline))
+        out = OutputStreamGuard(self._guard, nickname=request.child.nickname or None)
+        sent: list[str] = []
+        finished = False
+        try:
+            async for event in handle:
+                if isinstance(event, TokenEvent):
+                    safe = out.feed(event.text)
+                    if safe:
+                        sent.append(safe)
+                        yield _chunk(safe)
+                    continue
+                assert isinstance(event, FinishEvent)
+                finished = True
+                rest = out.finish()
+                if rest:
+                    sent.append(rest)
+                    yield _chunk(rest)
+                yield inference_pb2.ChatResponse(final=self._final(event, "".join(sent), out))
+        finally:
+            if not finished:  # the client went away: free the slot within one step
+                handle.cancel()
+
+    def _final(self, ev: FinishEvent, text: str, out: OutputStreamGuard) -> inference_pb2.ChatFinal:
+        reason = FINISH[ev.reason]
+        if out.category is not None:
+            reason = chat_pb2.FINISH_REASON_SAFETY
+            if self._metrics:
+                self._metrics.safety.labels(out.category).inc()
+        return inference_pb2.ChatFinal(
+            finish_reason=reason, text=text, safety_category=out.category or "",
+            stats=chat_pb2.GenerationStats(
+                prompt_tokens=ev.prompt_tokens, completion_tokens=ev.completion_tokens,
+                cached_tokens=ev.cached_tokens, cache_hit=ev.cache_hit,
+                time_to_first_token=to_duration(ev.ttft_s),
+                tokens_per_second=ev.tokens_per_second))
+
+    async def GetModelInfo(self, request, context) -> inference_pb2.GetModelInfoResponse:
+        rt = self._rt()
+        stats = rt.cache.stats()
+        return inference_pb2.GetModelInfoResponse(
+            model_name=rt.settings.model_path.name, n_layer=rt.info.n_layer,
+            n_embd=rt.info.n_embd, vocab_size=rt.info.vocab_size, strategy=rt.plan.strategy,
+            strategy_reason=rt.plan.reason,
+            plan=[inference_pb2.PlacementSegment(
+                device=seg.device, dtype=seg.dtype, first_layer=seg.first_layer,
+                layer_count=seg.layer_count, bytes=seg.bytes, streamed_layers=seg.streamed_layers)
+                for seg in rt.plan.segments],
+            gpus=[inference_pb2.GpuDevice(index=g.index, name=g.name, total_bytes=g.total_bytes,
+                                          free_bytes=g.free_bytes) for g in rt.gpus],
+            chat_format=rt.chat_format, tokenizer=rt.tokenizer.name,
+            max_batch_size=rt.engine.config.max_running,
+            state_cache_budget_bytes=stats.budget_bytes, state_cache_used_bytes=stats.used_bytes)
+
+    async def ForgetConversations(self, request, context):
+        v = Violations()
+        if len(request.conversation_ids) > MAX_FORGET:
+            v.add("conversation_ids", f"at most {MAX_FORGET} ids")
+        for i, cid in enumerate(request.conversation_ids):
+            v.uuid(f"conversation_ids[{i}]", cid)
+        v.raise_if_any()
+        rt = self._rt()
+        return inference_pb2.ForgetConversationsResponse(
+            forgotten=rt.engine.forget(list(request.conversation_ids)))

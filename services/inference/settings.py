@@ -1,0 +1,36 @@
+"""Inference node settings (env prefix AVATARIO_INFERENCE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="AVATARIO_INFERENCE_", extra="ignore",
+                                      populate_by_name=True)
+
+    port: int = Field(50054, ge=0, le=65535)
+    metrics_port: int | None = Field(9104, ge=0, le=65535)
+    model_path: Path = Field(description="RWKV-4 .pth checkpoint (raw or pre-converted).")
+    tokenizer: str = Field(
+        "world", description='Path to a tokenizers JSON (Raven: 20B_tokenizer.json) or "world".'
+    )
+    chat_format: str = Field("", description='"raven" or "world"; empty: from the tokenizer.')
+    strategy: str = Field("", description="rwkv strategy string; empty: the planner decides.")
+    cpu_first_layers: int = Field(0, ge=0, description="Planner option: first N layers on CPU.")
+    max_batch_size: int = Field(16, ge=1, le=256, description="Sequences decoded together.")
+    max_queue: int = Field(64, ge=0, le=10_000, description="Requests waiting for a slot.")
+    prefill_chunk_len: int = Field(256, ge=1)
+    prefill_tokens_per_step: int = Field(512, ge=1)
+    max_tokens_limit: int = Field(1024, ge=1, description="Upper bound of a request's max_tokens.")
+    default_max_tokens: int = Field(300, ge=1)
+    max_prompt_tokens: int = Field(16384, ge=256)
+    max_history_turns: int = Field(200, ge=0)
+    state_cache_bytes: int = Field(1 << 30, ge=0, description="Conversation state cache budget.")
+    safety_country: str = Field("US", description="Emergency/crisis numbers used by the guard.")
+    shutdown_grace_s: float = Field(30.0, ge=0)

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common.errors import InvalidArgument
+from services.inference.sampling import IncrementalDecoder, Sampler, SamplingParams, StopChecker
+
+V = 64
+
+
+def test_defaults_are_valid_and_chatrwkv_like() -> None:
+    p = SamplingParams()
+    p.validate()
+    assert (p.temperature, p.top_p, p.top_k) == (1.0, 0.85, 0)
+    assert (p.presence_penalty, p.frequency_penalty, p.penalty_decay) == (0.2, 0.2, 0.996)
+    SamplingParams(temperature=0.0, top_p=1.0, max_tokens=1).validate()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"temperature": -0.1}, "params.temperature"),
+        ({"temperature": float("nan")}, "params.temperature"),
+        ({"top_p": 0.0}, "params.top_p"),
+        ({"top_p": 1.01}, "params.top_p"),
+        ({"top_k": -1}, "params.top_k"),
+        ({"max_tokens": 0}, "params.max_tokens"),
+        ({"max_tokens": 1025}, "params.max_tokens"),
+        ({"presence_penalty": 2.5}, "params.presence_penalty"),
+        ({"frequency_penalty": -3.0}, "params.frequency_penalty"),
+        ({"penalty_decay": 0.0}, "params.penalty_decay"),
+        ({"penalty_decay": 1.5}, "params.penalty_decay"),
+        ({"stop": ("",)}, "params.stop[0]"),
+        ({"stop": ("a",) * 9}, "params.stop"),
+    ],
+)
+def test_validate_names_the_field(change: dict, field: str) -> None:
+    p = dataclasses.replace(SamplingParams(), **change)
+    with pytest.raises(InvalidArgument) as ei:
+        p.validate(max_tokens_limit=1024)
+    assert field in ei.value.fields
+
+
+def test_validate_reports_every_bad_field_and_custom_limit() -> None:
+    p = SamplingParams(temperature=-1, top_p=0, max_tokens=50)
+    with pytest.raises(InvalidArgument) as ei:
+        p.validate(max_tokens_limit=10, field_prefix="")
+    assert set(ei.value.fields) == {"temperature", "top_p", "max_tokens"}
+
+
+def test_greedy_is_argmax_after_penalties() -> None:
+    logits = torch.zeros(V)
+    logits[5], logits[6] = 3.0, 2.9
+    s = Sampler(SamplingParams(temperature=0, presence_penalty=0.2, frequency_penalty=0.0), V)
+    assert s.sample(logits) == 5
+    assert s.sample(logits) == 6  # 5 now carries the presence penalty
+
+
+def test_penalties_follow_chatrwkv_occurrence_dict() -> None:
+    p = SamplingParams(temperature=0, presence_penalty=0.3, frequency_penalty=0.7,
+                       penalty_decay=0.9)
+    s = Sampler(p, V)
+    occurrence: dict[int, float] = {}
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        logits = torch.randn(V, generator=g)
+        ref = logits.clone()
+        for t, c in occurrence.items():
+            ref[t] -= p.presence_penalty + c * p.frequency_penalty
+        assert torch.allclose(s.penalised(logits), ref, atol=1e-5)
+        tok = s.sample(logits)
+        assert tok == int(torch.argmax(ref))
+        for t in occurrence:
+            occurrence[t] *= p.penalty_decay
+        occurrence[tok] = occurrence.get(tok, 0.0) + 1
+
+
+def test_seed_reproduces_and_differs() -> None:
+    logits = torch.randn(V, generator=torch.Generator().manual_seed(1))
+
+    def draw(seed: int) -> list[int]:
+        s = Sampler(SamplingParams(temperature=1.0, top_p=1.0, seed=seed), V)
+        return [s.sample(logits) for _ in range(40)]
+
+    assert draw(123) == draw(123)
+    assert draw(123) != draw(124)
+
+
+def test_top_p_and_top_k_restrict_the_support() -> None:
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05] + [1e-9] * (V - 4)))
+    p_nucleus = Sampler(SamplingParams(top_p=0.7, presence_penalty=0, frequency_penalty=0,
+                                       seed=0), V)
+    assert {p_nucleus.sample(logits) for _ in range(300)} == {0, 1}
+    k1 = Sampler(SamplingParams(top_p=1.0, top_k=1, presence_penalty=0, frequency_penalty=0), V)
+    assert {k1.sample(logits) for _ in range(50)} == {0}
+    k3 = Sampler(SamplingParams(top_p=1.0, top_k=3, presence_penalty=0, frequency_penalty=0,
+                                seed=0), V)
+    assert {k3.sample(logits) for _ in range(300)} == {0, 1, 2}
+
+
+def test_low_temperature_concentrates_without_underflow() -> None:
+    logits = torch.randn(V, generator=torch.Generator().manual_seed(3)) * 5
+    s = Sampler(SamplingParams(temperature=0.01, top_p=1.0, presence_penalty=0,
+                               frequency_penalty=0, seed=0), V)
+    assert {s.sample(logits) for _ in range(20)} == {int(torch.argmax(logits))}
+
+
+class _Bytes:
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+class _Strict(_Bytes):
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8")  # raises on partial characters
+
+
+@pytest.mark.parametrize("tok", [_Bytes(), _Strict()])
+def test_incremental_decoder_never_emits_partial_utf8(tok) -> None:
+    text = "héllo 你好 😀!"
+    dec = IncrementalDecoder(tok)
+    pieces = [dec.push(b) for b in tok.encode(text)]
+    assert all("\ufffd" not in p for p in pieces)
+    assert "".join(pieces) + dec.flush() == text
+
+
+def test_incremental_decoder_gives_up_on_invalid_bytes() -> None:
+    dec = IncrementalDecoder(_Bytes(), max_pending=3)
+    out = dec.push(0xE4) + dec.push(0xBD) + dec.push(0xE4)
+    assert out.startswith("\ufffd")
+
+
+def test_stop_checker_split_across_pieces() -> None:
+    sc = StopChecker([("\n\n", "stop"), ("Bob:", "stop_sequence")])
+    out = []
+    for piece in ["Hi the", "re\n", "B", "o", "b", ":", " more"]:
+        emit, reason = sc.push(piece)
+        out.append(emit)
+        if reason:
+            break
+    assert "".join(out) == "Hi there\n" and reason == "stop_sequence"
+
+
+def test_stop_checker_earliest_wins_and_flush() -> None:
+    sc = StopChecker([("\n\n", "stop"), ("xy", "stop_sequence")])
+    assert sc.push("ab\n") == ("ab", None)
+    assert sc.push("\nxy") == ("", "stop")
+    sc2 = StopChecker([("abc", "stop_sequence")])
+    assert sc2.push("zab") == ("z", None)
+    assert sc2.flush() == ("ab", None)
+    # "B::" could still complete when ":" is seen, so the ":" stop waits for more text.
+    sc3 = StopChecker([(":", "r0"), ("B::", "r1")])
+    assert sc3.push("B:") == ("", None)
+    assert sc3.push(":") == ("", "r1")
+    sc4 = StopChecker([(":", "r0"), ("B::", "r1")])
+    assert sc4.push("B:") == ("", None)
+    assert sc4.flush() == ("B", "r0")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.text(alphabet="ab\nBo:", max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=10),
+    stops=st.lists(st.text(alphabet="ab\nBo:", min_size=1, max_size=4), min_size=1, max_size=3),
+)
+def test_stop_checker_property(text: str, cuts: list[int], stops: list[str]) -> None:
+    sc = StopChecker([(s, f"r{i}") for i, s in enumerate(stops)])
+    bounds = sorted({0, len(text), *[c for c in cuts if c <= len(text)]})
+    emitted, reason = "", None
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        e, reason = sc.push(text[a:b])
+        emitted += e
+        assert not any(s in emitted for s in stops)
+        if reason:
+            break
+    if reason is None:  # end of text: the held tail may still hold a stop
+        tail, reason = sc.flush()
+        emitted += tail
+    hits = [(text.find(s), i) for i, s in enumerate(stops) if s in text]
+    if hits:
+        first = min(h[0] for h in hits)
+        assert reason is not None and emitted == text[:first]
+        assert text.find(stops[int(reason[1:])]) == first
+    else:
+        assert reason is None and emitted == text
