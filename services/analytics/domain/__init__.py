@@ -1,0 +1,17 @@
+"""Analytics domain layer: plain Python, no gRPC and no database.
+
+Modules:
+    types       domain dataclasses and enums (names match the proto enum suffixes)
+    catalog     the versioned game catalog (data/games.json) and session validation
+    metrics     per-session derived metrics from raw trials
+    norms       age norms (data/norms.json), z-scores, percentiles, platform norms
+    scoring     domain/area scores, weekly trends, play time, streaks
+    flags       screening flags (skill, low mood, engagement and performance drops)
+    tips        the curated tips library (data/tips.json)
+    report      the parent report and the chat assistant's summary
+    xapi        xAPI statements for data export
+    ingest      validate + metrics + norms for one submitted session -> SessionResult
+    simulator   simulated children producing realistic, valid trial-level sessions
+    simgames    the simulator's per-game trial generators
+    evaluation  flag rates over simulated populations
+"""
