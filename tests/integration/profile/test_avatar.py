@@ -9,10 +9,10 @@ import pytest
 
 from avatario.common.v1 import avatar_pb2
 from avatario.profile.v1 import profile_pb2 as pb
+from services.common.db import in_transaction
 from services.profile import catalog, progression
 from services.profile.models import Avatar, XpAward
 from services.profile.repo import children as children_repo
-from services.common.db import in_transaction
 from tests.integration.profile.support import (
     CHAT,
     CHILD,
