@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
+from pathlib import Path
 
 import grpc
+import pytest
 from grpc_status import rpc_status
 
 from services.common.status import field_violations, retry_delay_s
@@ -31,3 +36,16 @@ def assert_rpc_error(err: grpc.RpcError, code: grpc.StatusCode, field: str | Non
 
 def retry_after(err: grpc.RpcError) -> float | None:
     return retry_delay_s(rpc_status.from_call(err))
+
+
+def promtool_check(body: str) -> None:
+    """`promtool check metrics` accepts the exposition text (skips without promtool,
+    unless AVATARIO_REQUIRE_TOOLS=1 as in CI)."""
+    root = Path(__file__).resolve().parent.parent
+    promtool = shutil.which("promtool") or str(root / ".tools" / "bin" / "promtool")
+    if not Path(promtool).exists():
+        if os.environ.get("AVATARIO_REQUIRE_TOOLS") == "1":
+            pytest.fail("promtool missing: run scripts/install_tools.sh")
+        pytest.skip("promtool not installed (scripts/install_tools.sh)")
+    out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -4,11 +4,7 @@ metrics (checked by promtool), error mapping, internal auth and mutual TLS."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -22,7 +18,7 @@ from services.common.interceptors import INTERNAL_TOKEN_KEY
 from services.common.server import Registration, create_server
 from services.common.settings import ServiceSettings
 from tests.certs import TestCA
-from tests.helpers import INTERNAL_TOKEN, assert_rpc_error, retry_after
+from tests.helpers import INTERNAL_TOKEN, assert_rpc_error, promtool_check, retry_after
 
 SERVICE = "avatario.test.v1.EchoService"
 S = wrappers_pb2.StringValue
@@ -147,20 +143,9 @@ async def test_health_reflection_errors_and_metrics(tmp_path):
         assert 'grpc_code="INVALID_ARGUMENT"' in body and 'grpc_code="INTERNAL"' in body
         assert 'grpc_code="UNAUTHENTICATED"' in body
         assert "grpc_server_started_total" in body and "grpc_server_handling_seconds_bucket" in body
-        _promtool_check(body, tmp_path)
+        promtool_check(body)
     finally:
         await server.stop(0)
-
-
-def _promtool_check(body: str, tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[3]
-    promtool = shutil.which("promtool") or str(root / ".tools" / "bin" / "promtool")
-    if not Path(promtool).exists():
-        if os.environ.get("AVATARIO_REQUIRE_TOOLS") == "1":
-            pytest.fail("promtool missing: run scripts/install_tools.sh")
-        pytest.skip("promtool not installed (scripts/install_tools.sh)")
-    out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 async def test_graceful_stop_flips_health_and_drains():

@@ -14,6 +14,7 @@ from avatario.profile.v1 import profile_pb2_grpc
 from services.common.clients import internal_channel
 from services.common.db import Database
 from services.profile.main import SERVICE_NAME, build_server
+from tests.helpers import promtool_check
 from tests.integration.profile.conftest import profile_settings
 from tests.integration.profile.support import fails, new_email
 
@@ -69,3 +70,4 @@ async def test_metrics_include_grpc_and_domain_counters(profile_db_url):
     assert 'avatario_profile_authentications_total{kind="parent",result="failed"} 1.0' in text
     assert ('grpc_server_handled_total{grpc_code="UNAUTHENTICATED",grpc_method="Authenticate",'
             'grpc_service="avatario.profile.v1.ProfileService",grpc_type="unary"} 1.0') in text
+    promtool_check(text)
