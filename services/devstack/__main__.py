@@ -47,7 +47,7 @@ def _demo_model(var: Path, console: Console) -> Path:
     path = var / "models" / "demo-rwkv4-world-L4-D128.pth"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        console.print(f"building a small random demo model at {path.relative_to(ROOT)} ...")
+        console.print(f"building a small random demo model at {path} ...")
         build_random_checkpoint(path, n_layer=4, n_embd=128, vocab_size=65536, seed=7)
     return path
 

@@ -171,7 +171,7 @@ _LABELS = ["gpu", "UUID", "modelName", "Hostname"]
 
 
 class NvmlCollector(Collector):
-    """Prometheus collector: DCGM-compatible per-GPU gauges plus `avatario_gpu_count`.
+    """Prometheus collector: DCGM-compatible per-GPU gauges plus `avatario_inference_gpus`.
 
     Register with ``registry.register(NvmlCollector())``; every scrape samples NVML.
     """
@@ -184,7 +184,7 @@ class NvmlCollector(Collector):
         # Lets the registry learn the names without touching NVML at registration time.
         for name, doc, _ in _METRICS:
             yield GaugeMetricFamily(name, doc, labels=_LABELS)
-        yield GaugeMetricFamily("avatario_gpu_count", "GPUs NVML reports on this node.")
+        yield GaugeMetricFamily("avatario_inference_gpus", "GPUs NVML reports on this node.")
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         samples = self._inventory.sample()
@@ -196,5 +196,5 @@ class NvmlCollector(Collector):
                     fam.add_metric([str(s.index), s.uuid, s.name, self._hostname], value)
             yield fam
         yield GaugeMetricFamily(
-            "avatario_gpu_count", "GPUs NVML reports on this node.", value=len(samples)
+            "avatario_inference_gpus", "GPUs NVML reports on this node.", value=len(samples)
         )

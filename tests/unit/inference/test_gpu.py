@@ -134,7 +134,7 @@ def test_real_pynvml_without_driver_does_not_crash() -> None:
 
 def test_collector_two_gpus() -> None:
     families = scrape(NvmlCollector(GpuInventory(fake_nvml([H100, A10])), hostname="node-1"))
-    assert families["avatario_gpu_count"][0].value == 2
+    assert families["avatario_inference_gpus"][0].value == 2
     used = {s.labels["gpu"]: s for s in families["DCGM_FI_DEV_FB_USED"]}
     assert used["0"].value == 1024 and used["1"].value == 3 * 1024  # MiB, as DCGM
     assert used["0"].labels == {
@@ -156,10 +156,10 @@ def test_collector_two_gpus() -> None:
 
 def test_collector_one_gpu_and_zero() -> None:
     one = scrape(NvmlCollector(GpuInventory(fake_nvml([H100])), hostname="h"))
-    assert one["avatario_gpu_count"][0].value == 1
+    assert one["avatario_inference_gpus"][0].value == 1
     assert len(one["DCGM_FI_DEV_GPU_UTIL"]) == 1
     zero = scrape(NvmlCollector(GpuInventory(fake_nvml([])), hostname="h"))
-    assert zero["avatario_gpu_count"][0].value == 0
+    assert zero["avatario_inference_gpus"][0].value == 0
     assert zero.get("DCGM_FI_DEV_GPU_UTIL", []) == []
 
 
@@ -169,7 +169,7 @@ def test_collector_with_nvml_failure() -> None:
     with capture_logs() as logs:
         for _ in range(3):
             families = scrape(collector)
-            assert families["avatario_gpu_count"][0].value == 0
+            assert families["avatario_inference_gpus"][0].value == 0
     assert len(logs) == 1
     assert nv.calls["init"] == 1  # a failed NVML is not retried on every scrape
 
@@ -193,3 +193,15 @@ def test_registration_does_not_touch_nvml() -> None:
     reg = CollectorRegistry()
     reg.register(NvmlCollector(GpuInventory(nv), hostname="h"))
     assert nv.calls["init"] == 0
+
+
+def test_exposition_passes_promtool() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tests.helpers import promtool_check
+
+    registry = CollectorRegistry()
+    registry.register(NvmlCollector(GpuInventory(fake_nvml([H100, A10])), hostname="node-1"))
+    # DCGM's label names (UUID, modelName) are kept as dcgm-exporter spells them.
+    promtool_check(generate_latest(registry).decode(),
+                   allow=("label names should be written in 'snake_case' not 'camelCase'",))
