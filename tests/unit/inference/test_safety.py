@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,139 +12,27 @@ from hypothesis import strategies as st
 
 from services.inference.planner import ConfigError
 from services.inference.safety import (
+    ANSWER_FIELDS,
     OutputStreamGuard,
     SafetyGuard,
+    developmental_note,
     guard_from_config,
     load_resources,
+    needs_developmental_note,
 )
 
-POSITIVE = {
-    "medical_emergency": [
-        "My toddler swallowed a button battery!",
-        "help my son drank bleach",
-        "She ate some of my pills, what do I do",
-        "my 3yo got into the medicine cabinet and took a bunch of tylenol",
-        "He's not breathing!!",
-        "my baby is struggling to breathe",
-        "her lips are turning blue",
-        "my daughter is having a seizure right now",
-        "He's fitting and won't stop",
-        "my son is unresponsive",
-        "I can't wake him up",
-        "She passed out and won't wake up",
-        "my baby is choking on a grape",
-        "I think he overdosed on his ADHD meds",
-        "I accidentally gave her a double dose of ibuprofen by mistake",
-        "he swallowed a magnet",
-        "my kid drank some laundry detergent",
-        "She fell and hit her head and now she is vomiting and drowsy",
-    ],
-    "crisis": [
-        "My 12 year old said she wants to kill herself",
-        "I want to die",
-        "my son talks about suicide",
-        "I think my daughter is SUICIDAL.",
-        "she's been cutting herself",
-        "he said he doesn't want to live anymore",
-        "I can't go on like this anymore",
-        "my teen is self-harming",
-        "I feel like ending my life",
-        "He says everyone would be better off without me",
-        "she hurts herself on purpose when she's upset",
-        "I wish I was dead",
-        "my son wants to hurt himself",
-    ],
-    "abuse": [
-        "my husband hits our son",
-        "Her stepdad beats her",
-        "I think my daughter is being abused at daycare",
-        "the babysitter slapped my baby",
-        "my ex touches her inappropriately",
-        "my son was molested by a neighbor",
-        "I'm scared I'm going to hurt my baby",
-        "I shook my baby because he wouldn't stop crying",
-        "her father locked her in a closet",
-        "My partner doesn't feed the kids",
-        "my uncle sexually abused me and now he babysits my daughter",
-        "I feel like I want to shake my baby",
-    ],
-    "medication_dosing": [
-        "How much Tylenol can I give my 2 year old?",
-        "what dose of ibuprofen for a 20 kg child",
-        "How many ml of Calpol for a 6 month old",
-        "Can I give her 5ml of benadryl?",
-        "what's the right dosage of melatonin for kids",
-        "how often can I give him motrin",
-        "Is it ok to give my toddler Benadryl to help him sleep?",
-        "dosage for a 3 year old of amoxicillin",
-        "can I give him another dose of paracetamol",
-        "How many mg of melatonin should a 7 year old take",
-        "Can I alternate tylenol and motrin?",
-        "what's the max dose of acetaminophen per kg",
-    ],
-}
-
-NEGATIVE = [
-    "He's killing it at math this year!",
-    "This homework is killing me",
-    "I'm dying to know how he did on the memory game",
-    "She choked up during her school recital",
-    "Any breathing exercises for anxious kids?",
-    "my feet are killing me after the zoo",
-    "He won't wake up for school in the mornings",
-    "She's not responding to her name, is that normal at 2?",
-    "He hurt himself falling off his bike",
-    "she cut herself on a piece of paper",
-    "My son hits his sister when he's angry",
-    "Is spanking ever ok?",
-    "He took his medicine without fuss",
-    "how much sleep does a 5 year old need?",
-    "How much screen time is ok?",
-    "he needs a healthy dose of fresh air",
-    "How do I teach him about body safety to prevent abuse?",
-    "she had a seizure two years ago, is swimming ok?",
-    "is this toy a choking hazard?",
-    "we watched Suicide Squad and she had nightmares",
-    "she's having a fit because I took her tablet",
-    "how do I childproof the cleaning cabinet",
-    "he's fitting in well at his new school",
-    "My daughter is obsessed with poison dart frogs",
-    "She ate too much sugar at the party",
-    "How do I get my son to take his medicine?",
-    "my mom is visiting and the kids love her",
-    "he breathes through his mouth at night",
-    "she drank too much juice",
-    "how can I leave my 10 year old alone for an hour safely",
-    "I could kill him for drawing on the wall lol",
-    "my son is dying of laughter at that cartoon",
-    "He's killing himself laughing",
-    "",
+MIXED = [
+    # (message, category): one of each, so the country tests exercise every fixed answer
+    ("I want to die", "crisis"),
+    ("my husband hits our son", "abuse"),
+    ("he is not breathing", "medical_emergency"),
+    ("how much tylenol for him", "medication_dosing"),
 ]
-
-CASES = [(cat, msg) for cat, msgs in POSITIVE.items() for msg in msgs]
 
 
 @pytest.fixture(scope="module")
 def us() -> SafetyGuard:
     return SafetyGuard.for_country("US")
-
-
-def test_list_sizes() -> None:
-    assert len(CASES) >= 30 and len(NEGATIVE) >= 20
-
-
-@pytest.mark.parametrize(("category", "message"), CASES)
-def test_positive(us: SafetyGuard, category: str, message: str) -> None:
-    verdict = us.check_input(message)
-    assert verdict is not None, message
-    assert verdict.category == category, (message, verdict.reason)
-    assert verdict.answer == us.answer(category)
-    assert message not in verdict.answer and verdict.reason
-
-
-@pytest.mark.parametrize("message", NEGATIVE)
-def test_negative(us: SafetyGuard, message: str) -> None:
-    assert us.check_input(message) is None
 
 
 @pytest.mark.parametrize(
@@ -153,6 +42,45 @@ def test_negative(us: SafetyGuard, message: str) -> None:
 def test_case_and_punctuation(us: SafetyGuard, message: str) -> None:
     verdict = us.check_input(message)
     assert verdict is not None and verdict.category == "medical_emergency"
+
+
+def test_empty_and_huge_messages(us: SafetyGuard) -> None:
+    assert us.check_input("") is None and us.check_input("   ?!  ") is None
+    assert us.check_input("word " * 20000) is None
+    assert us.check_input("word " * 500 + "i want to die") is not None
+
+
+WORD_LISTS = [
+    Path("/usr/share/dict/american-english-large"),
+    Path("/usr/share/dict/british-english-large"),
+]
+
+
+@pytest.mark.skipif(not all(p.exists() for p in WORD_LISTS), reason="word lists not installed")
+def test_real_words_are_never_corrected() -> None:
+    # apt-get install wamerican-large wbritish-large to run this check.
+    fix_word = load_resources.__globals__["_fix_word"]
+    vocab = load_resources.__globals__["_FUZZY_VOCAB"]
+    words = {
+        w.strip().lower().replace("'", "")
+        for p in WORD_LISTS
+        for w in p.read_text(encoding="utf-8", errors="ignore").split()
+    }
+    changed = sorted(
+        w for w in words if w.isascii() and w.isalpha() and w not in vocab and fix_word(w) != w
+    )
+    assert not changed, f"add to _REAL_WORDS: {' '.join(changed)}"
+
+
+def test_spelling_fixes_leave_real_words_alone() -> None:
+    norm = load_resources.__globals__["_norm"]
+    assert norm("sucide ibuprofin siezure unconcious") == "suicide ibuprofen seizure unconscious"
+    # real words close to a key word stay as they are
+    assert norm("cooking putting prison amused breath hitting") == (
+        "cooking putting prison amused breath hitting"
+    )
+    assert norm("i wanna kms") == "i want to kill myself"
+    assert norm("2.5ml k!ll su1cide") == "2.5ml kill suicide"
 
 
 NUMBERS = {
@@ -186,18 +114,40 @@ NUMBERS = {
 @pytest.mark.parametrize("country", sorted(NUMBERS))
 def test_answers_carry_configured_numbers(country: str) -> None:
     guard = SafetyGuard.for_country(country)
-    samples = {
-        "crisis": "I want to die",
-        "abuse": "my husband hits our son",
-        "medical_emergency": "he is not breathing",
-        "medication_dosing": "how much tylenol for him",
-    }
-    for category, message in samples.items():
+    for message, category in MIXED:
         verdict = guard.check_input(message)
         assert verdict is not None and verdict.category == category
         for number in NUMBERS[country][category]:
             assert number in verdict.answer, (country, category, number)
         assert "{" not in verdict.answer
+
+
+@pytest.mark.parametrize("country", sorted(load_resources()))
+def test_every_answer_has_the_emergency_number_and_its_line(country: str) -> None:
+    guard = SafetyGuard.for_country(country)
+    res = guard.resources
+    assert res.emergency and res.crisis_line and res.poison_line and res.child_protection_line
+    for category, names in ANSWER_FIELDS.items():
+        answer = guard.answer(category)
+        assert "emergency" in names
+        for name in names:
+            assert getattr(res, name) in answer, (country, category, name)
+        assert "{" not in answer and "}" not in answer
+
+
+def test_answers_hold_nothing_personal() -> None:
+    # The fixed answers are the same texts for every message and child: nothing is echoed.
+    guard = SafetyGuard.for_country("GB")
+    private = "Mia Jones, born 2019-04, lives at 12 High Street, mia@example.com"
+    for message, category in MIXED:
+        verdict = guard.check_input(f"{message}. {private}")
+        assert verdict is not None and verdict.answer == guard.answer(category)
+        for word in ("Mia", "Jones", "2019", "High Street", "@", message):
+            assert word not in verdict.answer
+    texts = [guard.answer(c) for c in ANSWER_FIELDS]
+    for text in texts:
+        assert not re.search(r"[\w.]+@[\w.]+", text)  # no e-mail addresses
+        assert "your child" in text or "a child" in text  # generic, never a name
 
 
 def test_country_selection_and_errors(tmp_path: Path) -> None:
@@ -225,36 +175,14 @@ def test_country_selection_and_errors(tmp_path: Path) -> None:
         guard_from_config("US", {"hotline": "1"})
 
 
-CLAIMS = [
-    ("Your child has ADHD. Try short tasks.", "ADHD"),
-    ("It sounds like ADHD to me.", "ADHD"),
-    ("She is autistic, so routines help.", "autism"),
-    ("I diagnose dyslexia.", "a condition like this"),
-    ("These are classic signs of autism. Talk to the teacher.", "autism"),
-    ("Mia probably has dyslexia.", "dyslexia"),
-    ("He may have an anxiety disorder.", "an anxiety disorder"),
-    ("Your son is clearly depressed.", "depression"),
-    ("Based on this, my diagnosis is a learning disability.", "a condition like this"),
-    ("Your daughter definitely has a speech delay!", "a speech delay"),
-]
-NON_CLAIMS = [
-    "If your child has ADHD, structure helps.",
-    "This doesn't mean your child has autism.",
-    "Children with dyslexia often enjoy audiobooks.",
-    "Only a professional can say whether she has ADHD.",
-    "He seems tired after school. Try an earlier bedtime.",
-    "It sounds like a normal phase.",
-    "A pediatrician can assess whether he has a learning disability.",
-    "Reading together every night helps.",
-]
-
-
-@pytest.mark.parametrize(("text", "cond"), CLAIMS)
-def test_output_claims_rewritten(us: SafetyGuard, text: str, cond: str) -> None:
-    out, category = us.check_output(text, nickname="Mia")
-    assert category == "diagnostic_claim"
-    assert "Only a qualified professional" in out and f"has {cond};" in out
-    assert "sounds like ADHD" not in out and "is autistic" not in out
+CORPUS = Path(__file__).with_name("safety_corpus")
+_claims = json.loads((CORPUS / "diagnostic_claims.json").read_text(encoding="utf-8"))
+_dev = json.loads((CORPUS / "developmental_note.json").read_text(encoding="utf-8"))
+SENTENCES = (
+    [c["text"] for c in _claims["claims"]]
+    + _claims["non_claims"]
+    + [t for t in _dev["needs_note"] + _dev["no_note"] if t]
+)
 
 
 def test_output_keeps_other_sentences(us: SafetyGuard) -> None:
@@ -266,17 +194,40 @@ def test_output_keeps_other_sentences(us: SafetyGuard) -> None:
     assert out.count("Only a qualified professional") == 1
 
 
-@pytest.mark.parametrize("text", NON_CLAIMS)
-def test_output_non_claims_untouched(us: SafetyGuard, text: str) -> None:
-    assert us.check_output(text) == (text, None)
+def test_claim_with_nickname_only_for_that_child(us: SafetyGuard) -> None:
+    assert us.check_output("Leo has ADHD.", nickname="Leo")[1] == "diagnostic_claim"
+    assert us.check_output("Leo has ADHD.", nickname="Mia")[1] is None  # a friend, say
+    assert us.check_output("Leo has ADHD.")[1] is None
+
+
+def test_developmental_note_wording() -> None:
+    note = developmental_note("Mia")
+    assert note == (
+        "This is general guidance, not a diagnosis; if you're worried, Mia's doctor can take "
+        "a closer look."
+    )
+    assert len(note) < 120 and not needs_developmental_note(note)
+    for odd in (None, "", "   ", "x" * 41, "{nickname}", "123"):
+        assert developmental_note(odd).endswith("your child's doctor can take a closer look.")
+    assert developmental_note("  Anna   Lena ").endswith(
+        "Anna Lena's doctor can take a closer look."
+    )
+
+
+def test_stream_note_after_trailing_newline(us: SafetyGuard) -> None:
+    stream = OutputStreamGuard(us, nickname=None)
+    out = stream.feed("Tantrums are normal at two.\n") + stream.finish()
+    assert out == "Tantrums are normal at two.\n" + developmental_note(None)
+    assert stream.category is None and stream.developmental_note_added
+    assert stream.finish() == ""  # only once
 
 
 @settings(max_examples=150, deadline=None)
 @given(
-    text=st.sampled_from([c for c, _ in CLAIMS] + NON_CLAIMS).flatmap(
-        lambda first: st.lists(
-            st.sampled_from([c for c, _ in CLAIMS] + NON_CLAIMS), max_size=3
-        ).map(lambda rest: " ".join([first, *rest]))
+    text=st.sampled_from(SENTENCES).flatmap(
+        lambda first: st.lists(st.sampled_from(SENTENCES), max_size=3).map(
+            lambda rest: " ".join([first, *rest])
+        )
     ),
     cuts=st.lists(st.integers(0, 400), max_size=8),
 )
@@ -287,8 +238,11 @@ def test_stream_guard_matches_whole_text(text: str, cuts: list[int]) -> None:
     out = "".join(stream.feed(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False))
     out += stream.finish()
     whole, category = guard.check_output(text, nickname="Mia")
+    if needs_developmental_note(whole):
+        whole = f"{whole} {developmental_note('Mia')}"
     assert out.strip() == whole.strip()
     assert stream.category == category
+    assert out.count("not a diagnosis") <= 1
 
 
 @settings(max_examples=200, deadline=None)
@@ -298,3 +252,10 @@ def test_output_without_claims_is_unchanged(text: str) -> None:
     out, category = guard.check_output(text)
     if category is None:
         assert out == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_check_input_never_fails(text: str) -> None:
+    verdict = SafetyGuard.for_country(None).check_input(text)
+    assert verdict is None or verdict.answer
