@@ -1,0 +1,322 @@
+"""Who is calling, and may they call this RPC: the one place that decides.
+
+Every public RPC has a row in POLICY (a test checks that none is missing, and
+an RPC without a row is denied). `guard()` wraps a servicer so that each method
+first runs `Gate.admit`: read "authorization: Bearer <token>", authenticate
+(parent access JWT, or an opaque "dev_..." device token checked by profile),
+check the policy row, apply the rate limit, and hand the principal to the
+method as a third argument. Family scoping (ids of other families answer
+NOT_FOUND) is done by the owning services, which get the principal's family id
+on every call; a device may name only its own child (anything else:
+PERMISSION_DENIED, whether or not the id exists).
+
+Device tokens: a positive answer from profile is cached for
+`device_cache_ttl_s` (5 s by default, at most 30) keyed by the token's hash.
+RevokeDevice and EraseFamily through this gateway evict at once; a revocation
+made elsewhere takes effect within the TTL. Negative answers are never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import structlog
+from prometheus_client import Counter
+
+from avatario.gateway.v1 import gateway_pb2
+from avatario.profile.v1 import profile_pb2
+from services.common.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from services.common.validation import normalize_email
+from services.gateway.backends import Backend
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.tokens import TokenService
+
+log = structlog.get_logger("avatario.gateway.auth")
+
+DEVICE_TOKEN_PREFIX = "dev_"
+MAX_AUTHORIZATION_LEN = 4096
+MAX_DEVICE_TOKEN_LEN = 128
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+# -- principals ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anonymous:
+    peer: str
+    kind = "anonymous"
+
+
+@dataclass(frozen=True)
+class ParentPrincipal:
+    parent_id: str
+    family_id: str
+    sign_in_id: str = ""
+    kind = "parent"
+
+    @property
+    def key(self) -> str:
+        return f"parent:{self.parent_id}"
+
+
+@dataclass(frozen=True)
+class ChildDevicePrincipal:
+    device_id: str
+    child_id: str
+    family_id: str
+    kind = "device"
+
+    @property
+    def key(self) -> str:
+        return f"device:{self.device_id}"
+
+
+Principal = Anonymous | ParentPrincipal | ChildDevicePrincipal
+
+
+# -- the policy table ----------------------------------------------------------------
+
+ANON, PARENT, DEVICE = "anonymous", "parent", "device"
+
+
+@dataclass(frozen=True)
+class Rule:
+    allowed: frozenset[str]
+    # Rate limit: "principal" (per parent/device), "credentials" (per email and
+    # peer, stricter, for password checks) or "peer" (other anonymous calls).
+    limit: str = "principal"
+
+
+_P = Rule(frozenset({PARENT}))
+_PD = Rule(frozenset({PARENT, DEVICE}))
+_SVC = gateway_pb2.DESCRIPTOR.package
+
+POLICY: dict[str, Rule] = {
+    f"/{_SVC}.{name}": rule for name, rule in {
+        "AuthService/SignUp": Rule(frozenset({ANON}), "credentials"),
+        "AuthService/SignIn": Rule(frozenset({ANON}), "credentials"),
+        "AuthService/RefreshTokens": Rule(frozenset({ANON}), "peer"),
+        "AuthService/SignOut": _P,
+        "AuthService/ChangePassword": _P,
+        "FamilyService/GetAccount": _P,
+        "FamilyService/RecordConsent": _P,
+        "FamilyService/WithdrawConsent": _P,
+        "FamilyService/ListConsents": _P,
+        "FamilyService/CreateChild": _P,
+        "FamilyService/GetChild": _P,
+        "FamilyService/ListChildren": _P,
+        "FamilyService/UpdateChild": _P,
+        "FamilyService/ListAuditEvents": _P,
+        "AvatarService/ListAvatarItems": _PD,
+        "AvatarService/GetAvatar": _PD,
+        "AvatarService/CustomizeAvatar": _PD,
+        "DeviceService/CreatePairingCode": _P,
+        "DeviceService/PairDevice": Rule(frozenset({ANON}), "peer"),
+        "DeviceService/ListDevices": _P,
+        "DeviceService/RevokeDevice": _P,
+        "PlayService/ListGames": _PD,
+        "PlayService/SubmitGameSession": _PD,
+        "PlayService/SubmitMoodCheckIn": _PD,
+        "ReportService/GetChildReport": _P,
+        "ReportService/ListFlags": _P,
+        "ReportService/ListTips": _P,
+        "ChatService/CreateConversation": _P,
+        "ChatService/GetConversation": _P,
+        "ChatService/ListConversations": _P,
+        "ChatService/ListMessages": _P,
+        "ChatService/Chat": _P,
+        "PrivacyService/ExportFamilyData": _P,
+        "PrivacyService/EraseFamily": _P,
+    }.items()
+}
+
+
+def own_child(who: Principal, child_id: str) -> str:
+    """The child a call acts on: a device's own child (it may leave the id empty;
+    any other id is PERMISSION_DENIED), or the id a parent named."""
+    if isinstance(who, ChildDevicePrincipal):
+        if child_id and child_id != who.child_id:
+            raise PermissionDenied("a child device may act only for its own child")
+        return who.child_id
+    return child_id
+
+
+# -- authentication ------------------------------------------------------------------
+
+
+def bearer_token(metadata) -> str:
+    values = [v for k, v in metadata or () if k == "authorization"]
+    if not values:
+        raise Unauthenticated("missing authorization metadata (Bearer token)")
+    value = values[0]
+    if len(values) > 1 or not isinstance(value, str) or len(value) > MAX_AUTHORIZATION_LEN:
+        raise Unauthenticated("malformed authorization metadata")
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise Unauthenticated("malformed authorization metadata; expected 'Bearer <token>'")
+    return token
+
+
+def peer_host(context: grpc.aio.ServicerContext) -> str:
+    peer = context.peer() or "unknown"
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+
+class DeviceCache:
+    def __init__(self, ttl_s: float, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[ChildDevicePrincipal, float]] = OrderedDict()
+
+    @staticmethod
+    def key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, token: str) -> ChildDevicePrincipal | None:
+        k = self.key(token)
+        hit = self._entries.get(k)
+        if hit is None:
+            return None
+        if hit[1] <= self.clock():
+            del self._entries[k]
+            return None
+        return hit[0]
+
+    def put(self, token: str, who: ChildDevicePrincipal) -> None:
+        if self.ttl_s <= 0:
+            return
+        self._entries[self.key(token)] = (who, self.clock() + self.ttl_s)
+        self._entries.move_to_end(self.key(token))
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, *, device_id: str | None = None, family_id: str | None = None) -> None:
+        for k, (who, _) in list(self._entries.items()):
+            if who.device_id == device_id or who.family_id == family_id:
+                del self._entries[k]
+
+
+class Authenticator:
+    def __init__(self, tokens: TokenService, profile: Backend, cache: DeviceCache) -> None:
+        self.tokens = tokens
+        self.profile = profile
+        self.cache = cache
+
+    async def authenticate(self, token: str) -> ParentPrincipal | ChildDevicePrincipal:
+        if token.startswith(DEVICE_TOKEN_PREFIX):
+            return await self._device(token)
+        claims = await self.tokens.verify_access(token)
+        return ParentPrincipal(claims.parent_id, claims.family_id, claims.sign_in_id)
+
+    async def _device(self, token: str) -> ChildDevicePrincipal:
+        if len(token) > MAX_DEVICE_TOKEN_LEN or not _TOKEN_CHARS.fullmatch(token):
+            raise Unauthenticated("invalid device credential")
+        cached = self.cache.get(token)
+        if cached is not None:
+            return cached
+        try:
+            resp = await self.profile.call(
+                "AuthenticateDevice", profile_pb2.AuthenticateDeviceRequest(device_token=token),
+                credential_check=True,
+            )
+        except InvalidArgument as exc:
+            raise Unauthenticated("invalid device credential") from exc
+        d = resp.device
+        who = ChildDevicePrincipal(d.device_id, d.child_id, d.family_id)
+        self.cache.put(token, who)
+        return who
+
+
+# -- the gate -------------------------------------------------------------------------
+
+
+@dataclass
+class Limits:
+    principal: RateLimiter
+    credentials: RateLimiter
+    peer: RateLimiter
+
+
+class Gate:
+    def __init__(self, authenticator: Authenticator, limits: Limits, limited: Counter) -> None:
+        self.authenticator = authenticator
+        self.limits = limits
+        self.limited = limited
+
+    def _limit(self, limiter: RateLimiter, key: str, kind: str) -> None:
+        try:
+            limiter.acquire(key)
+        except ResourceExhausted:
+            self.limited.labels(kind).inc()
+            raise
+
+    async def admit(self, method: str, request, context: grpc.aio.ServicerContext) -> Principal:
+        rule = POLICY.get(method)
+        if rule is None:
+            raise PermissionDenied("this method is not available")
+        if ANON in rule.allowed:
+            peer = peer_host(context)
+            self._limit(self.limits.peer, peer, "peer")
+            if rule.limit == "credentials":
+                email = normalize_email(getattr(request, "email", ""))[:254]
+                self._limit(self.limits.credentials, f"{email}|{peer}", "credentials")
+            return Anonymous(peer)
+        token = bearer_token(context.invocation_metadata())
+        who = await self.authenticator.authenticate(token)
+        if who.kind not in rule.allowed:
+            raise PermissionDenied(f"not available to a {who.kind} credential")
+        self._limit(self.limits.principal, who.key, who.kind)
+        structlog.contextvars.bind_contextvars(principal=who.key)
+        return who
+
+
+def guard(servicer: Any, service_name: str, gate: Gate) -> SimpleNamespace:
+    """A stand-in servicer whose every method admits the caller first and then
+    calls `servicer.Method(request, context, principal)`."""
+    service = gateway_pb2.DESCRIPTOR.services_by_name[service_name]
+    methods = {}
+    for m in service.methods:
+        impl = getattr(servicer, m.name)
+        full = f"/{service.full_name}/{m.name}"
+        if m.server_streaming:
+            if not inspect.isasyncgenfunction(impl):
+                raise TypeError(f"{full} must be an async generator")
+            methods[m.name] = _streaming(impl, full, gate)
+        else:
+            methods[m.name] = _unary(impl, full, gate)
+    return SimpleNamespace(**methods)
+
+
+def _unary(impl, full: str, gate: Gate):
+    async def handler(request, context):
+        who = await gate.admit(full, request, context)
+        return await impl(request, context, who)
+
+    return handler
+
+
+def _streaming(impl, full: str, gate: Gate):
+    async def handler(request, context):
+        who = await gate.admit(full, request, context)
+        async for response in impl(request, context, who):
+            yield response
+
+    return handler

@@ -1,0 +1,135 @@
+"""Play simulated weeks for a real child through the public API, as its device.
+
+The sessions come from the analytics simulator (services.analytics.domain.
+simulator: realistic trial-level sessions for a child of the given age, with an
+optional persistent weakness in one domain and an optional low-mood profile),
+converted to the public protobuf and submitted in time order with the child's
+device credential.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.struct_pb2 import Struct
+
+from avatario.common.v1 import play_pb2
+from avatario.gateway.v1 import gateway_pb2 as gw
+from services.common.timeutil import to_ts
+
+PLAYS_PER_DAY = 1.8  # the simulator plays 1-3 sessions on a play day (mean 1.8)
+DOMAINS = ("WORKING_MEMORY", "ATTENTION", "PROBLEM_SOLVING", "NUMBER_SENSE",
+           "EMOTION_RECOGNITION", "SOCIAL_INTERACTION")
+
+
+@dataclass
+class Plan:
+    sessions: list[play_pb2.GameSession]
+    checkins: list[play_pb2.MoodCheckIn]
+
+    def events(self) -> list[tuple[datetime, str, Any]]:
+        out = [(s.started_at.ToDatetime(UTC), "session", s) for s in self.sessions]
+        out += [(c.recorded_at.ToDatetime(UTC), "checkin", c) for c in self.checkins]
+        return sorted(out, key=lambda e: e[0])
+
+
+def _struct(values) -> Struct:
+    s = Struct()
+    s.update(dict(values))
+    return s
+
+
+def session_pb(session) -> play_pb2.GameSession:
+    """A simulator (analytics domain) Session as the public proto."""
+    out = play_pb2.GameSession(
+        session_id=session.session_id, child_id=session.child_id, game_id=session.game_id,
+        game_version=session.game_version, started_at=to_ts(session.started_at),
+        ended_at=to_ts(session.ended_at))
+    for t in session.trials:
+        trial = out.trials.add(index=t.index, stimulus=_struct(t.stimulus),
+                               response=_struct(t.response), correct=t.correct,
+                               responded=t.responded, reaction_time_ms=t.reaction_time_ms)
+        if t.presented_at is not None:
+            trial.presented_at.CopyFrom(to_ts(t.presented_at))
+        if t.responded_at is not None:
+            trial.responded_at.CopyFrom(to_ts(t.responded_at))
+    return out
+
+
+def checkin_pb(checkin) -> play_pb2.MoodCheckIn:
+    return play_pb2.MoodCheckIn(
+        checkin_id=checkin.checkin_id, child_id=checkin.child_id,
+        mood=play_pb2.Mood.Value(f"MOOD_{checkin.mood.value}"), intensity=checkin.intensity,
+        recorded_at=to_ts(checkin.recorded_at))
+
+
+def plan(child_id: str, birth_year: int, birth_month: int, *, sessions: int, weeks: int,
+         weak_domain: str | None = None, low_mood: bool = False, seed: int | None = None,
+         now: datetime | None = None) -> Plan:
+    """About `sessions` sessions (and mood check-ins on some days) over the last `weeks`."""
+    from services.analytics.domain import simulator
+    from services.analytics.domain.catalog import load_catalog
+    from services.analytics.domain.norms import load_norms
+    from services.analytics.domain.types import SkillDomain
+
+    if weeks < 1 or sessions < 1:
+        raise ValueError("sessions and weeks must be at least 1")
+    rng = random.Random(seed)
+    now = now or datetime.now(UTC)
+    # Start a day early so the last simulated afternoon is already in the past.
+    start = now - timedelta(days=weeks * 7 + 1)
+    weakness = SkillDomain(weak_domain.upper()) if weak_domain else None
+    drawn = simulator.draw_child(rng, start, weakness=weakness,
+                                 mood_profile="low" if low_mood else "typical")
+    preference = dict(drawn.preference)
+    if weakness is not None:  # make sure the weak domain is played enough to be seen
+        preference[weakness] = max(preference.values())
+    p_play = min(1.0, max(0.05, sessions / (weeks * 7 * PLAYS_PER_DAY)))
+    for _ in range(4):  # raise the play rate until about `sessions` sessions happen
+        child = simulator.with_changes(drawn, child_id=child_id, birth_year=birth_year,
+                                       birth_month=birth_month, play_day_prob=p_play,
+                                       preference=preference)
+        sim = simulator.simulate_child(child, load_catalog(), load_norms(), start, weeks, rng)
+        played = [s for s in sim.sessions if s.ended_at is not None and s.ended_at <= now]
+        if len(played) >= sessions or p_play >= 1.0:
+            break
+        p_play = min(1.0, p_play * sessions / max(1, len(played)) * 1.1)
+    if len(played) > sessions:
+        keep = sorted(rng.sample(range(len(played)), sessions))
+        played = [played[i] for i in keep]
+    checkins = [c for c in sim.checkins if c.recorded_at <= now]
+    return Plan([session_pb(s) for s in played], [checkin_pb(c) for c in checkins])
+
+
+@dataclass
+class PlayResult:
+    sessions: int = 0
+    checkins: int = 0
+    duplicates: int = 0
+    xp: int = 0
+    pending_xp: int = 0
+
+
+async def play(api, child_id: str, the_plan: Plan,
+               progress: Callable[[str], None] | None = None) -> PlayResult:
+    """Submit the plan in time order as the child's device."""
+    result = PlayResult()
+    for _, kind, item in the_plan.events():
+        if kind == "session":
+            resp = await api.as_device(child_id, api.play.SubmitGameSession,
+                                       gw.SubmitGameSessionRequest(session=item))
+            result.sessions += 1
+            result.xp += resp.result.xp_awarded
+            result.pending_xp += int(resp.result.xp_pending)
+        else:
+            resp = await api.as_device(child_id, api.play.SubmitMoodCheckIn,
+                                       gw.SubmitMoodCheckInRequest(checkin=item))
+            result.checkins += 1
+        result.duplicates += int(resp.duplicate)
+        if progress:
+            progress(kind)
+    return result

@@ -1,0 +1,199 @@
+"""Gateway entry point: `serve` (default) and `migrate`.
+
+    python -m services.gateway [serve]     # or: avatario-gateway
+    python -m services.gateway migrate
+
+Settings come from the environment (AVATARIO_GATEWAY_*, AVATARIO_INTERNAL_TOKEN)
+and are built once here. Tests call `build_gateway(settings)` with port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import structlog
+import typer
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy.engine import make_url
+
+from avatario.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common import migrations
+from services.common.db import Database, is_sqlite
+from services.common.logs import configure_logging
+from services.common.server import Registration, Server, create_server, read_bytes, serve
+from services.gateway.auth import Authenticator, DeviceCache, Gate, Limits, guard
+from services.gateway.backends import Backends
+from services.gateway.cache import TtlCache
+from services.gateway.chat import ChatOrchestrator
+from services.gateway.ratelimit import RateLimiter, StreamLimiter
+from services.gateway.servicers.account import AuthServicer, FamilyServicer, PrivacyServicer
+from services.gateway.servicers.base import Deps
+from services.gateway.servicers.chat import ChatServicer
+from services.gateway.servicers.play import (
+    AvatarServicer,
+    DeviceServicer,
+    PlayServicer,
+    ReportServicer,
+)
+from services.gateway.settings import GatewayDatabaseSettings, GatewaySettings
+from services.gateway.tokens import JwtCodec, RevocationView, TokenService
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+PUBLIC_SERVICES = tuple(gateway_pb2.DESCRIPTOR.services_by_name)
+PURGE_EVERY_S = 3600
+
+log = structlog.get_logger("avatario.gateway")
+
+
+@dataclass
+class Gateway:
+    """A built (not started) gateway and the parts tests reach into."""
+
+    server: Server
+    port: int
+    deps: Deps
+    gate: Gate
+    chat: ChatOrchestrator
+
+
+def public_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | None:
+    if not settings.public_tls:
+        return None
+    return grpc.ssl_server_credentials(
+        [(read_bytes(settings.public_tls_key_file), read_bytes(settings.public_tls_cert_file))])
+
+
+async def build_gateway(settings: GatewaySettings, *, db: Database | None = None) -> Gateway:
+    registry = CollectorRegistry()
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    backends = Backends.create(settings, registry)
+    access_ttl = timedelta(seconds=settings.access_ttl_s)
+    codec = JwtCodec(settings.signing_keys, settings.jwt_active_kid, issuer=settings.jwt_issuer,
+                     audience=settings.jwt_audience, ttl=access_ttl, leeway_s=settings.jwt_leeway_s)
+    revocations = RevocationView(db, window=access_ttl + timedelta(seconds=settings.jwt_leeway_s),
+                                 refresh_s=settings.revocation_refresh_s)
+    tokens = TokenService(db, codec, refresh_ttl=timedelta(seconds=settings.refresh_ttl_s),
+                          revocations=revocations)
+    devices = DeviceCache(settings.device_cache_ttl_s)
+    deps = Deps(settings, backends, tokens, devices, TtlCache(settings.summary_cache_ttl_s))
+    limited = Counter("avatario_gateway_rate_limited_total",
+                      "Calls refused by a gateway rate limit, by limit kind.", ["kind"],
+                      registry=registry)
+    active = Gauge("avatario_gateway_active_chat_streams", "Chat streams in progress.",
+                   registry=registry)
+    n = settings.rate_limit_max_keys
+    limits = Limits(
+        principal=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst, max_keys=n),
+        credentials=RateLimiter(settings.auth_rate_limit_rps, settings.auth_rate_limit_burst,
+                                max_keys=n),
+        peer=RateLimiter(settings.anonymous_rate_limit_rps, settings.anonymous_rate_limit_burst,
+                         max_keys=n),
+    )
+    gate = Gate(Authenticator(tokens, backends.profile, devices), limits, limited)
+    chat = ChatOrchestrator(deps, StreamLimiter(settings.max_chat_streams_per_parent), active)
+    servicers = {
+        "AuthService": AuthServicer(deps), "FamilyService": FamilyServicer(deps),
+        "AvatarService": AvatarServicer(deps), "DeviceService": DeviceServicer(deps),
+        "PlayService": PlayServicer(deps), "ReportService": ReportServicer(deps),
+        "ChatService": ChatServicer(deps, chat), "PrivacyService": PrivacyServicer(deps),
+    }
+    assert set(servicers) == set(PUBLIC_SERVICES), "every public service needs a servicer"
+    registrations = [
+        Registration(getattr(gateway_pb2_grpc, f"add_{name}Servicer_to_server"),
+                     guard(servicer, name, gate),
+                     gateway_pb2.DESCRIPTOR.services_by_name[name].full_name)
+        for name, servicer in servicers.items()
+    ]
+    server, port = await create_server(
+        name="gateway", settings=settings, services=registrations, internal_auth=False,
+        credentials=public_credentials(settings), options=settings.public_options(),
+        registry=registry,
+    )
+    server.on_stop.extend([chat.drain, backends.close, db.dispose])
+    return Gateway(server, port, deps, gate, chat)
+
+
+async def build_server(settings: GatewaySettings, *, db: Database | None = None,
+                       ) -> tuple[Server, int]:
+    """The gateway gRPC server (not started). Tests pass port 0 in the settings."""
+    built = await build_gateway(settings, db=db)
+    return built.server, built.port
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def run_migrations(settings: GatewayDatabaseSettings) -> None:
+    ensure_sqlite_dir(settings.database_url)
+    migrations.upgrade(MIGRATIONS, settings.database_url)
+
+
+async def _purge_forever(tokens) -> None:
+    while True:
+        try:
+            removed = await tokens.purge()
+            log.info("tokens.purged", rows=removed)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not kill the server
+            log.warning("tokens.purge_failed", error=type(exc).__name__)
+        await asyncio.sleep(PURGE_EVERY_S)
+
+
+async def _serve(settings: GatewaySettings) -> None:
+    ensure_sqlite_dir(settings.database_url)
+    built = await build_gateway(settings)
+    log.info("gateway.listening", host=settings.host, port=built.port, tls=settings.public_tls)
+    db = built.deps.tokens.db
+
+    async def ready() -> None:
+        await migrations.assert_at_head(db.engine, MIGRATIONS)
+
+    purger = asyncio.create_task(_purge_forever(built.deps.tokens))
+    try:
+        await serve(built.server, ready=ready)
+    finally:
+        purger.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purger
+
+
+app = typer.Typer(add_completion=False, help="Avatario gateway (the public API).")
+
+
+@app.callback(invoke_without_command=True)
+def _default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        serve_cmd()
+
+
+@app.command("serve")
+def serve_cmd() -> None:
+    """Run the public gRPC server (the schema must be migrated)."""
+    settings = GatewaySettings()
+    configure_logging(settings.log_level, json=settings.log_json, service="gateway")
+    asyncio.run(_serve(settings))
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Upgrade the gateway database to the latest schema."""
+    settings = GatewayDatabaseSettings()
+    configure_logging(service="gateway")
+    run_migrations(settings)
+    log.info("gateway.migrated", head=migrations.head_revision(MIGRATIONS))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

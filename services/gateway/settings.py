@@ -1,0 +1,166 @@
+"""Gateway settings (env prefix AVATARIO_GATEWAY_). Built once in main().
+
+Keepalive on the public port is tuned for phones on mobile networks:
+
+* clients may ping every `min_client_ping_interval_s` (20 s) even without calls,
+  so an app can keep a NAT binding alive while a chat stream waits for its first
+  token; pings more frequent than that get a GOAWAY (too_many_pings);
+* the server pings every `keepalive_time_s` (60 s) and drops a connection whose
+  ping is not answered in `keepalive_timeout_s` (20 s): a phone that switched
+  from Wi-Fi to cellular leaves a dead socket behind, and its streams (and chat
+  slots) are freed within about 80 s instead of the kernel's TCP timeout;
+* idle connections close after `max_connection_idle_s` (15 min) so the radio can
+  sleep, and every connection is recycled after `max_connection_age_s` (1 h),
+  with a grace longer than the chat deadline so a stream in flight can finish.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+_CONFIG = SettingsConfigDict(env_prefix="AVATARIO_GATEWAY_", extra="ignore", populate_by_name=True)
+
+MIN_HS256_SECRET_BYTES = 32
+
+
+class GatewayDatabaseSettings(BaseSettings):
+    """What the migrate command needs (no service credential, no keys)."""
+
+    model_config = _CONFIG
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/gateway.db",
+        description="Refresh-token families live here (postgresql+asyncpg://... in production).",
+    )
+
+
+class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
+    model_config = _CONFIG
+
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int | None = Field(9101, ge=0, le=65535)
+    db_pool_size: int = Field(10, ge=1, le=200)
+
+    # Backends (host:port).
+    profile_target: str = "127.0.0.1:50052"
+    analytics_target: str = "127.0.0.1:50053"
+    inference_target: str = "127.0.0.1:50054"
+
+    # Tokens. Keys are {"kid": "secret", ...} (HS256, >= 32 bytes each); every
+    # configured kid verifies, the active one signs, so keys rotate by adding a
+    # new kid, making it active, and removing the old one after access_ttl_s.
+    jwt_signing_keys: SecretStr
+    jwt_active_kid: str
+    jwt_issuer: str = "avatario-gateway"
+    jwt_audience: str = "avatario-mobile"
+    jwt_leeway_s: int = Field(10, ge=0, le=60)
+    access_ttl_s: int = Field(15 * 60, ge=30, le=24 * 3600)
+    refresh_ttl_s: int = Field(30 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+    # How stale this instance's view of revoked sign-ins may get (access tokens
+    # of a revoked sign-in stop working within this many seconds everywhere).
+    revocation_refresh_s: float = Field(5.0, ge=0.0, le=60.0)
+    # Positive device-token answers are cached this long; revocations made
+    # through this gateway evict at once.
+    device_cache_ttl_s: float = Field(5.0, ge=0.0, le=30.0)
+
+    # Public TLS (server-side only; mobile clients do not present certificates).
+    public_tls_cert_file: Path | None = None
+    public_tls_key_file: Path | None = None
+
+    # Rate limits: a token bucket per principal, a stricter one for SignIn and
+    # SignUp per (email, peer), and one per peer for the other anonymous calls.
+    rate_limit_rps: float = Field(20.0, gt=0)
+    rate_limit_burst: int = Field(40, ge=1)
+    auth_rate_limit_rps: float = Field(0.2, gt=0)
+    auth_rate_limit_burst: int = Field(10, ge=1)
+    anonymous_rate_limit_rps: float = Field(5.0, gt=0)
+    anonymous_rate_limit_burst: int = Field(30, ge=1)
+    rate_limit_max_keys: int = Field(100_000, ge=100)
+
+    # Chat.
+    max_chat_streams_per_parent: int = Field(2, ge=1, le=64)
+    chat_message_max_chars: int = Field(4000, ge=1, le=8000)
+    chat_max_tokens: int = Field(512, ge=1, le=4096, description="Upper bound of a reply.")
+    chat_default_max_tokens: int = Field(300, ge=1, le=4096,
+                                         description="When the client leaves max_tokens 0.")
+    chat_history_turns: int = Field(8, ge=0, le=100)
+    # The analytics summary sent as the assistant's context is reused this long
+    # (per child; dropped at once when the child's play data changes through this
+    # gateway, or the family is erased). 0 disables.
+    summary_cache_ttl_s: float = Field(30.0, ge=0, le=600)
+
+    # Deadlines for backend calls.
+    backend_deadline_s: float = Field(5.0, gt=0)
+    chat_deadline_s: float = Field(120.0, gt=0)
+    chat_first_chunk_timeout_s: float = Field(30.0, gt=0)
+    summary_deadline_s: float = Field(2.0, gt=0)
+
+    # Public message sizes.
+    public_max_receive_bytes: int = Field(1024 * 1024, ge=1024)
+    public_max_send_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    backend_max_receive_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+    # Keepalive (see the module docstring).
+    keepalive_time_s: int = Field(60, ge=10)
+    keepalive_timeout_s: int = Field(20, ge=1)
+    min_client_ping_interval_s: int = Field(20, ge=1)
+    max_connection_idle_s: int = Field(15 * 60, ge=10)
+    max_connection_age_s: int = Field(3600, ge=60)
+
+    @model_validator(mode="after")
+    def _check_gateway(self) -> GatewaySettings:
+        keys = self.signing_keys
+        if self.jwt_active_kid not in keys:
+            raise ValueError("jwt_active_kid must name one of jwt_signing_keys")
+        if self.chat_default_max_tokens > self.chat_max_tokens:
+            raise ValueError("chat_default_max_tokens must not exceed chat_max_tokens")
+        if [self.public_tls_cert_file, self.public_tls_key_file].count(None) == 1:
+            raise ValueError("public_tls_cert_file and public_tls_key_file go together")
+        if self.mtls and self.public_tls_cert_file is None:
+            # The chassis would otherwise put the internal mutual-TLS credentials
+            # on the public port; a deployment with internal mTLS needs public TLS.
+            raise ValueError("with internal mTLS configured, configure public_tls_* too")
+        return self
+
+    @property
+    def signing_keys(self) -> dict[str, bytes]:
+        try:
+            raw = json.loads(self.jwt_signing_keys.get_secret_value())
+        except ValueError as exc:
+            raise ValueError('jwt_signing_keys must be JSON: {"kid": "secret", ...}') from exc
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError('jwt_signing_keys must be a non-empty JSON object {"kid": "secret"}')
+        keys: dict[str, bytes] = {}
+        for kid, secret in raw.items():
+            if not isinstance(kid, str) or not kid or not isinstance(secret, str):
+                raise ValueError("jwt_signing_keys: kids and secrets are non-empty strings")
+            if len(secret.encode()) < MIN_HS256_SECRET_BYTES:
+                raise ValueError(f"jwt_signing_keys[{kid}]: at least {MIN_HS256_SECRET_BYTES} bytes")
+            keys[kid] = secret.encode()
+        return keys
+
+    @property
+    def public_tls(self) -> bool:
+        return self.public_tls_cert_file is not None
+
+    def public_options(self) -> list[tuple[str, int]]:
+        """grpc server options for the public port."""
+        return [
+            ("grpc.max_receive_message_length", self.public_max_receive_bytes),
+            ("grpc.max_send_message_length", self.public_max_send_bytes),
+            ("grpc.keepalive_time_ms", self.keepalive_time_s * 1000),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_s * 1000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", self.min_client_ping_interval_s * 1000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.max_connection_idle_ms", self.max_connection_idle_s * 1000),
+            ("grpc.max_connection_age_ms", self.max_connection_age_s * 1000),
+            ("grpc.max_connection_age_grace_ms", int((self.chat_deadline_s + 10) * 1000)),
+            ("grpc.so_reuseport", 0),
+        ]

@@ -1,0 +1,183 @@
+"""A real analytics gRPC server on port 0 against a migrated database, on SQLite
+and PostgreSQL, and (for XP and avatars) a real profile server. Each test
+module migrates one analytics database per backend; each test clears it and
+starts its own server. The analytics clock is a fake set to the end of the
+simulated period (support.SIM_END) unless a test moves it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete
+
+from avatario.analytics.v1 import analytics_pb2_grpc
+from avatario.common.v1 import family_pb2
+from avatario.profile.v1 import profile_pb2 as ppb
+from avatario.profile.v1 import profile_pb2_grpc
+from services.analytics.main import MIGRATIONS, Analytics, build_analytics
+from services.analytics.models import CHILD_TABLES, NormVersion
+from services.analytics.settings import AnalyticsSettings
+from services.common import migrations
+from services.common.clients import internal_channel
+from services.common.db import Database
+from services.profile.main import MIGRATIONS as PROFILE_MIGRATIONS
+from services.profile.main import build_server as build_profile
+from services.profile.settings import ProfileSettings
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.helpers import INTERNAL_TOKEN
+from tests.integration.analytics.support import SIM_END, free_port
+
+
+class FakeClock:
+    """Real time shifted to start at `start` (it ticks, so retries fall due)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.offset = start - datetime.now(UTC)
+
+    @property
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, at: datetime) -> None:
+        self.offset = at - datetime.now(UTC)
+
+    def advance(self, **kw: float) -> None:
+        self.offset += timedelta(**kw)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def analytics_db_url(request, tmp_path_factory):
+    """A database migrated to head, one per backend and test module."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('analytics') / 'analytics.db'}"
+        migrations.upgrade(Path(MIGRATIONS), url)
+        yield url
+        return
+    url = create_pg_database()
+    try:
+        migrations.upgrade(Path(MIGRATIONS), url)
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(scope="module")
+def profile_db_url(tmp_path_factory):
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('profile') / 'profile.db'}"
+    migrations.upgrade(Path(PROFILE_MIGRATIONS), url)
+    return url
+
+
+def analytics_settings(url: str, **overrides: Any) -> AnalyticsSettings:
+    values: dict[str, Any] = dict(
+        internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=0, metrics_port=None,
+        database_url=url, log_json=False, profile_target=f"127.0.0.1:{free_port()}",
+        profile_deadline_s=2.0, xp_outbox_poll_s=1.0, xp_retry_initial_s=60,
+        xp_retry_max_s=600, renorm_interval_s=0, norms_refresh_s=3600, db_pool_size=4,
+    )
+    values.update(overrides)
+    return AnalyticsSettings(**values)
+
+
+@dataclass
+class Running:
+    stub: Any
+    built: Analytics
+    clock: FakeClock
+    settings: AnalyticsSettings
+    _closers: list = field(default_factory=list)
+
+    @property
+    def db(self) -> Database:
+        return self.built.db
+
+    async def close(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+
+
+async def start_analytics(url: str, clock: FakeClock, *, clear_first: bool = True,
+                          **overrides: Any) -> Running:
+    settings = analytics_settings(url, **overrides)
+    db = Database(url, pool_size=4)
+    if clear_first:
+        await clear(db)
+    built = await build_analytics(settings, db, clock=clock)
+    await built.server.start()
+    await built.start_background()
+    await built.server.set_serving()
+    channel = internal_channel(f"127.0.0.1:{built.port}", settings, caller="tests")
+    run = Running(analytics_pb2_grpc.AnalyticsServiceStub(channel), built, clock, settings)
+    run._closers += [lambda: built.server.stop(0), channel.close]
+    return run
+
+
+async def clear(db: Database) -> None:
+    async with db.transaction() as session:
+        for model in (*CHILD_TABLES, NormVersion):
+            await session.execute(delete(model))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(SIM_END)
+
+
+@pytest.fixture
+async def analytics(analytics_db_url, clock):
+    run = await start_analytics(analytics_db_url, clock)
+    try:
+        yield run
+    finally:
+        await run.close()
+
+
+# -- profile ----------------------------------------------------------------------------
+
+
+@dataclass
+class ProfileRunning:
+    stub: Any
+    port: int
+    close: Any
+
+
+async def start_profile(url: str, port: int = 0) -> ProfileRunning:
+    settings = ProfileSettings(
+        internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=port, metrics_port=None,
+        database_url=url, argon2_time_cost=1, argon2_memory_cost_kib=256,
+        argon2_parallelism=1, log_json=False)
+    server, bound = await build_profile(settings, Database(url, pool_size=2))
+    await server.start()
+    await server.set_serving()
+    channel = internal_channel(f"127.0.0.1:{bound}", settings, caller="tests")
+
+    async def close() -> None:
+        await channel.close()
+        await server.stop(0)
+
+    return ProfileRunning(profile_pb2_grpc.ProfileServiceStub(channel), bound, close)
+
+
+async def profile_child(p: ProfileRunning, birth_year: int, birth_month: int) -> tuple[str, str]:
+    """A family with consent and a child in profile: (family_id, child_id)."""
+    import uuid
+
+    parent = (await p.stub.CreateParent(ppb.CreateParentRequest(
+        email=f"p.{uuid.uuid4().hex[:10]}@example.org", password="correct horse battery",
+        display_name="Alex"))).parent
+    await p.stub.RecordConsent(ppb.RecordConsentRequest(
+        family_id=parent.family_id, parent_id=parent.parent_id, policy_version="2024-01",
+        scopes=[family_pb2.CONSENT_SCOPE_CHILD_PROFILE,
+                family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS]))
+    child = (await p.stub.CreateChild(ppb.CreateChildRequest(
+        family_id=parent.family_id, parent_id=parent.parent_id, nickname="Sunny",
+        birth_year=birth_year, birth_month=birth_month))).child
+    return parent.family_id, child.child_id

@@ -1,0 +1,131 @@
+"""XP awards through the real profile server: at once, after an outage, never twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from avatario.analytics.v1 import analytics_pb2 as pb
+from avatario.profile.v1 import profile_pb2 as ppb
+from services.analytics.models import XpOutbox
+from tests.integration.analytics.conftest import profile_child, start_analytics, start_profile
+from tests.integration.analytics.support import (
+    SIM_START,
+    checkin_request,
+    free_port,
+    new_kid,
+    session_of,
+    session_request,
+)
+
+FAST_RETRY = dict(xp_outbox_poll_s=0.1, xp_retry_initial_s=0.05, xp_retry_max_s=0.3)
+
+
+async def _outbox(db) -> dict[str, str]:
+    async with db.session() as s:
+        return {r.source_id: r.status for r in (await s.execute(select(XpOutbox))).scalars()}
+
+
+async def _wait_drained(db, timeout: float = 20.0) -> dict[str, str]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        rows = await _outbox(db)
+        if rows and all(v != "pending" for v in rows.values()):
+            return rows
+        assert loop.time() < end, f"outbox did not drain: {rows}"
+        await asyncio.sleep(0.1)
+
+
+async def _xp(profile, family_id: str, child_id: str) -> int:
+    return (await profile.stub.GetAvatar(ppb.GetAvatarRequest(
+        family_id=family_id, child_id=child_id))).avatar.xp
+
+
+def _kid_in(family_id: str, child_id: str, seed: int = 1):
+    return new_kid(seed, family_id=family_id, child_id=child_id)
+
+
+async def test_xp_is_awarded_at_once_and_only_once(analytics_db_url, profile_db_url, clock):
+    profile = await start_profile(profile_db_url)
+    run = await start_analytics(analytics_db_url, clock, **FAST_RETRY, profile_target=f"127.0.0.1:{profile.port}")
+    try:
+        kid = new_kid(1)
+        fam, child = await profile_child(profile, kid.ref.birth_year, kid.ref.birth_month)
+        kid = _kid_in(fam, child)
+        req = session_request(kid, session_of(kid, "go_nogo", SIM_START + timedelta(hours=15)))
+        first = await run.stub.SubmitGameSession(req)
+        assert first.result.xp_awarded == 20 and not first.result.xp_pending
+        again = await asyncio.gather(*(run.stub.SubmitGameSession(req) for _ in range(3)))
+        assert all(a.duplicate and not a.result.xp_pending for a in again)
+        await run.stub.SubmitMoodCheckIn(checkin_request(kid))
+        assert await _xp(profile, fam, child) == 25  # 20 for the session, 5 for the check-in
+        assert set((await _outbox(run.db)).values()) == {"done"}
+
+        report = (await run.stub.GetChildReport(pb.GetChildReportRequest(child=kid.ref))).report
+        assert report.avatar.child_id == child and report.avatar.xp == 25
+        await run.built.outbox.drain_once()  # the gauge follows the table at every poll
+        assert run.built.server.registry.get_sample_value(
+            "avatario_analytics_xp_outbox_pending") == 0
+    finally:
+        await run.close()
+        await profile.close()
+
+
+async def test_profile_down_then_up_drains_the_outbox_once(analytics_db_url, profile_db_url, clock):
+    port = free_port()
+    profile = await start_profile(profile_db_url, port)
+    kid = new_kid(2)
+    fam, child = await profile_child(profile, kid.ref.birth_year, kid.ref.birth_month)
+    kid = _kid_in(fam, child, 2)
+    await profile.close()  # profile goes down
+
+    run = await start_analytics(analytics_db_url, clock, **FAST_RETRY, profile_target=f"127.0.0.1:{port}")
+    try:
+        reqs = [session_request(kid, session_of(kid, g, SIM_START + timedelta(days=i, hours=15)))
+                for i, g in enumerate(["corsi_blocks", "tower_planner", "friends_turns"])]
+        answers = [await run.stub.SubmitGameSession(r) for r in reqs]
+        assert all(a.result.xp_pending for a in answers)
+        assert (await run.stub.SubmitGameSession(reqs[0])).result.xp_pending  # still down
+        await run.built.outbox.drain_once()
+        assert run.built.server.registry.get_sample_value(
+            "avatario_analytics_xp_outbox_pending") == 3
+        # The report still works without profile (no avatar).
+        report = (await run.stub.GetChildReport(pb.GetChildReportRequest(child=kid.ref))).report
+        assert not report.HasField("avatar") and report.child_id == child
+
+        profile = await start_profile(profile_db_url, port)  # profile is back
+        clock.advance(minutes=1)  # retries are due (the worker runs on the service clock)
+        try:
+            rows = await _wait_drained(run.db)
+            assert set(rows.values()) == {"done"} and len(rows) == 3
+            assert await _xp(profile, fam, child) == 20 + 25 + 20
+            # A retry of a session now answers not pending, and awards nothing more.
+            assert not (await run.stub.SubmitGameSession(reqs[1])).result.xp_pending
+            await run.built.outbox.drain_once()
+            assert await _xp(profile, fam, child) == 65
+            assert run.built.server.registry.get_sample_value(
+                "avatario_analytics_xp_outbox_pending") == 0
+        finally:
+            await profile.close()
+    finally:
+        await run.close()
+
+
+async def test_an_award_profile_refuses_for_good_is_abandoned(analytics_db_url, profile_db_url,
+                                                              clock):
+    profile = await start_profile(profile_db_url)
+    run = await start_analytics(analytics_db_url, clock, **FAST_RETRY, profile_target=f"127.0.0.1:{profile.port}")
+    try:
+        stranger = new_kid(3)  # profile does not know this child
+        resp = await run.stub.SubmitGameSession(session_request(
+            stranger, session_of(stranger, "number_compare", SIM_START + timedelta(hours=15))))
+        assert not resp.result.xp_pending
+        async with run.db.session() as s:
+            row = (await s.execute(select(XpOutbox))).scalar_one()
+        assert row.status == "abandoned" and row.last_error.startswith("NOT_FOUND")
+    finally:
+        await run.close()
+        await profile.close()
