@@ -45,7 +45,7 @@ from services.common.settings import ServiceSettings
 from services.devstack.supervisor import ProcessSpec, Supervisor, python
 from services.gateway.client.api import Api
 
-SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "4"))
+SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "3"))
 CONCURRENCY = int(os.environ.get("BENCH_GATEWAY_CONCURRENCY", "16"))
 ROUNDS = int(os.environ.get("BENCH_GATEWAY_ROUNDS", "3"))
 CHAT_TOKENS = int(os.environ.get("BENCH_GATEWAY_CHAT_TOKENS", "256"))

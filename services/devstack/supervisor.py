@@ -35,9 +35,10 @@ class Supervisor:
     async def run_once(self, spec: ProcessSpec) -> None:
         """Run a one-shot command (e.g. migrations) to completion; fail loudly."""
         proc = await self._spawn(spec)
+        pump = self._pumps[-1]  # this process's output pump, not the servers' ones
         rc = await proc.wait()
-        await asyncio.gather(*self._pumps)
-        self._pumps.clear()
+        await pump
+        self._pumps.remove(pump)
         self.procs.pop(spec.name, None)
         if rc != 0:
             raise RuntimeError(f"{spec.name} failed with exit code {rc}")

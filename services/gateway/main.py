@@ -17,14 +17,11 @@ from pathlib import Path
 
 import grpc
 import structlog
-import typer
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy.engine import make_url
 
 from avatario.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from services.common import migrations
-from services.common.db import Database, is_sqlite
-from services.common.logs import configure_logging
+from services.common import dataservice
+from services.common.db import Database
 from services.common.server import Registration, Server, create_server, read_bytes, serve
 from services.gateway.auth import Authenticator, DeviceCache, Gate, Limits, guard
 from services.gateway.backends import Backends
@@ -125,16 +122,8 @@ async def build_server(settings: GatewaySettings, *, db: Database | None = None,
     return built.server, built.port
 
 
-def ensure_sqlite_dir(url: str) -> None:
-    if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-
 def run_migrations(settings: GatewayDatabaseSettings) -> None:
-    ensure_sqlite_dir(settings.database_url)
-    migrations.upgrade(MIGRATIONS, settings.database_url)
+    dataservice.run_migrations(MIGRATIONS, settings.database_url)
 
 
 async def _purge_forever(tokens) -> None:
@@ -148,47 +137,25 @@ async def _purge_forever(tokens) -> None:
 
 
 async def _serve(settings: GatewaySettings) -> None:
-    ensure_sqlite_dir(settings.database_url)
+    dataservice.ensure_sqlite_dir(settings.database_url)
     built = await build_gateway(settings)
     log.info("gateway.listening", host=settings.host, port=built.port, tls=settings.public_tls)
     db = built.deps.tokens.db
-
-    async def ready() -> None:
-        await migrations.assert_at_head(db.engine, MIGRATIONS)
-
     purger = asyncio.create_task(_purge_forever(built.deps.tokens))
     try:
-        await serve(built.server, ready=ready)
+        await serve(built.server, ready=lambda: dataservice.wait_until_migrated(
+            db, MIGRATIONS, name="gateway", timeout_s=settings.ready_timeout_s))
     finally:
         purger.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purger
+        await built.server.stop(0)  # no-op after a normal drain
 
 
-app = typer.Typer(add_completion=False, help="Avatario gateway (the public API).")
-
-
-@app.callback(invoke_without_command=True)
-def _default(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        serve_cmd()
-
-
-@app.command("serve")
-def serve_cmd() -> None:
-    """Run the public gRPC server (the schema must be migrated)."""
-    settings = GatewaySettings()
-    configure_logging(settings.log_level, json=settings.log_json, service="gateway")
-    asyncio.run(_serve(settings))
-
-
-@app.command("migrate")
-def migrate_cmd() -> None:
-    """Upgrade the gateway database to the latest schema."""
-    settings = GatewayDatabaseSettings()
-    configure_logging(service="gateway")
-    run_migrations(settings)
-    log.info("gateway.migrated", head=migrations.head_revision(MIGRATIONS))
+app = dataservice.service_app(
+    "gateway", help="Avatario gateway (the public API).", settings=GatewaySettings,
+    serve=_serve, database_settings=GatewayDatabaseSettings, migrations_path=MIGRATIONS)
+serve_cmd, migrate_cmd = app.serve_cmd, app.migrate_cmd
 
 
 def main() -> None:

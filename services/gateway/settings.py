@@ -46,6 +46,8 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     port: int = Field(50051, ge=0, le=65535)
     metrics_port: int | None = Field(9101, ge=0, le=65535)
     db_pool_size: int = Field(10, ge=1, le=200)
+    ready_timeout_s: float = Field(
+        120.0, ge=0, description="How long to wait at start for the schema to reach head.")
 
     # Backends (host:port).
     profile_target: str = "127.0.0.1:50052"

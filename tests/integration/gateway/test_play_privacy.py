@@ -133,7 +133,6 @@ async def test_the_scripted_demo_runs_through_the_public_api(stack, fake):
 
 async def test_erasure_finishes_when_an_earlier_attempt_got_past_profile(stack):
     from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
-
     from services.common.clients import internal_channel
 
     fam = await new_family(stack.client)
