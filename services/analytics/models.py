@@ -61,6 +61,8 @@ class Child(Base):
     first_played_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_played_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     longest_streak_days: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Length of the run of consecutive play days that ends on the latest play day.
+    current_run_days: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (Index(None, "family_id"),)
 

@@ -101,9 +101,19 @@ class XpOutbox:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
-    async def deliver(self, award: Award, attempts_before: int = 0) -> bool:
-        """Try one award now; record the outcome. True while it is still pending."""
+    async def deliver(self, award: Award, attempts_before: int = 0, *,
+                      inline: bool = False) -> bool:
+        """Try one award now; record the outcome. True while it is still pending.
+
+        inline: the request path's first try; a failure then records nothing (the
+        row's first retry time is already set), which spares a transaction per
+        session while profile is down.
+        """
         status, error = await self.profile.award_xp(award)
+        if inline and status == PENDING:
+            self.metrics.xp_deliveries.labels("retry").inc()
+            log.debug("xp.retry_later", source_id=award.source_id, reason=error, attempt=1)
+            return True
         now = self.clock()
         next_at = now + self.backoff.delay(attempts_before + 1, self._rng) if status == PENDING else None
         await in_transaction(self.db, lambda s: set_xp_status(

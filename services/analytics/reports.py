@@ -3,8 +3,9 @@
 `build_report` gets the last 10 weeks of results (re-normed when the norm
 table changed since ingestion), plus the newest older session without metrics
 (it only tells the engagement rule that the child played before the window),
-the window's check-ins, the play dates behind the streaks (the longest streak
-comes from the maintained aggregate) and the flags' stored first-seen times.
+the window's check-ins, the streaks (from the maintained aggregates, or the
+play dates when as_of lies before the latest play) and the flags' stored
+first-seen times.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class Reporter:
         report = build_report(ref.child_id, ref.birth_year, ref.birth_month, results,
                               window.checkins, as_of, self.catalog, self.tips, play_dates=dates)
         flags = flag_repo.with_stable_first_seen(report.flags, window.flag_states, as_of)
-        report = replace(report, flags=flags, longest_streak_days=max(
-            report.longest_streak_days, window.longest_streak_floor))
+        report = replace(report, flags=flags)
+        if window.streaks is not None:
+            current, longest = window.streaks
+            report = replace(report, current_streak_days=current, longest_streak_days=longest)
         if window.known and abs(as_of - now) <= NOW_TOLERANCE and flag_repo.needs_update(
                 flags, window.flag_states):
             await in_transaction(self.db, lambda s: flag_repo.record_flags(

@@ -151,7 +151,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             self.metrics.sessions_ingested.labels(game.game_id).inc()
         pending = stored.xp_pending
         if pending:
-            pending = await self.outbox.deliver(ingest.Award(
+            pending = await self._award_now(ingest.Award(
                 ingest.session_source(raw.session_id), ref.family_id, ref.child_id,
                 stored.result.xp_awarded, reason))
         return pb.SubmitGameSessionResponse(
@@ -184,11 +184,20 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         else:
             self.metrics.checkins_ingested.inc()
             if xp > 0:
-                await self.outbox.deliver(ingest.Award(
+                await self._award_now(ingest.Award(
                     ingest.checkin_source(checkin.checkin_id), ref.family_id, ref.child_id, xp,
                     "mood check-in"))
         return pb.SubmitMoodCheckInResponse(checkin=convert.checkin_pb(stored.checkin),
                                             duplicate=stored.duplicate)
+
+    async def _award_now(self, award: ingest.Award) -> bool:
+        """Try the award once after the commit; True while it is still pending. The
+        submission is stored either way, so a failure here only leaves it to the outbox."""
+        try:
+            return await self.outbox.deliver(award, inline=True)
+        except Exception as exc:  # noqa: BLE001 - the outbox retries it
+            log.warning("xp.inline_failed", source_id=award.source_id, error=type(exc).__name__)
+            return True
 
     # -- reports -------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ first transaction and then finds its row, so exactly one is stored and both
 callers answer the same result.
 
 Writes for one child are serialized by locking the child's row first (PostgreSQL;
-SQLite has a single writer anyway): the all-time aggregates on `children` and
-the longest streak computed from `play_days` never lose an update.
+SQLite has a single writer anyway): the all-time aggregates on `children` (totals,
+first and last play, longest streak, current run) never lose an update.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.domain.types import (
@@ -38,13 +39,12 @@ from services.analytics.models import (
     TrialRow,
     XpOutbox,
 )
-from services.common.db import insert_ignore
 from services.common.errors import AlreadyExists, NotFound
 
 PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
-# The request path tries profile right after commit; the worker waits this long
-# before it takes a fresh award over.
-FIRST_RETRY_DELAY = timedelta(seconds=10)
+# The request path tries profile right after commit; the worker takes a fresh
+# award over this long after (sooner would race the inline try).
+FIRST_RETRY_DELAY = timedelta(seconds=5)
 _RUN_PROBE_DAYS = 62
 
 
@@ -90,6 +90,77 @@ def checkin_source(checkin_id: str) -> str:
     return f"checkin:{checkin_id}"
 
 
+# -- prebuilt statements (built once; only parameters change per call) ---------------
+
+
+def _dialect_insert(dialect: str):
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _child_upsert(dialect: str):
+    """Insert the child on first sight; otherwise keep the birth year-month current.
+    Either way the row is locked (PostgreSQL) and returned."""
+    ins = _dialect_insert(dialect)(Child).values(
+        child_id=bindparam("child_id"), family_id=bindparam("family_id"),
+        birth_year=bindparam("birth_year"), birth_month=bindparam("birth_month"),
+        created_at=bindparam("now"), total_sessions=0, total_play_seconds=0.0,
+        longest_streak_days=0, current_run_days=0)
+    return ins.on_conflict_do_update(
+        index_elements=[Child.child_id],
+        set_=dict(birth_year=ins.excluded.birth_year, birth_month=ins.excluded.birth_month),
+    ).returning(Child.family_id, Child.total_sessions, Child.total_play_seconds,
+                Child.first_played_at, Child.last_played_at, Child.longest_streak_days,
+                Child.current_run_days)
+
+
+def _day_upsert(dialect: str):
+    ins = _dialect_insert(dialect)(PlayDay).values(
+        child_id=bindparam("child_id"), day=bindparam("day"), family_id=bindparam("family_id"),
+        seconds=bindparam("seconds"), sessions=1)
+    return ins.on_conflict_do_update(
+        index_elements=[PlayDay.child_id, PlayDay.day],
+        set_=dict(seconds=PlayDay.seconds + ins.excluded.seconds,
+                  sessions=PlayDay.sessions + 1),
+    ).returning(PlayDay.sessions)
+
+
+def _insert_ignore(dialect: str, model, key: str):
+    table = model.__table__
+    return (_dialect_insert(dialect)(table)
+            .values({c.name: bindparam(c.name) for c in table.columns})
+            .on_conflict_do_nothing(index_elements=[key])
+            .returning(table.c[key]))
+
+
+_STATEMENTS: dict[str, dict] = {}
+
+
+def _stmts(session: AsyncSession) -> dict:
+    dialect = session.get_bind().dialect.name
+    built = _STATEMENTS.get(dialect)
+    if built is None:
+        built = _STATEMENTS[dialect] = dict(
+            child=_child_upsert(dialect), day=_day_upsert(dialect),
+            session=_insert_ignore(dialect, GameSession, "session_id"),
+            checkin=_insert_ignore(dialect, MoodCheckInRow, "checkin_id"),
+        )
+    return built
+
+
+_UPDATE_CHILD = (
+    update(Child).where(Child.child_id == bindparam("cid"))
+    .values(total_sessions=bindparam("total_sessions"),
+            total_play_seconds=bindparam("total_play_seconds"),
+            first_played_at=bindparam("first_played_at"),
+            last_played_at=bindparam("last_played_at"),
+            longest_streak_days=bindparam("longest_streak_days"),
+            current_run_days=bindparam("current_run_days"))
+)
+_INSERT_TRIALS = TrialRow.__table__.insert()
+_INSERT_METRICS = SessionMetric.__table__.insert()
+_INSERT_OUTBOX = XpOutbox.__table__.insert()
+
+
 # -- children --------------------------------------------------------------------------
 
 
@@ -106,64 +177,64 @@ async def child_row(session: AsyncSession, family_id: str, child_id: str, *,
     return row
 
 
-async def ensure_child(session: AsyncSession, ref: ChildRefData, now: datetime) -> Child:
-    """Insert the child on first sight, lock its row, keep the birth year-month current."""
-    await insert_ignore(session, Child, dict(
+async def ensure_child(session: AsyncSession, ref: ChildRefData, now: datetime):
+    """Upsert and lock the child's row; its aggregates. NOT_FOUND for another family's id."""
+    row = (await session.execute(_stmts(session)["child"], dict(
         child_id=ref.child_id, family_id=ref.family_id, birth_year=ref.birth_year,
-        birth_month=ref.birth_month, created_at=now, total_sessions=0, total_play_seconds=0.0,
-        longest_streak_days=0,
-    ), ["child_id"])
-    row = await child_row(session, ref.family_id, ref.child_id, for_update=True)
-    assert row is not None
-    if (row.birth_year, row.birth_month) != (ref.birth_year, ref.birth_month):
-        row.birth_year, row.birth_month = ref.birth_year, ref.birth_month
+        birth_month=ref.birth_month, now=now))).one()
+    if row.family_id != ref.family_id:
+        raise NotFound("child")
     return row
 
 
-def run_through(days: Sequence[date], d: date) -> tuple[int, bool, bool]:
-    """Length of the run of consecutive days containing d in sorted `days`, and
-    whether it reaches the first / last day given (it may go on beyond)."""
-    pos = {x: i for i, x in enumerate(days)}
-    i = pos[d]
-    lo = hi = i
+def run_span(days: Sequence[date], d: date) -> tuple[int, int]:
+    """Indices of the first and last day of the run of consecutive days holding d."""
+    lo = hi = days.index(d)
     while lo > 0 and (days[lo] - days[lo - 1]).days == 1:
         lo -= 1
     while hi < len(days) - 1 and (days[hi + 1] - days[hi]).days == 1:
         hi += 1
+    return lo, hi
+
+
+def run_through(days: Sequence[date], d: date) -> tuple[int, bool, bool]:
+    """Length of the run holding d, and whether it reaches the first / last day given."""
+    lo, hi = run_span(days, d)
     return hi - lo + 1, lo == 0, hi == len(days) - 1
 
 
-async def _run_length(session: AsyncSession, child_id: str, d: date) -> int:
+async def _run_around(session: AsyncSession, child_id: str, d: date) -> tuple[int, date]:
+    """(length, last day) of the run of play days that holds d."""
     lo, hi = d - timedelta(days=_RUN_PROBE_DAYS), d + timedelta(days=_RUN_PROBE_DAYS)
     stmt = select(PlayDay.day).where(PlayDay.child_id == child_id)
     days = list((await session.execute(
         stmt.where(PlayDay.day >= lo, PlayDay.day <= hi).order_by(PlayDay.day))).scalars())
-    run, at_first, at_last = run_through(days, d)
-    if (at_first and days[0] == lo) or (at_last and days[-1] == hi):
+    a, b = run_span(days, d)
+    if (a == 0 and days[0] == lo) or (b == len(days) - 1 and days[-1] == hi):
         days = list((await session.execute(stmt.order_by(PlayDay.day))).scalars())
-        run = run_through(days, d)[0]
-    return run
+        a, b = run_span(days, d)
+    return b - a + 1, days[b]
 
 
-async def _add_play(session: AsyncSession, child: Child, result: SessionResult) -> None:
+async def _add_play(session: AsyncSession, ref: ChildRefData, child, result: SessionResult) -> None:
+    """Count the session in the child's aggregates and play days (the row is locked)."""
     seconds = result.duration_seconds
-    child.total_sessions += 1
-    child.total_play_seconds += seconds
-    if child.first_played_at is None or result.started_at < child.first_played_at:
-        child.first_played_at = result.started_at
-    if child.last_played_at is None or result.started_at > child.last_played_at:
-        child.last_played_at = result.started_at
-    day = result.started_at.date()
-    existing = await session.get(PlayDay, (child.child_id, day))
-    if existing is not None:
-        existing.seconds += seconds
-        existing.sessions += 1
-        return
-    session.add(PlayDay(child_id=child.child_id, day=day, family_id=child.family_id,
-                        seconds=seconds, sessions=1))
-    await session.flush()
-    run = await _run_length(session, child.child_id, day)
-    child.longest_streak_days = max(child.longest_streak_days, run)
+    at = result.started_at
+    first = at if child.first_played_at is None else min(child.first_played_at, at)
+    last = at if child.last_played_at is None else max(child.last_played_at, at)
+    longest, current = child.longest_streak_days, child.current_run_days
+    day = at.date()
+    sessions = (await session.execute(_stmts(session)["day"], dict(
+        child_id=ref.child_id, day=day, family_id=ref.family_id, seconds=seconds))).scalar_one()
+    if sessions == 1:  # a new play day: runs may have grown or merged
+        run, run_end = await _run_around(session, ref.child_id, day)
+        longest = max(longest, run)
+        if run_end == last.date():
+            current = run
+    await session.execute(_UPDATE_CHILD, dict(
+        cid=ref.child_id, total_sessions=child.total_sessions + 1,
+        total_play_seconds=child.total_play_seconds + seconds, first_played_at=first,
+        last_played_at=last, longest_streak_days=longest, current_run_days=current))
 
 
 # -- sessions --------------------------------------------------------------------------
@@ -188,14 +259,14 @@ async def store_session(
     content_hash: str, age_months: int, norms_version: str, reason: str, now: datetime,
 ) -> StoredSession:
     child = await ensure_child(session, ref, now)
-    inserted = await insert_ignore(session, GameSession, dict(
+    inserted = (await session.execute(_stmts(session)["session"], dict(
         session_id=result.session_id, child_id=ref.child_id, family_id=ref.family_id,
         game_id=result.game_id, game_version=result.game_version, domain=result.domain.value,
         started_at=result.started_at, ended_at=result.ended_at, received_at=now,
         age_months=age_months, content_hash=content_hash, trial_count=len(raw.trials),
         valid_trials=result.valid_trials, excluded_trials=result.excluded_trials,
         xp_awarded=result.xp_awarded, norms_version=norms_version,
-    ), ["session_id"])
+    ))).first() is not None
     if not inserted:
         stored = await stored_session(session, result.session_id)
         assert stored is not None
@@ -203,23 +274,24 @@ async def store_session(
             raise AlreadyExists(f"session.session_id {result.session_id} was already "
                                 "submitted with different content")
         return stored[0]
-    await _add_play(session, child, result)
+    await _add_play(session, ref, child, result)
     if raw.trials:
-        await session.execute(insert(TrialRow), _trial_rows(raw, ref.family_id))
+        await session.execute(_INSERT_TRIALS, _trial_rows(raw, ref.family_id))
     if result.metrics:
-        await session.execute(insert(SessionMetric), _metric_rows(result, ref.family_id))
+        await session.execute(_INSERT_METRICS, _metric_rows(result, ref.family_id))
     pending = result.xp_awarded > 0
     if pending:
-        session.add(_outbox_row(Award(session_source(result.session_id), ref.family_id,
-                                      ref.child_id, result.xp_awarded, reason), now))
+        await session.execute(_INSERT_OUTBOX, _outbox_values(Award(
+            session_source(result.session_id), ref.family_id, ref.child_id, result.xp_awarded,
+            reason), now))
     return StoredSession(result, now, pending, duplicate=False)
 
 
-def _outbox_row(award: Award, now: datetime) -> XpOutbox:
-    return XpOutbox(
+def _outbox_values(award: Award, now: datetime) -> dict:
+    return dict(
         source_id=award.source_id, child_id=award.child_id, family_id=award.family_id,
         amount=award.amount, reason=award.reason, status=PENDING, attempts=0,
-        next_attempt_at=now + FIRST_RETRY_DELAY, last_error="", created_at=now,
+        next_attempt_at=now + FIRST_RETRY_DELAY, last_error="", created_at=now, done_at=None,
     )
 
 
@@ -259,11 +331,11 @@ async def store_checkin(
     xp: int, now: datetime,
 ) -> StoredCheckIn:
     await ensure_child(session, ref, now)
-    inserted = await insert_ignore(session, MoodCheckInRow, dict(
+    inserted = (await session.execute(_stmts(session)["checkin"], dict(
         checkin_id=checkin.checkin_id, child_id=ref.child_id, family_id=ref.family_id,
         mood=checkin.mood.value, intensity=checkin.intensity, recorded_at=checkin.recorded_at,
         received_at=now, content_hash=content_hash,
-    ), ["checkin_id"])
+    ))).first() is not None
     if not inserted:
         row = (await session.execute(select(MoodCheckInRow).where(
             MoodCheckInRow.checkin_id == checkin.checkin_id))).scalar_one()
@@ -272,8 +344,9 @@ async def store_checkin(
                                 "submitted with different content")
         return StoredCheckIn(checkin_of(row), duplicate=True)
     if xp > 0:
-        session.add(_outbox_row(Award(checkin_source(checkin.checkin_id), ref.family_id,
-                                      ref.child_id, xp, "mood check-in"), now))
+        await session.execute(_INSERT_OUTBOX, _outbox_values(Award(
+            checkin_source(checkin.checkin_id), ref.family_id, ref.child_id, xp,
+            "mood check-in"), now))
     return StoredCheckIn(checkin, duplicate=False)
 
 

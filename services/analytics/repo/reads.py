@@ -30,8 +30,6 @@ from services.analytics.repo.ingest import checkin_of, child_row, result_of
 
 # build_report needs 10 weeks: 8 weeks of trends, drop signals over 2 + 6 weeks.
 WINDOW = timedelta(days=70)
-# Play dates read for the current streak; a longer run falls back to all dates.
-STREAK_PROBE_DAYS = 120
 
 _SESSION_COLS = (
     GameSession.session_id, GameSession.child_id, GameSession.game_id, GameSession.game_version,
@@ -64,8 +62,9 @@ class ChildWindow:
     before: SessionResult | None = None
     checkins: list[MoodCheckIn] = field(default_factory=list)
     play_dates: list[date] = field(default_factory=list)
-    # All-time longest streak up to as_of's day when known from the aggregate.
-    longest_streak_floor: int = 0
+    # (current, longest) streak from the aggregates when they are exact for as_of;
+    # otherwise None and the domain computes them from play_dates.
+    streaks: tuple[int, int] | None = (0, 0)
     flag_states: dict[str, FlagState] = field(default_factory=dict)
 
 
@@ -112,24 +111,24 @@ async def checkins_between(session: AsyncSession, child_id: str, *, since: datet
     return [checkin_of(r) for r in rows]
 
 
-async def _play_dates(session: AsyncSession, child: Child, as_of: datetime) -> tuple[list[date], int]:
-    """Play dates for the streaks and a floor for the longest streak.
+async def _streaks(session: AsyncSession, child: Child,
+                   as_of: datetime) -> tuple[list[date], tuple[int, int] | None]:
+    """(play dates, None) for the domain to compute streaks from, or ([], (current,
+    longest)) straight from the maintained aggregates.
 
-    Usual case (nothing played after as_of): the recent dates give the current
-    streak and the maintained aggregate gives the longest. For an as_of in the
-    past, or a current run longer than the probe, all dates up to as_of's day
-    are read (the domain then computes both); the caller drops as_of's own day
-    unless a session of that day started by as_of.
+    Usual case (nothing played after as_of): the aggregates are exact for as_of
+    and nothing is read. For an as_of in the past every play date up to its day
+    is read; the caller drops as_of's own day unless a session of that day
+    started by as_of.
     """
-    today = as_of.date()
-    stmt = select(PlayDay.day).where(PlayDay.child_id == child.child_id, PlayDay.day <= today)
-    if child.last_played_at is not None and child.last_played_at <= as_of:
-        lo = today - timedelta(days=STREAK_PROBE_DAYS)
-        days = list((await session.execute(
-            stmt.where(PlayDay.day >= lo).order_by(PlayDay.day))).scalars())
-        if not days or days[0] != lo:
-            return days, child.longest_streak_days
-    return list((await session.execute(stmt.order_by(PlayDay.day))).scalars()), 0
+    if child.last_played_at is None:
+        return [], (0, 0)
+    if child.last_played_at <= as_of:
+        alive = (as_of.date() - child.last_played_at.date()).days <= 1
+        return [], (child.current_run_days if alive else 0, child.longest_streak_days)
+    stmt = (select(PlayDay.day).where(PlayDay.child_id == child.child_id,
+                                      PlayDay.day <= as_of.date()).order_by(PlayDay.day))
+    return list((await session.execute(stmt)).scalars()), None
 
 
 async def child_window(session: AsyncSession, family_id: str, child_id: str,
@@ -143,14 +142,14 @@ async def child_window(session: AsyncSession, family_id: str, child_id: str,
         select(*_SESSION_COLS).where(GameSession.child_id == child_id,
                                      GameSession.started_at <= since)
         .order_by(GameSession.started_at.desc()).limit(1))).first()
-    dates, floor = await _play_dates(session, child, as_of)
+    dates, streaks = await _streaks(session, child, as_of)
     states = (await session.execute(
         select(FlagState).where(FlagState.child_id == child_id))).scalars()
     return ChildWindow(
         known=True, results=results,
         before=result_of(before_row, ()) if before_row is not None else None,
         checkins=await checkins_between(session, child_id, since=since, until=as_of),
-        play_dates=dates, longest_streak_floor=floor,
+        play_dates=dates, streaks=streaks,
         flag_states={s.flag_id: s for s in states},
     )
 

@@ -149,3 +149,35 @@ async def test_a_child_of_another_family_is_not_found(analytics):
     await fails(analytics.stub.SubmitMoodCheckIn(checkin_request(thief)), C.NOT_FOUND)
     assert await count(analytics.db, GameSession, child_id=kid.ref.child_id) == 0
     assert (await analytics.stub.SubmitMoodCheckIn(checkin_request(kid))).checkin.checkin_id
+
+
+async def test_streak_aggregates_follow_late_sessions(analytics):
+    from avatario.analytics.v1 import analytics_pb2 as pb
+
+    kid = new_kid(9)
+
+    async def play(day: int) -> None:
+        s = session_of(kid, "corsi_blocks", SIM_START + timedelta(days=day, hours=15), seed=day)
+        await analytics.stub.SubmitGameSession(session_request(kid, s))
+
+    async def streaks(day: float) -> tuple[int, int]:
+        req = pb.GetChildReportRequest(child=kid.ref)
+        req.as_of.FromDatetime(SIM_START + timedelta(days=day))
+        rep = (await analytics.stub.GetChildReport(req)).report
+        return rep.current_streak_days, rep.longest_streak_days
+
+    for day in (0, 1, 5, 6, 9):
+        await play(day)
+    assert await streaks(10) == (1, 2)
+    await play(3)  # arrives late: no merge yet
+    assert await streaks(10) == (1, 2)
+    await play(2)  # merges 0-3
+    assert await streaks(10) == (1, 4)
+    await play(4)  # merges 0-6
+    assert await streaks(10) == (1, 7)
+    await play(8)  # 8-9 is the current run
+    assert await streaks(10.9) == (2, 7) and await streaks(12) == (0, 7)
+    assert await streaks(6.9) == (7, 7)  # as of the past: from the play dates
+    async with analytics.db.session() as session:
+        child = await session.get(Child, kid.ref.child_id)
+    assert (child.longest_streak_days, child.current_run_days, child.total_sessions) == (7, 2, 9)

@@ -108,6 +108,8 @@ async def test_profile_down_then_up_drains_the_outbox_once(analytics_db_url, pro
             assert await _xp(profile, fam, child) == 65
             assert run.built.server.registry.get_sample_value(
                 "avatario_analytics_xp_outbox_pending") == 0
+            clock.advance(days=8)  # delivered awards are forgotten after the retention
+            assert await run.built.outbox.purge() == 3 and await _outbox(run.db) == {}
         finally:
             await profile.close()
     finally:

@@ -56,6 +56,7 @@ def upgrade() -> None:
         _ts("created_at"), _int("total_sessions"),
         sa.Column("total_play_seconds", sa.Float(), nullable=False),
         _ts("first_played_at", True), _ts("last_played_at", True), _int("longest_streak_days"),
+        _int("current_run_days"),
         _pk("children", "child_id"),
     )
     op.create_index(op.f("ix_children_family_id"), "children", ["family_id"])
