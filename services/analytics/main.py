@@ -17,9 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-import typer
 from prometheus_client import CollectorRegistry
-from sqlalchemy.engine import make_url
 
 from avatario.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics.domain.catalog import load_catalog
@@ -34,9 +32,9 @@ from services.analytics.settings import (
     AnalyticsJobSettings,
     AnalyticsSettings,
 )
-from services.common import migrations
+from services.common import dataservice, migrations
 from services.common.clients import internal_channel
-from services.common.db import Database, is_sqlite
+from services.common.db import Database
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
 from services.common.timeutil import utcnow
@@ -115,42 +113,19 @@ async def build_server(
     return built.server, built.port
 
 
-def ensure_sqlite_dir(url: str) -> None:
-    """The embedded default lives in var/; create the folder on first use."""
-    if is_sqlite(url):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-
 def run_migrations(settings: AnalyticsDatabaseSettings) -> None:
-    ensure_sqlite_dir(settings.database_url)
-    migrations.upgrade(MIGRATIONS, settings.database_url)
-
-
-async def wait_until_migrated(db: Database, *, timeout_s: float, interval_s: float = 2.0) -> None:
-    """Readiness: the schema must be at head (a migrate step may still be running)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            await migrations.assert_at_head(db.engine, MIGRATIONS)
-            return
-        except Exception as exc:  # noqa: BLE001 - schema behind or database unreachable
-            if loop.time() >= deadline:
-                raise RuntimeError(f"analytics database not ready: {exc}") from exc
-            log.warning("analytics.not_ready", reason=str(exc), retry_in_s=interval_s)
-            await asyncio.sleep(interval_s)
+    dataservice.run_migrations(MIGRATIONS, settings.database_url)
 
 
 async def _serve(settings: AnalyticsSettings) -> None:
-    ensure_sqlite_dir(settings.database_url)
+    dataservice.ensure_sqlite_dir(settings.database_url)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     built = await build_analytics(settings, db)
     log.info("analytics.listening", host=settings.host, port=built.port)
 
     async def ready() -> None:
-        await wait_until_migrated(db, timeout_s=settings.ready_timeout_s)
+        await dataservice.wait_until_migrated(db, MIGRATIONS, name="analytics",
+                                              timeout_s=settings.ready_timeout_s)
         await built.start_background()
 
     try:
@@ -176,34 +151,10 @@ async def _renorm(settings: AnalyticsJobSettings) -> dict:
         await db.dispose()
 
 
-app = typer.Typer(add_completion=False, help="Avatario analytics service.")
-
-
-@app.callback(invoke_without_command=True)
-def _default(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        serve_cmd()
-
-
-@app.command("serve")
-def serve_cmd() -> None:
-    """Run the gRPC server (the schema must be migrated)."""
-    settings = AnalyticsSettings()
-    configure_logging(settings.log_level, json=settings.log_json, service="analytics")
-    try:
-        asyncio.run(_serve(settings))
-    except RuntimeError as exc:
-        log.error("analytics.failed", reason=str(exc))
-        raise typer.Exit(1) from exc
-
-
-@app.command("migrate")
-def migrate_cmd() -> None:
-    """Upgrade the database to the latest schema."""
-    settings = AnalyticsDatabaseSettings()
-    configure_logging(service="analytics")
-    run_migrations(settings)
-    log.info("analytics.migrated", head=migrations.head_revision(MIGRATIONS))
+app = dataservice.service_app(
+    "analytics", help="Avatario analytics service.", settings=AnalyticsSettings, serve=_serve,
+    database_settings=AnalyticsDatabaseSettings, migrations_path=MIGRATIONS)
+serve_cmd, migrate_cmd = app.serve_cmd, app.migrate_cmd
 
 
 @app.command("renorm")
