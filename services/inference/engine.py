@@ -44,6 +44,7 @@ from services.inference.sampling import (
     SamplingParams,
     StopChecker,
     Tokenizer,
+    sample_batch,
 )
 from services.inference.state_cache import StateCache, prefix_hash
 
@@ -125,6 +126,12 @@ class EngineCallbacks:
     def on_tokens(self, n: int) -> None: ...
     def on_prefill(self, n_tokens: int, seconds: float) -> None: ...
     def on_finish(self, event: FinishEvent) -> None: ...
+    def on_admit(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """A request got a running slot: its prompt length and how much the cache served."""
+
+    def on_inter_token(self, gaps_s: Sequence[float]) -> None:
+        """Seconds between each decoding sequence's previous token and the one just sampled
+        (one value per sequence in the step)."""
 
 
 class RequestHandle:
@@ -242,6 +249,39 @@ class Engine:
         self._stop_at = None
         self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
         self._thread.start()
+
+    def warmup(self, token: int = 0) -> float:
+        """The readiness check, before serving: a 1-token forward through the package, a
+        2-token prefill, and decode steps for a batch of one and of two (twice each: the
+        package's TorchScript profiles on the first call and optimises on the next, so the
+        first requests do not pay for it). Every output must be finite logits over the
+        vocabulary. Call before `start()`. Returns the seconds it took; raises RuntimeError
+        naming what failed."""
+        if self._thread is not None:
+            raise RuntimeError("warmup() must run before start()")
+        t0 = time.perf_counter()
+        v = self.bm.vocab_size
+        tok = min(max(int(token), 0), v - 1)
+
+        def check(what: str, logits: torch.Tensor, rows: int) -> None:
+            if logits.dim() not in (1, 2) or logits.shape[-1] != v or logits.numel() != rows * v:
+                raise RuntimeError(f"warm-up {what}: logits of shape {tuple(logits.shape)}, "
+                                   f"expected {rows} x {v}")
+            if not bool(torch.isfinite(logits).all()):
+                raise RuntimeError(f"warm-up {what}: non-finite logits (NaN or inf); check "
+                                   "the checkpoint and the strategy's dtype")
+
+        logits, state = self.bm.prefill([tok], None, 1)
+        check("1-token forward", logits, 1)
+        logits, _ = self.bm.prefill([tok, tok], None, 2)
+        check("2-token prefill", logits, 1)
+        for rows in (1, 2):
+            batch = self.bm.new_batch([state] * rows)
+            for _ in range(2):
+                check(f"decode step of {rows}", self.bm.step([tok] * rows, batch), rows)
+        seconds = time.perf_counter() - t0
+        log.info("engine_warmed_up", seconds=round(seconds, 3), batched=self.bm.batched)
+        return seconds
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Queue a request (call from the event loop). Raises InvalidArgument,
@@ -393,6 +433,7 @@ class Engine:
         else:
             s.todo = list(prompt)
         self._prefilling.append(s)
+        self._cb("on_admit", len(prompt), s.cached_tokens)
 
     def _prefill_phase(self) -> bool:
         cfg = self.config
@@ -443,26 +484,32 @@ class Engine:
 
     def _decode_step(self) -> None:
         t0 = time.perf_counter()
-        tokens = [s.generated[-1] for s in self._decoding]
-        logits = self.bm.step(tokens, self._batch)
+        seqs = self._decoding
+        tokens = [s.generated[-1] for s in seqs]
+        logits = self.bm.step(tokens, self._batch)  # valid until the next step
+        sampled = sample_batch([s.sampler for s in seqs], logits)
         keep: list[int] = []
         ended: list[tuple[_Seq, State | None]] = []
-        for i, s in enumerate(self._decoding):
+        gaps: list[float] = []
+        for i, (s, tok) in enumerate(zip(seqs, sampled, strict=True)):
             s.fed += 1
-            s.logits = logits[i]
-            self._accept(s, s.sampler.sample(logits[i]))
+            before = s.t_last
+            self._accept(s, tok)
+            gaps.append(s.t_last - before)
             if s.reason is None:
                 keep.append(i)
             else:
+                s.logits = logits[i].clone()  # the cached turn may resume from them
                 ended.append((s, self._batch.get(i) if s.reason in _CACHEABLE else None))
-        n = len(self._decoding)
+        n = len(seqs)
         if ended:
-            self._decoding = [self._decoding[i] for i in keep]
+            self._decoding = [seqs[i] for i in keep]
             self._batch.keep(keep)
             for s, state in ended:
                 self._end(s, state)
         self.steps += 1
         self._cb("on_tokens", n)
+        self._cb("on_inter_token", gaps)
         self._cb("on_step", n, time.perf_counter() - t0)
 
     def _accept(self, s: _Seq, tok: int) -> None:

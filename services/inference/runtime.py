@@ -6,6 +6,7 @@ loaded with another strategy) raises ConfigError here, at start, with a clear me
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -61,6 +62,20 @@ class EngineMetrics(EngineCallbacks):
         self.ttft = Histogram("avatario_inference_time_to_first_token_seconds",
                               "Time from submit to the first token.",
                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32), registry=registry)
+        self.prompt_tokens = Counter("avatario_inference_prompt_tokens_total",
+                                     "Prompt tokens of requests admitted to a running slot "
+                                     "(served from the state cache or prefilled).",
+                                     registry=registry)
+        self.cached_prompt_tokens = Counter("avatario_inference_cached_prompt_tokens_total",
+                                            "Prompt tokens served from the state cache.",
+                                            registry=registry)
+        self.inter_token = Histogram("avatario_inference_inter_token_latency_seconds",
+                                     "Time between two tokens of one sequence while decoding.",
+                                     buckets=(0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2,
+                                              0.3, 0.5, 1, 2, 5), registry=registry)
+        self.warmup = Gauge("avatario_inference_warmup_seconds",
+                            "Duration of the start-up warm-up forward (readiness check).",
+                            registry=registry)
         self.requests = Counter("avatario_inference_requests_total",
                                 "Finished generations by finish reason.", ["finish_reason"],
                                 registry=registry)
@@ -77,6 +92,18 @@ class EngineMetrics(EngineCallbacks):
 
     def on_prefill(self, n_tokens: int, seconds: float) -> None:
         self.prefill_tokens.inc(n_tokens)
+
+    def on_admit(self, prompt_tokens: int, cached_tokens: int) -> None:
+        self.prompt_tokens.inc(prompt_tokens)
+        if cached_tokens:
+            self.cached_prompt_tokens.inc(cached_tokens)
+
+    def on_inter_token(self, gaps_s: Sequence[float]) -> None:
+        for g in gaps_s:
+            self.inter_token.observe(g)
+
+    def on_warmup(self, seconds: float) -> None:
+        self.warmup.set(seconds)
 
     def on_finish(self, event: FinishEvent) -> None:
         self.requests.labels(event.reason).inc()
@@ -183,5 +210,14 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
             max_prompt_tokens=settings.max_prompt_tokens,
         ),
     )
+    # Readiness: the node reports SERVING only once this returns, so the warm-up forward has
+    # run; a failure stops the node with a clear error (main prints it and exits).
+    try:
+        seconds = engine.warmup()
+    except Exception as exc:
+        raise ConfigError(f"model warm-up failed (readiness check, a 1-token forward with "
+                          f"strategy {plan.strategy!r}): {exc}") from exc
+    if isinstance(metrics, EngineMetrics):
+        metrics.on_warmup(seconds)
     engine.start()
     return Runtime(settings, info, tokenizer, tokenizer.chat_format, plan, gpus, engine, cache)

@@ -4,16 +4,24 @@ Sampling follows ChatRWKV: penalties first (logits -= presence + occurrence * fr
 every token generated so far, occurrences decayed by `penalty_decay` per token), then top-p
 and top-k cuts on the untempered distribution, then temperature, then a draw from a seeded
 `torch.Generator`. Temperature 0 is greedy argmax (after penalties).
+
+A decode step samples all its sequences at once (`sample_batch`) on the [B, V] logits, each
+row with its own request's settings and generator: penalties are sparse (O(tokens generated)),
+the top-p cut is found in O(V) per row from a histogram instead of a sort of the vocabulary,
+and the draw is an inverse-CDF with one uniform from the request's generator, so a request's
+tokens do not depend on its batchmates.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+from torch.nn import functional as F
 
 from services.common.errors import InvalidArgument
 
@@ -21,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS_LIMIT",
     "IncrementalDecoder",
     "Sampler",
+    "sample_batch",
     "SamplingParams",
     "StopChecker",
     "Tokenizer",
@@ -87,7 +96,11 @@ class SamplingParams:
 
 
 class Sampler:
-    """Sampling state of one request: RNG and decayed token occurrences."""
+    """Sampling state of one request: its RNG and the decayed occurrences of generated tokens.
+
+    Occurrences are kept sparse (the distinct tokens generated so far and their decayed
+    counts), so penalties cost O(generated tokens), not O(vocabulary), per step.
+    """
 
     def __init__(self, params: SamplingParams, vocab_size: int) -> None:
         self.params = params
@@ -98,51 +111,286 @@ class Sampler:
         else:
             self.generator.seed()
         self._penalise = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
-        self._occurrence = torch.zeros(vocab_size, dtype=torch.float32)
-        self._seen = torch.zeros(vocab_size, dtype=torch.float32)  # 1.0 once generated
+        self._slot: dict[int, int] = {}  # token -> index into _ids / _occ
+        self._ids = torch.zeros(0, dtype=torch.long)
+        self._occ = torch.zeros(0, dtype=torch.float32)
+
+    def penalty(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(token ids, amount to subtract) for the tokens generated so far; None if nothing."""
+        if not self._penalise or not self._slot:
+            return None
+        p = self.params
+        return self._ids, self._occ * p.frequency_penalty + p.presence_penalty
 
     def penalised(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits after presence/frequency penalties (a new tensor when any apply)."""
         x = logits.float()
-        if self._penalise:
-            p = self.params
-            x = x - (p.presence_penalty * self._seen + p.frequency_penalty * self._occurrence)
+        pen = self.penalty()
+        if pen is not None:
+            x = x.clone()
+            x.index_add_(0, pen[0], pen[1], alpha=-1.0)
         return x
 
     def sample(self, logits: torch.Tensor) -> int:
         """Pick the next token from 1-D logits and record it for the penalties."""
-        token = self.pick(self.penalised(logits))
-        self.observe(token)
-        return token
+        return sample_batch([self], logits.reshape(1, -1))[0]
 
     def pick(self, x: torch.Tensor) -> int:
-        p = self.params
-        if p.temperature == 0.0:
-            return int(torch.argmax(x).item())
-        logp = torch.log_softmax(x, dim=-1)
-        keep = torch.ones_like(logp, dtype=torch.bool)
-        if p.top_p < 1.0:
-            probs = logp.exp()
-            sorted_p, _ = torch.sort(probs, descending=True)
-            cum = torch.cumsum(sorted_p, dim=-1)
-            idx = int(torch.searchsorted(cum, torch.tensor([p.top_p])).item())
-            cutoff = sorted_p[min(idx, sorted_p.numel() - 1)]
-            keep &= probs >= cutoff
-        if 0 < p.top_k < logp.numel():
-            kth = torch.topk(logp, p.top_k).values[-1]
-            keep &= logp >= kth
-        # probs ** (1 / T), renormalised; computed in log space so small T cannot underflow.
-        z = torch.where(keep, logp / p.temperature, torch.full_like(logp, -math.inf))
-        probs = torch.softmax(z, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator).item())
+        """Draw from 1-D logits that already carry the penalties (records nothing)."""
+        t = x.float().reshape(1, -1)
+        return _pick_rows([self.params], [self.generator], t - t.amax())[0]
 
     def observe(self, token: int) -> None:
         if not self._penalise:
             return
-        self._occurrence.mul_(self.params.penalty_decay)
-        if 0 <= token < self.vocab_size:
-            self._occurrence[token] += 1.0
-            self._seen[token] = 1.0
+        if self._slot:
+            self._occ.mul_(self.params.penalty_decay)
+        if not 0 <= token < self.vocab_size:
+            return
+        i = self._slot.get(token)
+        if i is None:
+            self._slot[token] = len(self._slot)
+            self._ids = torch.cat([self._ids, torch.tensor([token], dtype=torch.long)])
+            self._occ = torch.cat([self._occ, torch.ones(1, dtype=torch.float32)])
+        else:
+            self._occ[i] += 1.0
+
+
+def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[int]:
+    """Sample one token per row of `logits` [B, V], row i with `samplers[i]`, and record it.
+
+    The same per-request semantics as sampling each row alone (penalties, top-p, top-k,
+    temperature, the request's own generator with one uniform draw per sampled token), so a
+    request's tokens do not depend on which requests share its batch; but the work is done
+    on the whole [B, V] tensor at once, in O(V) per row, in reused buffers. `logits` is not
+    modified.
+    """
+    if logits.dim() != 2 or logits.shape[0] != len(samplers):
+        raise ValueError(f"logits {tuple(logits.shape)} for {len(samplers)} samplers")
+    if not samplers:
+        return []
+    x = logits.float()
+    v = x.shape[1]
+    # t = penalised logits relative to the row's best token (max 0): exp(t) cannot overflow
+    # and the best token's weight is 1. Penalties are sparse; a row is re-centred only when
+    # they moved its maximum (its best token was penalised, or a penalty is a bonus).
+    t = torch.sub(x, x.amax(dim=-1, keepdim=True), out=_ws.get("t", x.shape, torch.float32))
+    flat_idx: list[torch.Tensor] = []
+    flat_val: list[torch.Tensor] = []
+    moved: set[int] = set()
+    for r, s in enumerate(samplers):
+        pen = s.penalty()
+        if pen is not None:
+            flat_idx.append(pen[0] + r * v if r else pen[0])
+            flat_val.append(pen[1])
+            if min(s.params.presence_penalty, s.params.frequency_penalty) < 0:
+                moved.add(r)
+    if flat_idx:
+        idx = torch.cat(flat_idx)
+        flat = t.view(-1)
+        moved.update((idx[flat[idx] == 0.0] // v).tolist())  # a best token was penalised
+        flat.index_add_(0, idx, torch.cat(flat_val), alpha=-1.0)
+        for r in moved:
+            t[r].sub_(t[r].max())
+    tokens = _pick_rows([s.params for s in samplers], [s.generator for s in samplers], t)
+    for s, tok in zip(samplers, tokens, strict=True):
+        s.observe(tok)
+    return tokens
+
+
+class _Workspace(threading.local):
+    """Scratch tensors reused from step to step (per thread): sampling a batch touches a few
+    [B, V] buffers, and fresh allocations of that size cost page faults on every step."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.bufs.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype)
+            self.bufs[name] = buf
+        return buf[:n].view(shape)
+
+
+_ws = _Workspace()
+# Inverse-CDF draw in two levels (block, then token) so that cumulative sums stay short.
+_BLOCK = 256
+# Top-p histogram: bins are the top bits of the float32 weights (sign 0, 8 exponent bits,
+# 4 mantissa bits), so bin order is value order and a bin spans a factor of 2 ** (1 / 16).
+_SHIFT = 19
+_NBINS = 1 << (31 - _SHIFT)
+
+
+def _pick_rows(params: Sequence[SamplingParams], gens: Sequence[torch.Generator],
+               t: torch.Tensor) -> list[int]:
+    """Draw one token per row of t [B, V]: penalised logits minus the row's maximum (float32;
+    used as scratch space and overwritten)."""
+    out = [0] * len(params)
+    greedy = [r for r, p in enumerate(params) if p.temperature == 0.0]
+    rows = [r for r, p in enumerate(params) if p.temperature != 0.0]
+    if greedy:
+        sel = t if len(greedy) == len(params) else t[greedy]
+        for r, tok in zip(greedy, torch.argmax(sel, dim=-1).tolist(), strict=True):
+            out[r] = int(tok)
+    if not rows:
+        return out
+    if len(params) == 1:  # one stream: the same steps with scalars, fewer tensor ops
+        out[0] = _pick_one(params[0], gens[0], t[0])
+        return out
+    ps = [params[r] for r in rows]
+    ts = t if len(rows) == len(params) else t[rows]
+    n, v = ts.shape
+    # e = probabilities relative to the row's best token, in (0, 1]: top-p and top-k are
+    # decided on them (untempered, as ChatRWKV does); the draw weighs by w = e ** (1 / T).
+    temps = [p.temperature for p in ps]
+    if all(tt == 1.0 for tt in temps):
+        e = w = ts.exp_()
+    else:
+        w = torch.div(ts, torch.tensor(temps, dtype=torch.float32).unsqueeze(1),
+                      out=_ws.get("w", (n, v), torch.float32)).exp_()
+        e = ts.exp_()
+    cutoff = torch.zeros(n, dtype=torch.float32)  # keep e >= cutoff
+    cut_rows = [i for i, p in enumerate(ps) if p.top_p < 1.0]
+    if cut_rows:
+        cutoff[cut_rows] = _nucleus_cutoff(e if len(cut_rows) == n else e[cut_rows],
+                                           [ps[i].top_p for i in cut_rows])
+    k_rows = [i for i, p in enumerate(ps) if 0 < p.top_k < v]
+    if k_rows:
+        sub = e if len(k_rows) == n else e[k_rows]
+        kth = torch.topk(sub, max(ps[i].top_k for i in k_rows), dim=-1).values
+        kth = kth.gather(1, torch.tensor([[ps[i].top_k - 1] for i in k_rows])).squeeze(1)
+        cutoff[k_rows] = torch.maximum(cutoff[k_rows], kth)
+    cut = [i for i, c in enumerate(cutoff.tolist()) if c > 0.0]
+    if cut and w is e:
+        # threshold_ keeps x > th: th = the largest float32 below the cutoff.
+        th = torch.nextafter(cutoff, torch.zeros_like(cutoff)).tolist()
+        for i in cut:
+            F.threshold_(w[i], th[i], 0.0)
+    elif cut:
+        w.masked_fill_(e < cutoff.unsqueeze(1), 0.0)
+    # One uniform in [0, 1) per sampled token, from the request's own generator.
+    u = torch.cat([torch.rand(1, generator=gens[r], dtype=torch.float64) for r in rows])
+    for i, tok in enumerate(_inverse_cdf(w, u).tolist()):
+        out[rows[i]] = int(tok)
+    return out
+
+
+def _pick_one(p: SamplingParams, gen: torch.Generator, t: torch.Tensor) -> int:
+    """`_pick_rows` for a single row t [V] (overwritten), with Python scalars in between."""
+    v = t.shape[0]
+    if p.temperature == 1.0:
+        e = w = t.exp_()
+    else:
+        w = torch.div(t, p.temperature, out=_ws.get("w", (v,), torch.float32)).exp_()
+        e = t.exp_()
+    cutoff = 0.0
+    if p.top_p < 1.0:
+        cutoff = _nucleus_cutoff_one(e, p.top_p)
+    if 0 < p.top_k < v:
+        cutoff = max(cutoff, float(torch.topk(e, p.top_k).values[-1]))
+    if cutoff > 0.0:
+        if w is e:
+            F.threshold_(w, float(torch.nextafter(torch.tensor(cutoff), torch.tensor(0.0))), 0.0)
+        else:
+            w.masked_fill_(e < cutoff, 0.0)
+    u = torch.rand(1, generator=gen, dtype=torch.float64)
+    return int(_inverse_cdf(w.unsqueeze(0), u)[0])
+
+
+def _nucleus_cutoff_one(e: torch.Tensor, top_p: float) -> float:
+    """`_nucleus_cutoff` for a single row e [V]."""
+    bins = torch.bitwise_right_shift(e.view(torch.int32), _SHIFT,
+                                     out=_ws.get("bins", e.shape, torch.int32))
+    mass = torch.zeros(_NBINS, dtype=torch.float32).index_add_(0, bins, e)
+    desc = mass.flip(0).to(torch.float64).cumsum_(0)
+    target = top_p * float(desc[-1])
+    k = min(int(torch.searchsorted(desc, torch.tensor([target], dtype=torch.float64))),
+            _NBINS - 1)
+    above = float(desc[k - 1]) if k > 0 else 0.0
+    cand = e[bins == _NBINS - 1 - k]
+    if not cand.numel():
+        return 0.0
+    cand = torch.sort(cand, descending=True).values
+    cum = cand.to(torch.float64).cumsum_(0).add_(above)
+    i = min(int(torch.searchsorted(cum, torch.tensor([target], dtype=torch.float64))),
+            cand.numel() - 1)
+    return float(cand[i])
+
+
+def _below(t: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """t clamped into [0, limit)."""
+    return torch.minimum(t.clamp(min=0.0), torch.nextafter(limit, torch.zeros_like(limit)))
+
+
+def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the index i with cum[i-1] <= u * total < cum[i] over weights w [n, V] >= 0.
+
+    Two levels: a block of _BLOCK tokens from the block sums, then a token inside it (sums
+    in float64). A token of zero weight is never picked.
+    """
+    n, v = w.shape
+    full = v // _BLOCK
+    sums = [w[:, : full * _BLOCK].view(n, full, _BLOCK).sum(dim=-1)] if full else []
+    if full * _BLOCK < v:
+        sums.append(w[:, full * _BLOCK :].sum(dim=-1, keepdim=True))
+    cum_b = torch.cat(sums, dim=1).to(torch.float64).cumsum_(dim=-1)
+    nb = cum_b.shape[1]
+    total = cum_b[:, -1]
+    t = _below(u * total, total)
+    b = torch.searchsorted(cum_b, t.unsqueeze(1), right=True).clamp_(max=nb - 1)
+    before = torch.where(b > 0, cum_b.gather(1, (b - 1).clamp(min=0)), 0.0).squeeze(1)
+    idx = b * _BLOCK + torch.arange(_BLOCK)
+    inner = w.gather(1, idx.clamp(max=v - 1)).to(torch.float64).masked_fill_(idx >= v, 0.0)
+    inner = inner.cumsum_(dim=-1)
+    rem = _below(t - before, inner[:, -1])
+    i = torch.searchsorted(inner, rem.unsqueeze(1), right=True).clamp_(max=_BLOCK - 1)
+    return (b * _BLOCK + i).squeeze(1)
+
+
+def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
+    """Per row of weights e [n, V] (float32, in [0, 1]), the top-p cutoff: the weight at the
+    first rank, in descending order, where the cumulative mass reaches top_p of the row's
+    total; keeping e >= cutoff keeps the nucleus (and its ties), as sorting would.
+
+    O(V) per row instead of a sort: a histogram of the mass over the weights' top bits finds
+    the bin where the mass crosses top_p; only that bin's tokens are sorted.
+    """
+    n, v = e.shape
+    offsets = (torch.arange(n, dtype=torch.int32) * _NBINS).unsqueeze(1)
+    bins = torch.bitwise_right_shift(e.view(torch.int32), _SHIFT,
+                                     out=_ws.get("bins", (n, v), torch.int32)).add_(offsets)
+    mass = torch.zeros(n * _NBINS, dtype=torch.float32)
+    mass.index_add_(0, bins.view(-1), e.reshape(-1))
+    desc = mass.view(n, _NBINS).to(torch.float64).flip(-1).cumsum_(dim=-1)  # from the top bin
+    target = torch.tensor(top_p, dtype=torch.float64) * desc[:, -1]
+    k = torch.searchsorted(desc, target.unsqueeze(1)).clamp_(max=_NBINS - 1)
+    above = torch.where(k > 0, desc.gather(1, (k - 1).clamp(min=0)), 0.0).squeeze(1)
+    # The crossing bin's tokens ordered by (row, weight descending): two stable sorts.
+    hit = torch.eq(bins, offsets + (_NBINS - 1 - k).to(torch.int32),
+                   out=_ws.get("hit", (n, v), torch.bool))
+    rr, cc = hit.nonzero(as_tuple=True)
+    cutoff = torch.zeros(n, dtype=torch.float32)
+    if not rr.numel():
+        return cutoff  # rounding left nothing to cut (keep everything)
+    cand = e[rr, cc]
+    o = torch.sort(cand, descending=True, stable=True).indices
+    o = o[torch.sort(rr[o], stable=True).indices]
+    rr, cand = rr[o], cand[o]
+    csum = cand.to(torch.float64).cumsum(0)
+    counts = torch.bincount(rr, minlength=n)
+    ends = counts.cumsum(0)
+    starts = ends - counts
+    before = torch.where(starts > 0, csum[(starts - 1).clamp(min=0)], 0.0)
+    reached = above[rr] + (csum - before[rr]) >= target[rr]
+    m = rr.numel()
+    pos = torch.where(reached, torch.arange(m), m)
+    first = torch.full((n,), m, dtype=torch.long).scatter_reduce_(0, rr, pos, "amin")
+    first = torch.where(first < m, first, ends - 1)  # rounding: keep the whole bin
+    has = counts > 0
+    cutoff[has] = cand[first[has]]
+    return cutoff
 
 
 class IncrementalDecoder:

@@ -159,3 +159,54 @@ def test_real_vocab_shapes_load_and_batch(ckpt_dir: Path) -> None:
     assert logits.shape == (2, 50277)
     ref, _ = model.forward([50276], list(s1))
     assert torch.allclose(logits[0], ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["cpu fp32", "cpu fp32 *3 -> cpu fp32"])
+def test_batched_kernels_at_batch_of_one_match_package(tiny_ckpt: Path, load_model,
+                                                       strategy: str) -> None:
+    """The batched kernels themselves at B=1 (the engine sends a batch of one through
+    model.forward by default, so this path needs its own check)."""
+    model = load_model(tiny_ckpt, strategy)
+    bm = BatchedRWKV(model, single_via_package=False)
+    _run_mixed_batch(model, bm, 1, atol=1e-4, seed=21)
+    assert bm.batched_steps > 0 and bm.package_steps == 0 and bm.fallback_steps == 0
+    # Without the contiguous head copy a batch of one goes through the package by default.
+    plain = BatchedRWKV(model, contiguous_head=False)
+    assert plain._head_c is None and plain.single_via_package
+    _run_mixed_batch(model, plain, 1, atol=1e-4, seed=22)
+    assert plain.package_steps == plain.batched_steps > 0
+
+
+def test_batch_of_one_goes_through_the_package_and_joins_a_batch(model_fp32: Any) -> None:
+    """B=1 uses model.forward on row 0's state; the state it leaves is a normal batch row, so
+    sequences can join it and the batched kernels take over."""
+    bm = BatchedRWKV(model_fp32, single_via_package=True)
+    _, s1 = prefill(model_fp32, [3, 4, 5], None)
+    _, s2 = prefill(model_fp32, [9], None)
+    batch = bm.new_batch([s1])
+    ref1 = list(s1)
+    for tok in (7, 8):
+        got = bm.step([tok], batch)
+        want, ref1 = model_fp32.forward([tok], ref1)
+        assert torch.equal(got[0], want.float())  # the same call: bit-identical
+    assert bm.package_steps == 2
+    batch.append(s2)
+    got = bm.step([10, 11], batch)
+    want1, _ = model_fp32.forward([10], list(ref1))
+    want2, _ = model_fp32.forward([11], list(s2))
+    assert torch.allclose(got[0], want1, atol=1e-4) and torch.allclose(got[1], want2, atol=1e-4)
+    assert bm.package_steps == 2 and bm.batched_steps == 3
+
+
+def test_step_logits_buffer_is_reused_but_forward_batch_copies(model_fp32: Any) -> None:
+    bm = BatchedRWKV(model_fp32)
+    _, s1 = prefill(model_fp32, [1, 2], None)
+    batch = bm.new_batch([s1, s1])
+    a = bm.step([3, 4], batch)
+    kept = a.clone()
+    b = bm.step([5, 6], batch)
+    assert a.data_ptr() == b.data_ptr()  # documented: valid until the next step
+    assert not torch.equal(kept, b)
+    l1, _ = bm.forward_batch([3, 4], [s1, s1])
+    l2, _ = bm.forward_batch([3, 4], [s1, s1])
+    assert l1.data_ptr() != l2.data_ptr() and torch.equal(l1, l2)

@@ -1,0 +1,233 @@
+"""One CUDA check of the inference node, under 5 minutes, printing one table.
+
+Run it whenever a CUDA machine is at hand (from the repository root):
+
+    python bench/gpu_check.py                # or: python -m bench.gpu_check
+    python bench/gpu_check.py --allow-cpu    # the same code path on the CPU, tiny model
+
+What it checks:
+  1. NVML inventory (`services.inference.gpu`) and the strategy planner on it, for the
+     synthetic model below and the Raven 7B / 14B shapes;
+  2. a synthetic fp16 RWKV-4 checkpoint on `cuda` (24 layers x 2048, World vocabulary 65536,
+     random weights) loaded by the `rwkv` package with strategy "cuda fp16";
+  3. batched-vs-package logits on CUDA: `BatchedRWKV.step` for 3 and 17 sequences of
+     different histories against the package's `model.forward`, max abs difference;
+  4. throughput: the package's single-sequence loop vs the Engine at 1, 16 and 64 streams
+     (temperature 1.0, top-p 0.7), decode tokens/s;
+  5. the NVML metrics scrape: `NvmlCollector` through a CollectorRegistry to text.
+
+Without CUDA it prints why and exits 2 without running anything, unless --allow-cpu, which
+runs every step on the CPU with a tiny fp32 model (a smoke test of this script).
+Exit status: 0 all checks passed, 1 a check failed, 2 no CUDA.
+Writes bench/results/gpu_check.json (or --json PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from bench.bench_engine import engine_streams, package_loop  # noqa: E402
+from bench.common import RESULTS, print_table, write_result  # noqa: E402
+
+RAVEN = {"raven-7b": (32, 4096, 50277), "raven-14b": (40, 5120, 50277)}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="without CUDA, run the same steps on the CPU with a tiny fp32 model")
+    p.add_argument("--layers", type=int, default=None, help="synthetic model layers (24)")
+    p.add_argument("--embd", type=int, default=None, help="synthetic model width (2048)")
+    p.add_argument("--vocab", type=int, default=65536, help="vocabulary (World: 65536)")
+    p.add_argument("--tokens", type=int, default=None, help="decode tokens per stream (32)")
+    p.add_argument("--rtol", type=float, default=0.02,
+                   help="fp16 logits: pass if max |diff| <= rtol * std(logits) (0.02)")
+    p.add_argument("--json", type=Path, default=RESULTS / "gpu_check.json")
+    return p.parse_args(argv)
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.data: dict[str, Any] = {}
+        self.failed = False
+
+    def add(self, check: str, result: str, detail: str = "", ok: bool | None = True) -> None:
+        self.rows.append({"check": check, "result": result, "detail": detail,
+                          "ok": "-" if ok is None else ("PASS" if ok else "FAIL")})
+        if ok is False:
+            self.failed = True
+        print(f"[{self.rows[-1]['ok']:>4}] {check}: {result} {detail}", flush=True)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_planner(c: Checks, gpus: list[Any], synthetic: tuple[int, int, int]) -> str:
+    from services.inference.planner import ModelShape, plan_strategy
+
+    plans = {}
+    for name, (n_layer, n_embd, vocab) in {"synthetic": synthetic, **RAVEN}.items():
+        plan = plan_strategy(ModelShape(n_layer, n_embd, vocab, dtype_bytes=2), gpus)
+        per_dev = ", ".join(f"{d} {_gib(b)}" for d, b in plan.device_bytes().items())
+        plans[name] = {"strategy": plan.strategy, "reason": plan.reason,
+                       "device_bytes": plan.device_bytes(), "warnings": plan.warnings}
+        c.add(f"plan {name} {n_layer}x{n_embd}", plan.strategy, f"{per_dev}; {plan.reason}",
+              None)
+    c.data["plans"] = plans
+    return plans["synthetic"]["strategy"]
+
+
+def check_logits(c: Checks, model: Any, bm: Any, device: str, fp16: bool, rtol: float) -> None:
+    from services.inference.rwkv_batched import prefill
+
+    g = torch.Generator().manual_seed(1)
+    worst = {}
+    for b in (3, 17):
+        states = []
+        for i in range(b):
+            prompt = torch.randint(1, bm.vocab_size, (1 + i % 5,), generator=g).tolist()
+            states.append(prefill(model, prompt, None, chunk_len=len(prompt))[1])
+        tokens = torch.randint(1, bm.vocab_size, (b,), generator=g).tolist()
+        got = bm.step(tokens, bm.new_batch(states)).clone()
+        ref = torch.stack([model.forward([t], list(s))[0].float().cpu()
+                           for t, s in zip(tokens, states, strict=True)])
+        diff = float((got - ref).abs().max())
+        std = float(ref.std())
+        top1 = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
+        limit = rtol * std if fp16 else 1e-4
+        worst[b] = {"max_abs_diff": diff, "logits_std": std, "top1_agreement": top1}
+        c.add(f"batched vs package logits, B={b}", f"max |diff| {diff:.2e}",
+              f"limit {limit:.1e} (logits std {std:.2f}), top-1 agree {top1:.0%}, {device}",
+              diff <= limit)
+    c.data["logits"] = worst
+
+
+def check_throughput(c: Checks, model: Any, bm: Any, tokenizer: Any, tokens: int) -> None:
+    vocab = bm.vocab_size
+    package_loop(model, 2, vocab)
+    pkg = max(package_loop(model, tokens, vocab) for _ in range(2))
+    c.add("package loop, 1 sequence", f"{pkg:.1f} tok/s", "model.forward, greedy", None)
+    out = {"package_tok_s": pkg}
+    for streams in (1, 16, 64):
+        rate = max(asyncio.run(engine_streams(bm, tokenizer, streams, tokens))[0]
+                   for _ in range(2))
+        out[f"engine_{streams}_tok_s"] = rate
+        c.add(f"engine, {streams} stream{'s' if streams > 1 else ''}", f"{rate:.1f} tok/s",
+              f"{rate / pkg:.2f}x the package loop (T=1, top-p 0.7)", rate > 0)
+    c.data["throughput"] = out
+
+
+def check_nvml_scrape(c: Checks, expect_gpus: bool) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from services.inference.gpu import GpuInventory, NvmlCollector
+
+    inv = GpuInventory()
+    try:
+        reg = CollectorRegistry()
+        reg.register(NvmlCollector(inv))
+        text = generate_latest(reg).decode()
+    finally:
+        inv.close()
+    lines = [ln for ln in text.splitlines() if ln.startswith("DCGM_FI_DEV_")]
+    count = next((float(ln.split()[-1]) for ln in text.splitlines()
+                  if ln.startswith("avatario_gpu_count")), 0.0)
+    used = [ln for ln in lines if ln.startswith("DCGM_FI_DEV_FB_USED")]
+    ok = (count >= 1 and bool(used)) if expect_gpus else True
+    c.add("NVML metrics scrape", f"{int(count)} GPU(s), {len(lines)} DCGM samples",
+          used[0][:120] if used else "no DCGM_FI_DEV_FB_USED (no GPU: a normal state)", ok)
+    c.data["nvml_scrape"] = text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.allow_cpu:
+        print("gpu_check: no CUDA device is visible to torch "
+              f"(torch {torch.__version__}, cuda build {torch.version.cuda}); nothing was "
+              "checked. Run it on a CUDA machine, or pass --allow-cpu to smoke-test this "
+              "script on the CPU.", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    device = "cuda" if cuda else "cpu"
+    n_layer = args.layers or (24 if cuda else 2)
+    n_embd = args.embd or (2048 if cuda else 64)
+    tokens = args.tokens or (32 if cuda else 4)
+    fp16 = cuda
+    c = Checks()
+    c.add("device", torch.cuda.get_device_name(0) if cuda else "cpu (--allow-cpu)",
+          f"torch {torch.__version__}, cuda {torch.version.cuda}", None)
+
+    from services.inference.gpu import GpuInventory
+    from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
+    from services.inference.tokenizer import load_tokenizer
+
+    inv = GpuInventory()
+    try:
+        gpus = inv.gpus()
+    finally:
+        inv.close()
+    c.add("NVML inventory", f"{len(gpus)} GPU(s)",
+          "; ".join(f"{g.index}: {g.name} {_gib(g.free_bytes)} free of {_gib(g.total_bytes)}"
+                    for g in gpus) or "none (no driver / no NVML)", bool(gpus) or not cuda)
+    c.data["gpus"] = [dataclasses.asdict(g) for g in gpus]
+    planned = check_planner(c, gpus, (n_layer, n_embd, args.vocab))
+    strategy = "cuda fp16" if cuda else "cpu fp32"
+
+    from services.inference.checkpoint import build_random_checkpoint
+
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        path = build_random_checkpoint(Path(d) / "gpu_check", n_layer=n_layer, n_embd=n_embd,
+                                       vocab_size=args.vocab,
+                                       dtype=torch.float16 if fp16 else torch.float32)
+        built = time.perf_counter() - t
+        t = time.perf_counter()
+        model = load_rwkv(path, strategy)
+        if cuda:
+            torch.cuda.synchronize()
+        loaded = time.perf_counter() - t
+    mem = f", {_gib(torch.cuda.memory_allocated())} on the GPU" if cuda else ""
+    c.add("synthetic checkpoint", f"{n_layer}x{n_embd} vocab {args.vocab}, {strategy}",
+          f"built {built:.1f} s, loaded {loaded:.1f} s{mem}; planner chose {planned!r}", None)
+    bm = BatchedRWKV(model)
+    c.add("batched path", "batched" if bm.batched else "per-sequence fallback",
+          bm.fallback_reason or "", bm.batched)
+    tokenizer = load_tokenizer("world")
+    from services.inference.engine import Engine
+
+    c.add("warm-up (readiness)", f"{Engine(bm, tokenizer).warmup():.2f} s", "", True)
+    check_logits(c, model, bm, device, fp16, args.rtol)
+    check_throughput(c, model, bm, tokenizer, tokens)
+    check_nvml_scrape(c, expect_gpus=cuda)
+    total = time.perf_counter() - t0
+    print_table(f"gpu_check on {device}: {'FAILED' if c.failed else 'all passed'} "
+                f"in {total:.0f} s", c.rows)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    out = write_result(args.json.stem, c.rows, device=device, cuda=cuda, strategy=strategy,
+                       model={"n_layer": n_layer, "n_embd": n_embd, "vocab_size": args.vocab},
+                       total_s=round(total, 1), torch=torch.__version__, **c.data)
+    if out.resolve() != args.json.resolve():
+        args.json.write_text(out.read_text())
+        out.unlink()
+        out = args.json
+    print(f"wrote {out}")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
