@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,21 @@ def empty_db_url(request, tmp_path):
 @pytest.fixture
 def shared_tokenizer_path() -> Path | None:
     return SHARED_TOKENIZER if SHARED_TOKENIZER.exists() else None
+
+
+@contextmanager
+def migrated_database(backend: str, tmp_path_factory, name: str, migrations_path: Path):
+    """A fresh database ('sqlite' or 'postgres') migrated to head; dropped afterwards."""
+    from services.common import migrations
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp(name) / f'{name}.db'}"
+        migrations.upgrade(Path(migrations_path), url)
+        yield url
+        return
+    url = create_pg_database()
+    try:
+        migrations.upgrade(Path(migrations_path), url)
+        yield url
+    finally:
+        drop_pg_database(url)

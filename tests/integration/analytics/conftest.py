@@ -27,7 +27,7 @@ from services.common.db import Database
 from services.profile.main import MIGRATIONS as PROFILE_MIGRATIONS
 from services.profile.main import build_server as build_profile
 from services.profile.settings import ProfileSettings
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import migrated_database
 from tests.helpers import INTERNAL_TOKEN
 from tests.integration.analytics.support import SIM_END, free_port
 
@@ -55,17 +55,8 @@ class FakeClock:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def analytics_db_url(request, tmp_path_factory):
     """A database migrated to head, one per backend and test module."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('analytics') / 'analytics.db'}"
-        migrations.upgrade(Path(MIGRATIONS), url)
+    with migrated_database(request.param, tmp_path_factory, "analytics", MIGRATIONS) as url:
         yield url
-        return
-    url = create_pg_database()
-    try:
-        migrations.upgrade(Path(MIGRATIONS), url)
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,17 @@ start their own server and clear the tables before they run."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete
 
 from avatario.profile.v1 import profile_pb2_grpc
-from services.common import migrations
 from services.common.clients import internal_channel
 from services.common.db import Database
 from services.profile.main import MIGRATIONS, build_server
 from services.profile.models import ERASE_ORDER
 from services.profile.settings import ProfileSettings
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import migrated_database
 from tests.helpers import INTERNAL_TOKEN
 from tests.integration.profile.support import Profile
 
@@ -43,17 +41,8 @@ class FakeClock:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def profile_db_url(request, tmp_path_factory):
     """A database migrated to head, one per backend and test module."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('profile') / 'profile.db'}"
-        migrations.upgrade(Path(MIGRATIONS), url)
+    with migrated_database(request.param, tmp_path_factory, "profile", MIGRATIONS) as url:
         yield url
-        return
-    url = create_pg_database()
-    try:
-        migrations.upgrade(Path(MIGRATIONS), url)
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 def profile_settings(url: str, **overrides) -> ProfileSettings:
