@@ -166,12 +166,13 @@ async def _wait_for(pred, timeout=20.0):
 
 
 async def test_backpressure_cancellation_and_deadline(model_path):
-    node = await build_server(_settings(model_path, max_batch_size=1, max_queue=0))
+    node = await build_server(_settings(model_path, max_batch_size=1, max_queue=0,
+                                       max_tokens_limit=4096))
     engine = node.runtime.engine
     try:
         async with internal_channel(f"127.0.0.1:{node.port}", node.settings, caller="t") as ch:
             stub = inference_pb2_grpc.InferenceServiceStub(ch)
-            long = stub.Chat(_req(new_id(), "Tell me a long story.", max_tokens=256,
+            long = stub.Chat(_req(new_id(), "Tell me a long story.", max_tokens=4096,
                                   temperature=1.0, seed=1, stop=["@@never@@"]))
             reader = asyncio.create_task(_collect(long))
             await _wait_for(lambda: engine.running_count() == 1)
@@ -187,8 +188,9 @@ async def test_backpressure_cancellation_and_deadline(model_path):
             assert final.text is not None
 
             with pytest.raises(grpc.aio.AioRpcError) as ei:
-                await _collect(stub.Chat(_req(new_id(), "Slow", max_tokens=256, temperature=1.0,
-                                              stop=["@@never@@"]), timeout=0.05))
+                # 4096 tokens take seconds even for the tiny model: the deadline hits first.
+                await _collect(stub.Chat(_req(new_id(), "Slow", max_tokens=4096, temperature=1.0,
+                                              stop=["@@never@@"]), timeout=0.3))
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             await _wait_for(lambda: engine.running_count() == 0)
     finally:
