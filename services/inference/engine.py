@@ -77,11 +77,16 @@ class EngineConfig:
     eos_token_id: int | None = 0  # <|endoftext|>: finish 'stop'
     retry_after_s: float = 1.0  # floor of the ResourceExhausted retry hint
     idle_wait_s: float = 0.05
+    # torch intra-op threads while a single sequence decodes (0: leave torch's setting): one
+    # row is bound by memory, not cores, and the other cores serve the event loop meanwhile.
+    single_row_threads: int = 1
 
     def __post_init__(self) -> None:
         if min(self.max_running, self.prefill_chunk_len, self.prefill_tokens_per_step,
                self.max_tokens_limit, self.max_prompt_tokens) < 1 or self.max_queue < 0:
             raise ValueError("EngineConfig limits must be positive (max_queue >= 0)")
+        if self.single_row_threads < 0:
+            raise ValueError("EngineConfig.single_row_threads must be >= 0")
 
 
 @dataclass(slots=True)
@@ -486,8 +491,16 @@ class Engine:
         t0 = time.perf_counter()
         seqs = self._decoding
         tokens = [s.generated[-1] for s in seqs]
-        logits = self.bm.step(tokens, self._batch)  # valid until the next step
-        sampled = sample_batch([s.sampler for s in seqs], logits)
+        threads = torch.get_num_threads()
+        narrow = len(seqs) == 1 and 0 < self.config.single_row_threads < threads
+        if narrow:
+            torch.set_num_threads(self.config.single_row_threads)
+        try:
+            logits = self.bm.step(tokens, self._batch)  # valid until the next step
+            sampled = sample_batch([s.sampler for s in seqs], logits)
+        finally:
+            if narrow:
+                torch.set_num_threads(threads)
         keep: list[int] = []
         ended: list[tuple[_Seq, State | None]] = []
         gaps: list[float] = []

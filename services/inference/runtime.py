@@ -25,7 +25,7 @@ from services.inference.planner import (
     Plan,
     resolve_plan,
 )
-from services.inference.rwkv_batched import load_rwkv
+from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
 from services.inference.settings import InferenceSettings
 from services.inference.state_cache import StateCache
 from services.inference.tokenizer import Tokenizer, check_vocab, load_tokenizer
@@ -199,9 +199,13 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
     log.info("inference.plan", strategy=plan.strategy, reason=plan.reason,
              gpus=len(gpus), plan="\n" + plan.describe())
     model = load_rwkv(path, plan.strategy)
+    batched = BatchedRWKV(model, packed_weights=settings.cpu_packed_weights)
+    log.info("inference.batched_decode", batched=batched.batched,
+             fallback_reason=batched.fallback_reason, onednn=batched.onednn,
+             packed_weights=batched.packed_weights, extra_host_bytes=batched.extra_bytes)
     cache = StateCache(settings.state_cache_bytes)
     engine = Engine(
-        model, tokenizer, cache=cache, callbacks=metrics,
+        batched, tokenizer, cache=cache, callbacks=metrics,
         config=EngineConfig(
             max_running=settings.max_batch_size, max_queue=settings.max_queue,
             prefill_chunk_len=settings.prefill_chunk_len,

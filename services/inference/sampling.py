@@ -221,6 +221,10 @@ _BLOCK = 256
 # 4 mantissa bits), so bin order is value order and a bin spans a factor of 2 ** (1 / 16).
 _SHIFT = 19
 _NBINS = 1 << (31 - _SHIFT)
+# Top-p fast path: the tokens with weight >= _FAST_TAU (relative to the best token: within
+# ln(1024) ~ 6.9 nats of it), when a row has at most _FAST_MAX of them.
+_FAST_TAU = 2.0**-10
+_FAST_MAX = 4096
 
 
 def _pick_rows(params: Sequence[SamplingParams], gens: Sequence[torch.Generator],
@@ -287,7 +291,7 @@ def _pick_one(p: SamplingParams, gen: torch.Generator, t: torch.Tensor) -> int:
         e = t.exp_()
     cutoff = 0.0
     if p.top_p < 1.0:
-        cutoff = _nucleus_cutoff_one(e, p.top_p)
+        cutoff = float(_nucleus_cutoff(e.unsqueeze(0), [p.top_p])[0])
     if 0 < p.top_k < v:
         cutoff = max(cutoff, float(torch.topk(e, p.top_k).values[-1]))
     if cutoff > 0.0:
@@ -297,26 +301,6 @@ def _pick_one(p: SamplingParams, gen: torch.Generator, t: torch.Tensor) -> int:
             w.masked_fill_(e < cutoff, 0.0)
     u = torch.rand(1, generator=gen, dtype=torch.float64)
     return int(_inverse_cdf(w.unsqueeze(0), u)[0])
-
-
-def _nucleus_cutoff_one(e: torch.Tensor, top_p: float) -> float:
-    """`_nucleus_cutoff` for a single row e [V]."""
-    bins = torch.bitwise_right_shift(e.view(torch.int32), _SHIFT,
-                                     out=_ws.get("bins", e.shape, torch.int32))
-    mass = torch.zeros(_NBINS, dtype=torch.float32).index_add_(0, bins, e)
-    desc = mass.flip(0).to(torch.float64).cumsum_(0)
-    target = top_p * float(desc[-1])
-    k = min(int(torch.searchsorted(desc, torch.tensor([target], dtype=torch.float64))),
-            _NBINS - 1)
-    above = float(desc[k - 1]) if k > 0 else 0.0
-    cand = e[bins == _NBINS - 1 - k]
-    if not cand.numel():
-        return 0.0
-    cand = torch.sort(cand, descending=True).values
-    cum = cand.to(torch.float64).cumsum_(0).add_(above)
-    i = min(int(torch.searchsorted(cum, torch.tensor([target], dtype=torch.float64))),
-            cand.numel() - 1)
-    return float(cand[i])
 
 
 def _below(t: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
@@ -350,31 +334,60 @@ def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
-    """Per row of weights e [n, V] (float32, in [0, 1]), the top-p cutoff: the weight at the
-    first rank, in descending order, where the cumulative mass reaches top_p of the row's
-    total; keeping e >= cutoff keeps the nucleus (and its ties), as sorting would.
+    """Per row of weights e [n, V] (float32, in [0, 1], the best token at 1), the top-p
+    cutoff: the weight at the first rank, in descending order, where the cumulative mass
+    reaches top_p of the row's total; keeping e >= cutoff keeps the nucleus (and its ties), as
+    sorting would.
 
-    O(V) per row instead of a sort: a histogram of the mass over the weights' top bits finds
-    the bin where the mass crosses top_p; only that bin's tokens are sorted.
+    O(V) per row instead of a sort of the vocabulary. Usually the nucleus lies among the few
+    tokens within a factor _FAST_TAU of the best: those are gathered and sorted. Rows where
+    that is not so (flat distributions) take a histogram of the mass over the weights' top
+    bits, which finds the bin where the mass crosses top_p; only that bin's tokens are sorted.
+    Every sum that decides the cut is ordered by the row alone, so a row's cutoff does not
+    depend on the other rows of the batch.
     """
     n, v = e.shape
-    offsets = (torch.arange(n, dtype=torch.int32) * _NBINS).unsqueeze(1)
-    bins = torch.bitwise_right_shift(e.view(torch.int32), _SHIFT,
-                                     out=_ws.get("bins", (n, v), torch.int32)).add_(offsets)
-    mass = torch.zeros(n * _NBINS, dtype=torch.float32)
-    mass.index_add_(0, bins.view(-1), e.reshape(-1))
-    desc = mass.view(n, _NBINS).to(torch.float64).flip(-1).cumsum_(dim=-1)  # from the top bin
-    target = torch.tensor(top_p, dtype=torch.float64) * desc[:, -1]
-    k = torch.searchsorted(desc, target.unsqueeze(1)).clamp_(max=_NBINS - 1)
-    above = torch.where(k > 0, desc.gather(1, (k - 1).clamp(min=0)), 0.0).squeeze(1)
-    # The crossing bin's tokens ordered by (row, weight descending): two stable sorts.
-    hit = torch.eq(bins, offsets + (_NBINS - 1 - k).to(torch.int32),
-                   out=_ws.get("hit", (n, v), torch.bool))
-    rr, cc = hit.nonzero(as_tuple=True)
+    target = torch.tensor(top_p, dtype=torch.float64) * _row_totals(e)
+    cutoff = torch.zeros(n, dtype=torch.float32)
+    hi = torch.ge(e, _FAST_TAU, out=_ws.get("hi", (n, v), torch.bool))
+    fast = (hi.view(torch.uint8).sum(dim=-1, dtype=torch.int32) <= _FAST_MAX).tolist()
+    rows = [r for r in range(n) if fast[r]]
+    reached = [False] * n
+    if rows:
+        sub = hi if len(rows) == n else hi[rows]
+        rr, cc = sub.nonzero(as_tuple=True)
+        es = e if len(rows) == n else e[rows]
+        cut, ok = _crossing(rr, es[rr, cc], torch.zeros(len(rows), dtype=torch.float64),
+                            target[rows], len(rows))
+        cutoff[rows] = cut
+        for i, good in zip(rows, ok.tolist(), strict=True):
+            reached[i] = good
+    slow = [r for r in range(n) if not reached[r]]
+    if slow:
+        cutoff[slow] = _histogram_cutoff(e if len(slow) == n else e[slow], target[slow])
+    return cutoff
+
+
+def _row_totals(e: torch.Tensor) -> torch.Tensor:
+    """Sum of each row of e [n, V] in float64, in an order fixed by the row alone (sums of
+    _BLOCK-token blocks, then a sequential sum of those)."""
+    n, v = e.shape
+    full = v // _BLOCK
+    parts = [e[:, : full * _BLOCK].view(n, full, _BLOCK).sum(dim=-1)] if full else []
+    if full * _BLOCK < v:
+        parts.append(e[:, full * _BLOCK :].sum(dim=-1, keepdim=True))
+    return torch.cat(parts, dim=1).to(torch.float64).cumsum_(dim=-1)[:, -1]
+
+
+def _crossing(rr: torch.Tensor, cand: torch.Tensor, above: torch.Tensor, target: torch.Tensor,
+              n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates cand (row rr) of n rows, each row's candidates the next in descending order
+    after a mass `above`: per row, the first candidate (descending) where above + the mass so
+    far reaches target, and whether one did (else the row's smallest candidate, 0 for none)."""
     cutoff = torch.zeros(n, dtype=torch.float32)
     if not rr.numel():
-        return cutoff  # rounding left nothing to cut (keep everything)
-    cand = e[rr, cc]
+        return cutoff, torch.zeros(n, dtype=torch.bool)
+    # ordered by (row, weight descending): two stable sorts
     o = torch.sort(cand, descending=True, stable=True).indices
     o = o[torch.sort(rr[o], stable=True).indices]
     rr, cand = rr[o], cand[o]
@@ -383,14 +396,34 @@ def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
     ends = counts.cumsum(0)
     starts = ends - counts
     before = torch.where(starts > 0, csum[(starts - 1).clamp(min=0)], 0.0)
-    reached = above[rr] + (csum - before[rr]) >= target[rr]
+    hit = above[rr] + (csum - before[rr]) >= target[rr]
     m = rr.numel()
-    pos = torch.where(reached, torch.arange(m), m)
+    pos = torch.where(hit, torch.arange(m), m)
     first = torch.full((n,), m, dtype=torch.long).scatter_reduce_(0, rr, pos, "amin")
-    first = torch.where(first < m, first, ends - 1)  # rounding: keep the whole bin
+    ok = first < m
+    first = torch.where(ok, first, ends - 1)
     has = counts > 0
     cutoff[has] = cand[first[has]]
-    return cutoff
+    return cutoff, ok
+
+
+def _histogram_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`_nucleus_cutoff` by a histogram of the mass over the weights' top bits."""
+    n, v = e.shape
+    offsets = (torch.arange(n, dtype=torch.int32) * _NBINS).unsqueeze(1)
+    bins = torch.bitwise_right_shift(e.view(torch.int32), _SHIFT,
+                                     out=_ws.get("bins", (n, v), torch.int32)).add_(offsets)
+    mass = torch.zeros(n * _NBINS, dtype=torch.float32)
+    mass.index_add_(0, bins.view(-1), e.reshape(-1))
+    desc = mass.view(n, _NBINS).to(torch.float64).flip(-1).cumsum_(dim=-1)  # from the top bin
+    k = torch.searchsorted(desc, target.unsqueeze(1)).clamp_(max=_NBINS - 1)
+    above = torch.where(k > 0, desc.gather(1, (k - 1).clamp(min=0)), 0.0).squeeze(1)
+    hit = torch.eq(bins, offsets + (_NBINS - 1 - k).to(torch.int32),
+                   out=_ws.get("hit", (n, v), torch.bool))
+    rr, cc = hit.nonzero(as_tuple=True)
+    # Rounding may leave nothing to cut (keep everything) or no candidate reaching the
+    # target (keep the whole bin): both are what `_crossing` answers when it does not reach.
+    return _crossing(rr, e[rr, cc], above, target, n)[0]
 
 
 class IncrementalDecoder:

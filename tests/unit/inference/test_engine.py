@@ -276,3 +276,44 @@ async def test_many_requests_with_random_cancels_all_finish_once(make_engine) ->
     assert counts == [1] * 30
     assert {h.final.reason for h in handles} <= {"stop", "length", "cancelled"}
     assert eng._outstanding == 0 and eng.running_count() == 0 and eng.queue_depth() == 0
+
+
+async def test_single_sequence_decodes_on_fewer_threads_and_restores_them(
+        make_engine, model_fp32, greedy_ref, drain) -> None:
+    """A batch of one runs on `single_row_threads` torch threads (the same tokens), and the
+    process's setting is back once the step is done; batches keep every thread."""
+    import torch
+
+    from services.inference.engine import EngineConfig
+    from services.inference.rwkv_batched import BatchedRWKV
+
+    during: list[tuple[int, int]] = []  # (batch size, threads) inside the model's step
+    after: list[int] = []
+
+    class Recording(BatchedRWKV):
+        def step(self, tokens: Any, batch: Any) -> Any:
+            during.append((len(tokens), torch.get_num_threads()))
+            return super().step(tokens, batch)
+
+    class Threads(EngineCallbacks):
+        def on_step(self, batch_size: int, step_seconds: float) -> None:
+            after.append(torch.get_num_threads())
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        eng = make_engine(Recording(model_fp32), callbacks=Threads(), single_row_threads=1,
+                          **RAW)
+        prompt = _prompt(random.Random(7), 5)
+        ids, _texts, _fin = await drain(eng.submit(req(prompt, greedy(6))))
+        assert ids == greedy_ref(model_fp32, prompt, 6)
+        handles = [eng.submit(req(_prompt(random.Random(i), 3), greedy(4), conv=f"c{i}"))
+                   for i in range(3)]
+        await asyncio.gather(*(drain(h) for h in handles))
+        assert (1, 1) in during and any(b > 1 and t == 2 for b, t in during)
+        assert all(t == 1 for b, t in during if b == 1)
+        assert after and all(t == 2 for t in after)  # restored after each step
+    finally:
+        torch.set_num_threads(old)
+    with pytest.raises(ValueError, match="single_row_threads"):
+        EngineConfig(single_row_threads=-1)

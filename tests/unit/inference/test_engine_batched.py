@@ -68,13 +68,21 @@ def _run_mixed_batch(model: Any, bm: BatchedRWKV, batch_size: int, atol: float, 
     return worst
 
 
+KERNELS = {"packed": {}, "onednn": {"packed_weights": False},
+           "blas": {"onednn": False, "packed_weights": False}}
+
+
+@pytest.mark.parametrize("kernels", sorted(KERNELS))
 @pytest.mark.parametrize("strategy", ["cpu fp32", "cpu fp32 *3 -> cpu fp32"])
 @pytest.mark.parametrize("batch_size", [1, 3, 17])
 def test_batched_fp32_matches_package(tiny_ckpt: Path, load_model, strategy: str,
-                                      batch_size: int) -> None:
+                                      batch_size: int, kernels: str) -> None:
     model = load_model(tiny_ckpt, strategy)
-    bm = BatchedRWKV(model)
+    bm = BatchedRWKV(model, single_via_package=False, **KERNELS[kernels])
     assert bm.batched and bm.fallback_reason is None
+    if kernels != "blas" and not bm.onednn:
+        pytest.skip("this torch has no working oneDNN linear")
+    assert (bm._head.packed is not None) == (kernels == "packed")
     if "->" in strategy:  # really two placement segments
         assert len(model.args.strategy_string.split("->")) == 2
     _run_mixed_batch(model, bm, batch_size, atol=1e-4, seed=batch_size)
@@ -210,3 +218,32 @@ def test_step_logits_buffer_is_reused_but_forward_batch_copies(model_fp32: Any) 
     l1, _ = bm.forward_batch([3, 4], [s1, s1])
     l2, _ = bm.forward_batch([3, 4], [s1, s1])
     assert l1.data_ptr() != l2.data_ptr() and torch.equal(l1, l2)
+
+
+def test_onednn_kernels_one_and_two_threads_and_extra_bytes(model_fp32: Any) -> None:
+    """oneDNN (packed by default) against BLAS on the same states, at one and two threads
+    (a single row takes BLAS on one thread, oneDNN on more); the copies are accounted."""
+    bm = BatchedRWKV(model_fp32, single_via_package=False)
+    if not bm.onednn:
+        pytest.skip("this torch has no working oneDNN linear")
+    blas = BatchedRWKV(model_fp32, single_via_package=False, onednn=False, packed_weights=False)
+    mats = [k for k, t in model_fp32.w.items() if t.dim() == 2 and k != "emb.weight"]
+    matrix_bytes = sum(model_fp32.w[k].numel() * 4 for k in mats)
+    head_bytes = model_fp32.w["head.weight"].numel() * 4
+    assert blas.extra_bytes == head_bytes  # the contiguous head copy only
+    assert bm.extra_bytes == head_bytes + matrix_bytes
+    _, s1 = prefill(model_fp32, [1, 2], None)
+    _, s2 = prefill(model_fp32, [3], None)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for states in ([s1], [s1, s2], [s2, s1, s2, s1]):
+                toks = [5, 6, 7, 8][: len(states)]
+                a, sa = bm.forward_batch(toks, states)
+                b, sb = blas.forward_batch(toks, states)
+                assert torch.allclose(a, b, atol=1e-5, rtol=0)
+                for x, y in zip(sa, sb, strict=True):
+                    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(x, y, strict=True))
+    finally:
+        torch.set_num_threads(old)
