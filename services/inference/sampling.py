@@ -221,9 +221,9 @@ _BLOCK = 256
 # 4 mantissa bits), so bin order is value order and a bin spans a factor of 2 ** (1 / 16).
 _SHIFT = 19
 _NBINS = 1 << (31 - _SHIFT)
-# Top-p fast path: the tokens with weight >= _FAST_TAU (relative to the best token: within
-# ln(1024) ~ 6.9 nats of it), when a row has at most _FAST_MAX of them.
-_FAST_TAU = 2.0**-10
+# Top-p fast path (see _nucleus_cutoff): rows of total weight <= _FAST_TOTAL (the best token
+# weighs 1), candidates = tokens of weight >= total / _FAST_MAX, so at most _FAST_MAX of them.
+_FAST_TOTAL = 32.0
 _FAST_MAX = 4096
 
 
@@ -339,24 +339,25 @@ def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
     reaches top_p of the row's total; keeping e >= cutoff keeps the nucleus (and its ties), as
     sorting would.
 
-    O(V) per row instead of a sort of the vocabulary. Usually the nucleus lies among the few
-    tokens within a factor _FAST_TAU of the best: those are gathered and sorted. Rows where
-    that is not so (flat distributions) take a histogram of the mass over the weights' top
-    bits, which finds the bin where the mass crosses top_p; only that bin's tokens are sorted.
-    Every sum that decides the cut is ordered by the row alone, so a row's cutoff does not
-    depend on the other rows of the batch.
+    O(V) per row instead of a sort of the vocabulary. A peaked row (total weight at most
+    _FAST_TOTAL) usually has its nucleus among its heaviest tokens: those of weight >= total /
+    _FAST_MAX (at most _FAST_MAX of them) are gathered and sorted. Other rows, and peaked rows
+    whose nucleus reaches further, take a histogram of the mass over the weights' top bits,
+    which finds the bin where the mass crosses top_p; only that bin's tokens are sorted. Both
+    ways give the same cutoff; the choice, and every sum that decides the cut, depends on the
+    row alone, so a row's cutoff does not depend on the other rows of the batch.
     """
     n, v = e.shape
-    target = torch.tensor(top_p, dtype=torch.float64) * _row_totals(e)
+    totals = _row_totals(e)
+    target = torch.tensor(top_p, dtype=torch.float64) * totals
     cutoff = torch.zeros(n, dtype=torch.float32)
-    hi = torch.ge(e, _FAST_TAU, out=_ws.get("hi", (n, v), torch.bool))
-    fast = (hi.view(torch.uint8).sum(dim=-1, dtype=torch.int32) <= _FAST_MAX).tolist()
-    rows = [r for r in range(n) if fast[r]]
     reached = [False] * n
+    rows = [r for r, t in enumerate(totals.tolist()) if t <= _FAST_TOTAL]
     if rows:
-        sub = hi if len(rows) == n else hi[rows]
-        rr, cc = sub.nonzero(as_tuple=True)
         es = e if len(rows) == n else e[rows]
+        floor = (totals[rows] / _FAST_MAX).to(torch.float32).unsqueeze(1)
+        rr, cc = torch.ge(es, floor, out=_ws.get("hi", es.shape, torch.bool)).nonzero(
+            as_tuple=True)
         cut, ok = _crossing(rr, es[rr, cc], torch.zeros(len(rows), dtype=torch.float64),
                             target[rows], len(rows))
         cutoff[rows] = cut

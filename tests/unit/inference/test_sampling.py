@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -225,6 +226,32 @@ def test_nucleus_matches_sorting_reference(vocab: int, top_p: float) -> None:
         mine = e[r] >= cut[r]
         # Summation order may move a token sitting exactly at the boundary, nothing more.
         assert int((ref ^ mine).sum()) <= 1, (r, int(ref.sum()), int(mine.sum()))
+
+
+def test_nucleus_fast_path_agrees_with_the_histogram() -> None:
+    """Peaked rows take the gathered-candidates path, flat ones the histogram; a peaked row
+    whose nucleus reaches past the candidates falls back. All agree with the histogram."""
+    from services.inference import sampling as smp
+
+    g = torch.Generator().manual_seed(3)
+    v = 50277
+    x = torch.randn(9, v, generator=g) * torch.tensor(
+        [[0.5], [1], [3], [6], [9], [12], [20], [40], [0.01]])
+    x[7, :2000] += 25.0  # many near-equal heavy tokens: a flat top
+    x[8] += math.log(3e-4)  # peaked total (~16), but the nucleus is in the long tail
+    x[8, 0] = 0.0
+    e = (x - x.amax(dim=-1, keepdim=True)).exp()
+    totals = smp._row_totals(e)
+    assert bool((totals <= smp._FAST_TOTAL).any()) and bool((totals > smp._FAST_TOTAL).any())
+    assert float(totals[8]) <= smp._FAST_TOTAL
+    for top_p in (0.3, 0.7, 0.95):
+        cut = smp._nucleus_cutoff(e, [top_p] * 9)
+        ref = smp._histogram_cutoff(e, top_p * totals)
+        for r in range(9):
+            assert int(((e[r] >= cut[r]) ^ (e[r] >= ref[r])).sum()) <= 1, (top_p, r)
+        assert int((e[8] >= cut[8]).sum()) > smp._FAST_MAX  # went past the candidates
+        for r in range(9):  # alone, the same cut as in the batch
+            assert float(smp._nucleus_cutoff(e[r : r + 1], [top_p])[0]) == float(cut[r])
 
 
 def test_batched_rows_equal_rows_sampled_alone() -> None:
