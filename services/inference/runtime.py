@@ -199,7 +199,8 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
     log.info("inference.plan", strategy=plan.strategy, reason=plan.reason,
              gpus=len(gpus), plan="\n" + plan.describe())
     model = load_rwkv(path, plan.strategy)
-    batched = BatchedRWKV(model, packed_weights=settings.cpu_packed_weights)
+    batched = BatchedRWKV(model, onednn=None if settings.onednn else False,
+                          packed_weights=settings.cpu_packed_weights)
     log.info("inference.batched_decode", batched=batched.batched,
              fallback_reason=batched.fallback_reason, onednn=batched.onednn,
              packed_weights=batched.packed_weights, extra_host_bytes=batched.extra_bytes)

@@ -19,6 +19,7 @@ ffn_xx (n_embd, atype), each on the layer's device.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -186,8 +187,6 @@ def _onednn_linear() -> Any:
     None where this torch has no oneDNN. On these CPUs it runs the decode shapes (a few to 64
     rows against 768 to 65536 columns) 1.5-4x faster than the BLAS `x @ w` (see
     `_cpu_kernel_ok`, which checks it against `x @ w` before it is used)."""
-    if os.environ.get("AVATARIO_INFERENCE_ONEDNN", "1") == "0":
-        return None
     if not torch.backends.mkldnn.is_available():
         return None
     return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
@@ -196,6 +195,7 @@ def _onednn_linear() -> Any:
 _LINEAR = _onednn_linear()
 
 
+@functools.cache
 def _cpu_kernel_ok() -> bool:
     """One product on random data: oneDNN against `x @ w` (fp32, relative 1e-5)."""
     if _LINEAR is None:
@@ -250,13 +250,12 @@ class _Mat:
 class _Layer:
     """One block's tensors for the batched step, gathered once at start-up (no per-step
     dict lookups or key formatting). Everything is the package's own tensor (no copies)
-    except the stacked token-shift mixes, three and two vectors per block."""
+    except the stacked token-shift mixes, three and two vectors per block, and the packed
+    matrices where `packed` (each matrix is a `_Mat`)."""
 
     __slots__ = ("device", "atype", "to_here", "ln1", "att_mix", "decay", "first", "kw", "vw",
                  "rw", "ow", "ln2", "ffn_mix", "fkw", "frw", "fvw", "rescale")
-
-    # Each matrix is a `_Mat`: the package's [in, out] tensor and, where oneDNN serves it, the
-    # contiguous [out, in] tensor it is a view of (the checkpoint's own layout, no copy).
+    MATS = ("kw", "vw", "rw", "ow", "fkw", "frw", "fvw")
 
     def __init__(self, w: dict[str, torch.Tensor], i: int, dd: Any, prev: Any,
                  rescale_layer: int, onednn: bool, packed: bool) -> None:
@@ -284,7 +283,7 @@ class BatchedRWKV:
 
     CPU fp32 products (the `cpu fp32` strategy, and CPU layers of a split one) go through
     oneDNN (see `_Mat`): on these CPUs its kernels run the decode shapes (a few to 64 rows
-    against 768 to 65536 columns) 1.5-2x faster than the BLAS product the package uses, and
+    against 768 to 65536 columns) 1.5-4x faster than the BLAS product the package uses, and
     with `packed_weights` (the default) batches of two or more read a copy of every matrix
     reordered once for those kernels, ~10-15% faster again. That copy costs as much host
     memory as the matrices (`extra_bytes`; `packed_weights=False` saves it).
@@ -311,7 +310,8 @@ class BatchedRWKV:
         self.rescale_layer: int = int(getattr(model, "RESCALE_LAYER", 0))
         self.strategy = model.strategy
         self.fallback_reason: str | None = self._why_not_batched()
-        # oneDNN for CPU fp32 products: None = when this torch has it and it checks out.
+        # oneDNN for CPU fp32 products: None = when this torch has it and it checks out;
+        # False = BLAS only (the node's AVATARIO_INFERENCE_ONEDNN=false).
         self.onednn: bool = _cpu_kernel_ok() if onednn is None else (onednn and _LINEAR is not None)
         self.packed_weights = packed_weights and self.onednn and self.batched
         head = self.w["head.weight"]
@@ -342,8 +342,7 @@ class BatchedRWKV:
     @property
     def extra_bytes(self) -> int:
         """Host memory this class holds beyond the package's weights (head copy, packed)."""
-        mats = [self._head] + [getattr(ly, n) for ly in self._layers
-                               for n in ("kw", "vw", "rw", "ow", "fkw", "frw", "fvw")]
+        mats = [self._head] + [getattr(ly, n) for ly in self._layers for n in _Layer.MATS]
         head_c = 0 if self._head_c is None else self._head_c.numel() * 4
         return head_c + sum(m.packed_nbytes for m in mats)
 

@@ -315,11 +315,7 @@ def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     in float64). A token of zero weight is never picked.
     """
     n, v = w.shape
-    full = v // _BLOCK
-    sums = [w[:, : full * _BLOCK].view(n, full, _BLOCK).sum(dim=-1)] if full else []
-    if full * _BLOCK < v:
-        sums.append(w[:, full * _BLOCK :].sum(dim=-1, keepdim=True))
-    cum_b = torch.cat(sums, dim=1).to(torch.float64).cumsum_(dim=-1)
+    cum_b = _block_cumsum(w)
     nb = cum_b.shape[1]
     total = cum_b[:, -1]
     t = _below(u * total, total)
@@ -369,15 +365,20 @@ def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
     return cutoff
 
 
-def _row_totals(e: torch.Tensor) -> torch.Tensor:
-    """Sum of each row of e [n, V] in float64, in an order fixed by the row alone (sums of
-    _BLOCK-token blocks, then a sequential sum of those)."""
-    n, v = e.shape
+def _block_cumsum(w: torch.Tensor) -> torch.Tensor:
+    """Per row of w [n, V], the running float64 sum over its _BLOCK-token blocks [n, blocks]:
+    an order of summation fixed by the row alone, whatever else is in the batch."""
+    n, v = w.shape
     full = v // _BLOCK
-    parts = [e[:, : full * _BLOCK].view(n, full, _BLOCK).sum(dim=-1)] if full else []
+    sums = [w[:, : full * _BLOCK].view(n, full, _BLOCK).sum(dim=-1)] if full else []
     if full * _BLOCK < v:
-        parts.append(e[:, full * _BLOCK :].sum(dim=-1, keepdim=True))
-    return torch.cat(parts, dim=1).to(torch.float64).cumsum_(dim=-1)[:, -1]
+        sums.append(w[:, full * _BLOCK :].sum(dim=-1, keepdim=True))
+    return torch.cat(sums, dim=1).to(torch.float64).cumsum_(dim=-1)
+
+
+def _row_totals(e: torch.Tensor) -> torch.Tensor:
+    """Sum of each row of e [n, V] in float64 (see `_block_cumsum`)."""
+    return _block_cumsum(e)[:, -1]
 
 
 def _crossing(rr: torch.Tensor, cand: torch.Tensor, above: torch.Tensor, target: torch.Tensor,

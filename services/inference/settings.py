@@ -32,6 +32,8 @@ class InferenceSettings(ServiceSettings):
     max_prompt_tokens: int = Field(16384, ge=256)
     max_history_turns: int = Field(200, ge=0)
     state_cache_bytes: int = Field(1 << 30, ge=0, description="Conversation state cache budget.")
+    onednn: bool = Field(
+        True, description="CPU fp32 products through oneDNN (checked at start); false: BLAS.")
     cpu_packed_weights: bool = Field(
         True, description="CPU fp32 layers: keep a oneDNN-packed copy of every matrix for "
         "batched decode (10-15% faster batches; as much host memory again as those matrices).")

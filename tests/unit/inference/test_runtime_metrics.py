@@ -14,7 +14,7 @@ from services.inference.engine import Engine, GenerationRequest
 from services.inference.gpu import GpuInventory
 from services.inference.planner import ConfigError
 from services.inference.runtime import EngineMetrics, load_runtime
-from services.inference.rwkv_batched import BatchedRWKV
+from services.inference.rwkv_batched import BatchedRWKV, _cpu_kernel_ok
 from services.inference.sampling import SamplingParams
 from services.inference.settings import InferenceSettings
 from services.inference.state_cache import StateCache
@@ -98,6 +98,21 @@ def test_load_runtime_warms_up_before_serving(world_ckpt: Path) -> None:
     try:
         assert _value(reg, "avatario_inference_warmup_seconds") > 0
         assert rt.engine.bm.batched_steps >= 4  # batch of one and of two, twice each
+    finally:
+        rt.engine.stop()
+
+
+@pytest.mark.parametrize("onednn, packed", [(False, True), (True, False)])
+def test_load_runtime_kernel_settings(world_ckpt: Path, onednn: bool, packed: bool) -> None:
+    """AVATARIO_INFERENCE_ONEDNN / _CPU_PACKED_WEIGHTS reach the batched decode."""
+    settings = _settings(world_ckpt).model_copy(
+        update={"onednn": onednn, "cpu_packed_weights": packed})
+    rt = load_runtime(settings, GpuInventory(nvml=_NoNvml()))
+    try:
+        bm = rt.engine.bm
+        assert not bm.packed_weights  # packing needs both
+        assert bm.onednn == (onednn and _cpu_kernel_ok())
+        assert bm.extra_bytes == bm.w["head.weight"].numel() * 4  # the head copy only
     finally:
         rt.engine.stop()
 
