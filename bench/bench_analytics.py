@@ -32,17 +32,15 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc
-from bench.common import print_table, write_result
+from bench.common import calls_per_second, print_table, write_result
 from services.analytics import convert
 from services.analytics.domain.catalog import load_catalog
 from services.analytics.domain.ingest import score_session
@@ -114,18 +112,6 @@ def _metric_rows(r: SessionResult, family_id: str) -> list[tuple]:
 # -- 1. ingestion -----------------------------------------------------------------------
 
 
-async def _rate(n: int, call: Callable[[int], Awaitable[Any]]) -> float:
-    counter = iter(range(n))
-
-    async def worker() -> None:
-        for i in counter:
-            await call(i)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return n / (time.perf_counter() - t0)
-
-
 INSERT_SESSION = """INSERT INTO game_sessions (session_id, child_id, family_id, game_id,
  game_version, domain, started_at, ended_at, received_at, age_months, content_hash, trial_count,
  valid_trials, excluded_trials, xp_awarded, norms_version)
@@ -172,7 +158,7 @@ async def _baseline(url: str, sessions: list[tuple[Session, SessionResult, str, 
 
     try:
         await one(0)
-        return await _rate(len(rows) - 1, lambda i: one(i + 1))
+        return await calls_per_second(len(rows) - 1, lambda i: one(i + 1), CONCURRENCY)
     finally:
         await pool.close()
 
@@ -336,12 +322,14 @@ async def _run(url: str, profile_url: str) -> tuple[list[dict], list[dict]]:
         for i in range(len(refs)):  # warm up; the children's rows exist
             await up.SubmitGameSession(request(i, SESSIONS))
         reqs_up = [request(i, 0) for i in range(SESSIONS)]
-        grpc_up = await _rate(SESSIONS, lambda i: up.SubmitGameSession(reqs_up[i]))
+        grpc_up = await calls_per_second(
+            SESSIONS, lambda i: up.SubmitGameSession(reqs_up[i]), CONCURRENCY)
 
         down = await analytics("127.0.0.1:1")
         reqs_down = [request(i, 2 * SESSIONS) for i in range(SESSIONS)]
         await down.SubmitGameSession(request(0, SESSIONS + len(refs)))
-        grpc_down = await _rate(SESSIONS, lambda i: down.SubmitGameSession(reqs_down[i]))
+        grpc_down = await calls_per_second(
+            SESSIONS, lambda i: down.SubmitGameSession(reqs_down[i]), CONCURRENCY)
 
         base_rows = []
         for i in range(SESSIONS):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.profile.v1 import profile_pb2 as pb
 from avatario.profile.v1 import profile_pb2_grpc
-from bench.common import print_table, write_result
+from bench.common import calls_per_second, print_table, write_result
 from services.common import migrations
 from services.common.clients import internal_channel
 from services.common.db import Database
@@ -35,19 +34,6 @@ CALLS = int(os.environ.get("BENCH_PROFILE_CALLS", "400"))
 AUTH_CALLS = int(os.environ.get("BENCH_PROFILE_AUTH_CALLS", "24"))
 TOKEN = "bench-internal-token-0123456789"
 PASSWORD = "bench passphrase 123"
-
-
-async def _rate(n: int, call: Callable[[int], Awaitable[Any]]) -> float:
-    """Calls per second for n calls spread over CONCURRENCY workers."""
-    counter = iter(range(n))
-
-    async def worker() -> None:
-        for i in counter:
-            await call(i)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return n / (time.perf_counter() - t0)
 
 
 async def _run_backend(backend: str, url: str) -> list[dict[str, Any]]:
@@ -93,7 +79,7 @@ async def _run_backend(backend: str, url: str) -> list[dict[str, Any]]:
         rows, baseline = [], None
         for name, (n, call) in ops.items():
             await call(0)  # warm up
-            rate = await _rate(n, call)
+            rate = await calls_per_second(n, call, CONCURRENCY)
             baseline = baseline or rate
             rows.append({"backend": backend, "operation": name, "calls": n,
                          "calls_per_s": rate, "vs_baseline": rate / baseline})

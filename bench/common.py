@@ -1,10 +1,12 @@
-"""Helpers every benchmark uses: result files and tables."""
+"""Helpers every benchmark uses: result files, tables, concurrent call rates."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,17 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
     Console().print(table)
+
+
+async def calls_per_second(n: int, call: Callable[[int], Awaitable[Any]],
+                           concurrency: int) -> float:
+    """Calls per second for call(0) .. call(n - 1) spread over `concurrency` workers."""
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            await call(i)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - t0)

@@ -9,10 +9,11 @@ import signal
 import grpc
 import pytest
 
-from avatario.common.v1 import chat_pb2, family_pb2
+from avatario.common.v1 import chat_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from services.devstack.stack import service_specs
 from services.gateway.client.api import Api, ApiError
+from tests.e2e.flows import family_with_child
 from tests.helpers import new_id
 
 pytestmark = pytest.mark.slow
@@ -24,12 +25,8 @@ def _on_stack_loop(stack, coro, timeout=300):
 
 async def test_inference_killed_mid_stream(stack):
     async with Api(stack.gateway) as api:
-        await api.sign_up(f"kill-{new_id()[:8]}@example.org", "a long enough password", "K")
-        await api.call(api.family.RecordConsent, gw.RecordConsentRequest(
-            scopes=[family_pb2.CONSENT_SCOPE_CHILD_PROFILE,
-                    family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT], policy_version="2024-01"))
-        child = (await api.call(api.family.CreateChild, gw.CreateChildRequest(
-            nickname="Ben", birth_year=2016, birth_month=1))).child
+        _parent, child = await family_with_child(
+            api, f"kill-{new_id()[:8]}@example.org", "a long enough password", "Ben", (2016, 1))
         conv = (await api.call(api.chat.CreateConversation, gw.CreateConversationRequest(
             child_id=child.child_id))).conversation
 

@@ -14,6 +14,7 @@ from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from services.gateway.client.api import Api, ApiError
 from services.gateway.demo import run_demo
+from tests.e2e.flows import CHAT_SCOPES, family_with_child
 from tests.helpers import new_id, promtool_check
 
 pytestmark = pytest.mark.slow
@@ -45,13 +46,9 @@ async def test_demo_then_chat_history_export_and_erasure(stack):
     async with Api(stack.gateway) as api:
         # A fresh family for the rest (the demo keeps its parent's tokens to itself).
         password = "correct horse battery staple"
-        parent = await api.sign_up(f"e2e-{new_id()[:8]}@example.org", password, "E2E")
-        await api.call(api.family.RecordConsent, gw.RecordConsentRequest(
-            scopes=[family_pb2.CONSENT_SCOPE_CHILD_PROFILE,
-                    family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS,
-                    family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT], policy_version="2024-01"))
-        child = (await api.call(api.family.CreateChild, gw.CreateChildRequest(
-            nickname="Leo", birth_year=2018, birth_month=3))).child
+        parent, child = await family_with_child(
+            api, f"e2e-{new_id()[:8]}@example.org", password, "Leo", (2018, 3),
+            (*CHAT_SCOPES, family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS))
         conv = (await api.call(api.chat.CreateConversation, gw.CreateConversationRequest(
             child_id=child.child_id, title="Sleep"))).conversation
 
@@ -85,12 +82,9 @@ async def test_demo_then_chat_history_export_and_erasure(stack):
 
 async def test_client_cancelling_mid_stream_keeps_the_conversation_consistent(stack):
     async with Api(stack.gateway) as api:
-        await api.sign_up(f"cancel-{new_id()[:8]}@example.org", "a long enough password", "C")
-        await api.call(api.family.RecordConsent, gw.RecordConsentRequest(
-            scopes=[family_pb2.CONSENT_SCOPE_CHILD_PROFILE,
-                    family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT], policy_version="2024-01"))
-        child = (await api.call(api.family.CreateChild, gw.CreateChildRequest(
-            nickname="Ada", birth_year=2017, birth_month=9))).child
+        _parent, child = await family_with_child(
+            api, f"cancel-{new_id()[:8]}@example.org", "a long enough password", "Ada",
+            (2017, 9))
         # The reply may end on its own between the first chunk and the cancel reaching
         # the server; such a turn is complete and consistent too. Try a few
         # conversations until one is really cut short.
