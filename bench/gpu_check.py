@@ -14,7 +14,11 @@ What it checks:
      different histories against the package's `model.forward`, max abs difference;
   4. throughput: the package's single-sequence loop vs the Engine at 1, 16 and 64 streams
      (temperature 1.0, top-p 0.7), decode tokens/s;
-  5. the NVML metrics scrape: `NvmlCollector` through a CollectorRegistry to text.
+  5. where one decode step's time goes at 64 rows: the batched forward on the device vs
+     sampling the [64, vocab] logits on the host;
+  6. a split placement (first half of the layers `cuda fp16`, the rest and the head
+     `cpu fp32`) on a small model: batched-vs-package logits across the device boundary;
+  7. the NVML metrics scrape: `NvmlCollector` through a CollectorRegistry to text.
 
 Without CUDA it prints why and exits 2 without running anything, unless --allow-cpu, which
 runs every step on the CPU with a tiny fp32 model (a smoke test of this script).
@@ -131,8 +135,66 @@ def check_throughput(c: Checks, model: Any, bm: Any, tokenizer: Any, tokens: int
     c.data["throughput"] = out
 
 
+def check_step_breakdown(c: Checks, bm: Any, rows: int = 64, steps: int = 8) -> None:
+    """Time the batched forward alone and the host sampler alone at `rows` rows."""
+    from services.inference.sampling import Sampler, SamplingParams, sample_batch
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    g = torch.Generator().manual_seed(3)
+    batch = bm.new_batch([bm.zero_state() for _ in range(rows)])
+    tokens = torch.randint(1, bm.vocab_size, (rows,), generator=g).tolist()
+    params = SamplingParams(temperature=1.0, top_p=0.7, max_tokens=10**6, seed=1)
+    samplers = [Sampler(params, bm.vocab_size) for _ in range(rows)]
+    logits = bm.step(tokens, batch).clone()
+    sample_batch(samplers, logits)
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        logits = bm.step(tokens, batch)
+    sync()
+    fwd = (time.perf_counter() - t) / steps
+    logits = logits.clone()
+    t = time.perf_counter()
+    for _ in range(steps):
+        sample_batch(samplers, logits)
+    smp = (time.perf_counter() - t) / steps
+    c.data["step_breakdown"] = {"rows": rows, "forward_ms": fwd * 1e3, "sample_ms": smp * 1e3}
+    c.add(f"one step at {rows} rows", f"forward {fwd * 1e3:.1f} ms, sampling {smp * 1e3:.1f} ms",
+          f"sampling is {smp / (fwd + smp):.0%} of the step (host, {torch.get_num_threads()} "
+          "threads)", None)
+
+
+def check_split(c: Checks, vocab: int, rtol: float) -> None:
+    """First half of the layers on CUDA in fp16, the rest and the head on the CPU in fp32."""
+    from services.inference.checkpoint import build_random_checkpoint
+    from services.inference.rwkv_batched import BatchedRWKV, load_rwkv, prefill
+
+    n_layer, n_embd = 6, 512
+    strategy = f"cuda fp16 *{n_layer // 2} -> cpu fp32"
+    with tempfile.TemporaryDirectory() as d:
+        path = build_random_checkpoint(Path(d) / "split", n_layer=n_layer, n_embd=n_embd,
+                                       vocab_size=vocab, dtype=torch.float32)
+        model = load_rwkv(path, strategy)
+    bm = BatchedRWKV(model)
+    g = torch.Generator().manual_seed(2)
+    states = [prefill(model, torch.randint(1, vocab, (2 + i,), generator=g).tolist(), None,
+                      chunk_len=8)[1] for i in range(3)]
+    tokens = torch.randint(1, vocab, (3,), generator=g).tolist()
+    got = bm.step(tokens, bm.new_batch(states)).clone()
+    ref = torch.stack([model.forward([t], list(s))[0].float().cpu()
+                       for t, s in zip(tokens, states, strict=True)])
+    diff, std = float((got - ref).abs().max()), float(ref.std())
+    c.data["split"] = {"strategy": strategy, "max_abs_diff": diff, "logits_std": std,
+                       "batched": bm.batched}
+    c.add(f"split {strategy!r}, B=3", f"max |diff| {diff:.2e}",
+          f"limit {rtol * std:.1e}; {'batched' if bm.batched else bm.fallback_reason}",
+          bm.batched and diff <= rtol * std)
+
+
 def check_nvml_scrape(c: Checks, expect_gpus: bool) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
 
     from services.inference.gpu import GpuInventory, NvmlCollector
 
@@ -143,13 +205,17 @@ def check_nvml_scrape(c: Checks, expect_gpus: bool) -> None:
         text = generate_latest(reg).decode()
     finally:
         inv.close()
-    lines = [ln for ln in text.splitlines() if ln.startswith("DCGM_FI_DEV_")]
-    count = next((float(ln.split()[-1]) for ln in text.splitlines()
-                  if ln.startswith("avatario_gpu_count")), 0.0)
-    used = [ln for ln in lines if ln.startswith("DCGM_FI_DEV_FB_USED")]
-    ok = (count >= 1 and bool(used)) if expect_gpus else True
-    c.add("NVML metrics scrape", f"{int(count)} GPU(s), {len(lines)} DCGM samples",
-          used[0][:120] if used else "no DCGM_FI_DEV_FB_USED (no GPU: a normal state)", ok)
+    samples = {f.name: f.samples for f in text_string_to_metric_families(text)}
+    dcgm = sum(len(v) for k, v in samples.items() if k.startswith("DCGM_FI_DEV_"))
+    count = samples.get("avatario_inference_gpus")
+    gpus = int(count[0].value) if count else -1
+    used = samples.get("DCGM_FI_DEV_FB_USED", [])
+    ok = count is not None and (gpus >= 1 and len(used) == gpus if expect_gpus else True)
+    detail = (f"FB used {used[0].value:.0f} MiB on {dict(used[0].labels)}" if used
+              else "no DCGM_FI_DEV_FB_USED (no GPU: a normal state)")
+    c.add("NVML metrics scrape",
+          f"{gpus} GPU(s), {dcgm} DCGM samples" if count else "no avatario_inference_gpus",
+          detail, ok)
     c.data["nvml_scrape"] = text
 
 
@@ -213,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add("warm-up (readiness)", f"{Engine(bm, tokenizer).warmup():.2f} s", "", True)
     check_logits(c, model, bm, device, fp16, args.rtol)
     check_throughput(c, model, bm, tokenizer, tokens)
+    check_step_breakdown(c, bm)
+    if cuda:
+        del bm, model
+        torch.cuda.empty_cache()
+        check_split(c, args.vocab, args.rtol)
     check_nvml_scrape(c, expect_gpus=cuda)
     total = time.perf_counter() - t0
     print_table(f"gpu_check on {device}: {'FAILED' if c.failed else 'all passed'} "
