@@ -77,8 +77,11 @@ class EngineConfig:
     eos_token_id: int | None = 0  # <|endoftext|>: finish 'stop'
     retry_after_s: float = 1.0  # floor of the ResourceExhausted retry hint
     idle_wait_s: float = 0.05
-    # torch intra-op threads while a single sequence decodes (0: leave torch's setting): one
-    # row is bound by memory, not cores, and the other cores serve the event loop meanwhile.
+    # torch intra-op threads while a single sequence decodes on the CPU (0: leave torch's
+    # setting): one row is bound by memory, not cores, and the other cores serve the event
+    # loop meanwhile. Set when a lone sequence starts decoding and restored when a batch
+    # forms, a prompt is prefilled or the engine stops (not around every step: changing the
+    # thread count costs about a millisecond). Models whose head is on a GPU keep every thread.
     single_row_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -244,6 +247,8 @@ class Engine:
         self._stop_at: float | None = None  # clock time after which everything is cancelled
         self._avg_request_s = 1.0
         self.steps = 0
+        self._wide_threads = 0  # torch threads when the engine thread started (0: not yet)
+        self._threads_now = 0
 
     # ----- caller side
 
@@ -362,6 +367,24 @@ class Engine:
     # ----- engine thread
 
     def _run(self) -> None:
+        self._wide_threads = self._threads_now = torch.get_num_threads()
+        try:
+            self._loop()
+        finally:
+            self._use_threads(self._wide_threads)
+
+    def _use_threads(self, n: int) -> None:
+        if n != self._threads_now:
+            torch.set_num_threads(n)
+            self._threads_now = n
+
+    def _decode_threads(self, rows: int) -> int:
+        single = self.config.single_row_threads
+        if rows == 1 and 0 < single < self._wide_threads and self.bm.head_on_cpu:
+            return single
+        return self._wide_threads
+
+    def _loop(self) -> None:
         while True:
             self._wake.clear()
             self._take_inbox()
@@ -446,6 +469,8 @@ class Engine:
         worked = False
         while self._waiting and self.running_count() < cfg.max_running:
             self._admit(self._waiting.popleft())
+        if any(s.todo for group in (self._closing, self._prefilling) for s in group):
+            self._use_threads(self._wide_threads)
         for group in (self._closing, self._prefilling):
             for s in list(group):
                 failed = False
@@ -491,16 +516,9 @@ class Engine:
         t0 = time.perf_counter()
         seqs = self._decoding
         tokens = [s.generated[-1] for s in seqs]
-        threads = torch.get_num_threads()
-        narrow = len(seqs) == 1 and 0 < self.config.single_row_threads < threads
-        if narrow:
-            torch.set_num_threads(self.config.single_row_threads)
-        try:
-            logits = self.bm.step(tokens, self._batch)  # valid until the next step
-            sampled = sample_batch([s.sampler for s in seqs], logits)
-        finally:
-            if narrow:
-                torch.set_num_threads(threads)
+        self._use_threads(self._decode_threads(len(seqs)))
+        logits = self.bm.step(tokens, self._batch)  # valid until the next step
+        sampled = sample_batch([s.sampler for s in seqs], logits)
         keep: list[int] = []
         ended: list[tuple[_Seq, State | None]] = []
         gaps: list[float] = []

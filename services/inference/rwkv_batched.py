@@ -340,6 +340,11 @@ class BatchedRWKV:
         return self.fallback_reason is None
 
     @property
+    def head_on_cpu(self) -> bool:
+        """Whether the head (the largest product of a decode step) runs on the host."""
+        return self.w["head.weight"].device.type == "cpu"
+
+    @property
     def extra_bytes(self) -> int:
         """Host memory this class holds beyond the package's weights (head copy, packed)."""
         mats = [self._head] + [getattr(ly, n) for ly in self._layers for n in _Layer.MATS]

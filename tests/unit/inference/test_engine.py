@@ -280,40 +280,80 @@ async def test_many_requests_with_random_cancels_all_finish_once(make_engine) ->
 
 async def test_single_sequence_decodes_on_fewer_threads_and_restores_them(
         make_engine, model_fp32, greedy_ref, drain) -> None:
-    """A batch of one runs on `single_row_threads` torch threads (the same tokens), and the
-    process's setting is back once the step is done; batches keep every thread."""
+    """A lone sequence decodes on `single_row_threads` torch threads (the same tokens);
+    prefill and batches of two or more get every thread back, and so does the process when
+    the engine stops. The count changes on those transitions only, not around every step."""
     import torch
 
     from services.inference.engine import EngineConfig
     from services.inference.rwkv_batched import BatchedRWKV
 
     during: list[tuple[int, int]] = []  # (batch size, threads) inside the model's step
-    after: list[int] = []
+    prefill_threads: list[int] = []
+    changes: list[int] = []
 
     class Recording(BatchedRWKV):
         def step(self, tokens: Any, batch: Any) -> Any:
             during.append((len(tokens), torch.get_num_threads()))
             return super().step(tokens, batch)
 
-    class Threads(EngineCallbacks):
-        def on_step(self, batch_size: int, step_seconds: float) -> None:
-            after.append(torch.get_num_threads())
+        def prefill(self, *a: Any, **kw: Any) -> Any:
+            prefill_threads.append(torch.get_num_threads())
+            return super().prefill(*a, **kw)
+
+    real_set = torch.set_num_threads
+
+    def counting_set(n: int) -> None:
+        changes.append(n)
+        real_set(n)
 
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        eng = make_engine(Recording(model_fp32), callbacks=Threads(), single_row_threads=1,
-                          **RAW)
-        prompt = _prompt(random.Random(7), 5)
-        ids, _texts, _fin = await drain(eng.submit(req(prompt, greedy(6))))
-        assert ids == greedy_ref(model_fp32, prompt, 6)
-        handles = [eng.submit(req(_prompt(random.Random(i), 3), greedy(4), conv=f"c{i}"))
-                   for i in range(3)]
-        await asyncio.gather(*(drain(h) for h in handles))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch, "set_num_threads", counting_set)
+            eng = make_engine(Recording(model_fp32), single_row_threads=1, **RAW)
+            prompt = _prompt(random.Random(7), 5)
+            ids, _texts, _fin = await drain(eng.submit(req(prompt, greedy(6))))
+            assert ids == greedy_ref(model_fp32, prompt, 6)
+            assert changes == [1]  # narrowed once for the five lone steps
+            handles = [eng.submit(req(_prompt(random.Random(i), 3), greedy(4), conv=f"c{i}"))
+                       for i in range(3)]
+            await asyncio.gather(*(drain(h) for h in handles))
+            eng.stop()
         assert (1, 1) in during and any(b > 1 and t == 2 for b, t in during)
         assert all(t == 1 for b, t in during if b == 1)
-        assert after and all(t == 2 for t in after)  # restored after each step
+        assert all(t == 2 for b, t in during if b > 1)
+        assert prefill_threads and all(t == 2 for t in prefill_threads)
+        assert changes[-1] == 2 and torch.get_num_threads() == 2  # restored at stop
+        assert len(changes) < len(during)
     finally:
         torch.set_num_threads(old)
     with pytest.raises(ValueError, match="single_row_threads"):
         EngineConfig(single_row_threads=-1)
+
+
+async def test_single_sequence_keeps_every_thread_when_the_head_is_on_a_gpu(
+        make_engine, model_fp32, drain) -> None:
+    """On a GPU the host threads do not bound a lone row's step: no narrowing at all."""
+    import torch
+
+    from services.inference.rwkv_batched import BatchedRWKV
+
+    during: list[int] = []
+
+    class HeadOnGpu(BatchedRWKV):
+        head_on_cpu = False  # as when the strategy puts the head on cuda
+
+        def step(self, tokens: Any, batch: Any) -> Any:
+            during.append(torch.get_num_threads())
+            return super().step(tokens, batch)
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        eng = make_engine(HeadOnGpu(model_fp32), single_row_threads=1, **RAW)
+        await drain(eng.submit(req(_prompt(random.Random(3), 4), greedy(5))))
+        assert during and all(t == 2 for t in during)
+    finally:
+        torch.set_num_threads(old)
