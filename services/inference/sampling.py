@@ -219,8 +219,12 @@ _ws = _Workspace()
 _BLOCK = 256
 # Top-p histogram: bins are the top bits of the float32 weights (sign 0, 8 exponent bits,
 # 4 mantissa bits), so bin order is value order and a bin spans a factor of 2 ** (1 / 16).
+# Weights are in [0, 1], whose top bits are at most those of 1.0: bins are numbered down
+# from that one (bin 0 holds the heaviest tokens), so the mass from the top is a plain
+# cumulative sum.
 _SHIFT = 19
-_NBINS = 1 << (31 - _SHIFT)
+_TOP_BIN = int(torch.tensor(1.0).view(torch.int32)) >> _SHIFT
+_NBINS = _TOP_BIN + 1
 # Top-p fast path (see _nucleus_cutoff): rows of total weight <= _FAST_TOTAL (the best token
 # weighs 1), candidates = tokens of weight >= total / _FAST_MAX, so at most _FAST_MAX of them.
 _FAST_TOTAL = 32.0
@@ -412,15 +416,17 @@ def _crossing(rr: torch.Tensor, cand: torch.Tensor, above: torch.Tensor, target:
 def _histogram_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """`_nucleus_cutoff` by a histogram of the mass over the weights' top bits."""
     n, v = e.shape
-    offsets = (torch.arange(n, dtype=torch.int32) * _NBINS).unsqueeze(1)
+    # bin of e[r, i] in row r's block of _NBINS bins: r * _NBINS + _TOP_BIN - (top bits)
+    top = (torch.arange(n, dtype=torch.int32) * _NBINS + _TOP_BIN).unsqueeze(1)
     bins = torch.bitwise_right_shift(e.view(torch.int32), _SHIFT,
-                                     out=_ws.get("bins", (n, v), torch.int32)).add_(offsets)
-    mass = torch.zeros(n * _NBINS, dtype=torch.float32)
-    mass.index_add_(0, bins.view(-1), e.reshape(-1))
-    desc = mass.view(n, _NBINS).to(torch.float64).flip(-1).cumsum_(dim=-1)  # from the top bin
+                                     out=_ws.get("bins", (n, v), torch.int32))
+    bins = torch.sub(top, bins, out=bins)
+    # bincount adds in index order, one row's tokens after another's: per-row sums
+    mass = torch.bincount(bins.view(-1), weights=e.reshape(-1), minlength=n * _NBINS)
+    desc = mass.view(n, _NBINS).to(torch.float64).cumsum_(dim=-1)  # from the top bin down
     k = torch.searchsorted(desc, target.unsqueeze(1)).clamp_(max=_NBINS - 1)
     above = torch.where(k > 0, desc.gather(1, (k - 1).clamp(min=0)), 0.0).squeeze(1)
-    hit = torch.eq(bins, offsets + (_NBINS - 1 - k).to(torch.int32),
+    hit = torch.eq(bins, top - _TOP_BIN + k.to(torch.int32),
                    out=_ws.get("hit", (n, v), torch.bool))
     rr, cc = hit.nonzero(as_tuple=True)
     # Rounding may leave nothing to cut (keep everything) or no candidate reaching the

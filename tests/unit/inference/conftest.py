@@ -92,6 +92,8 @@ class ScriptedBM(BatchedRWKV):
     State is one tensor [consumed, prompt_len]; logits are +10 on the scripted token.
     """
 
+    head_on_cpu = True  # BatchedRWKV reads it from the weights, which this stand-in has not
+
     def __init__(self, script: Sequence[int], vocab_size: int = VOCAB, fail_step: bool = False):
         self.script = list(script)
         self.vocab_size = vocab_size
