@@ -210,6 +210,7 @@ class _Seq:
         self.done = False
         self.detail = ""
         self.close_tokens: list[int] | None = None  # full token list the cached state consumes
+        self.prefill_failed = False
 
 
 class Engine:
@@ -464,41 +465,67 @@ class Engine:
         self._cb("on_admit", len(prompt), s.cached_tokens)
 
     def _prefill_phase(self) -> bool:
+        """Admit waiting requests, prefill this round's pieces, and move the sequences whose
+        prompt (or turn closing) is done on: to decoding, or to the cache and their end.
+
+        A round takes each pending sequence's next piece (at most `prefill_chunk_len`
+        tokens), in order, until `prefill_tokens_per_step` tokens, and feeds all the pieces
+        in one `prefill_many` call: a burst of new conversations costs about one pass over
+        their tokens, not one pass per conversation. Then one decode step runs."""
         cfg = self.config
-        budget = cfg.prefill_tokens_per_step
-        worked = False
         while self._waiting and self.running_count() < cfg.max_running:
             self._admit(self._waiting.popleft())
-        if any(s.todo for group in (self._closing, self._prefilling) for s in group):
+        if not (self._closing or self._prefilling):
+            return False
+        budget = cfg.prefill_tokens_per_step
+        jobs: list[tuple[_Seq, int]] = []
+        for s in (*self._closing, *self._prefilling):
+            if s.todo and budget > 0:
+                n = min(cfg.prefill_chunk_len, budget, len(s.todo))
+                jobs.append((s, n))
+                budget -= n
+        if jobs:
             self._use_threads(self._wide_threads)
+            self._prefill_pieces(jobs)
         for group in (self._closing, self._prefilling):
-            for s in list(group):
-                failed = False
-                while s.todo and budget > 0:
-                    n = min(cfg.prefill_chunk_len, budget, len(s.todo))
-                    t0 = time.perf_counter()
-                    try:
-                        s.logits, s.state = self.bm.prefill(s.todo[:n], s.state, n)
-                    except Exception as exc:  # noqa: BLE001
-                        log.exception("prefill_failed", request_id=s.req.request_id)
-                        s.todo, failed = [], True
-                        s.detail = f"prefill error: {exc}"
-                        break
-                    del s.todo[:n]
-                    budget -= n
-                    worked = True
-                    self._cb("on_prefill", n, time.perf_counter() - t0)
-                if s.todo:
-                    return worked  # budget spent
+            for s in [s for s in group if not s.todo]:
                 group.remove(s)
-                worked = True
-                if failed:  # a failed turn closing keeps the reply's reason, caches nothing
+                if s.prefill_failed:  # a failed turn closing keeps the reply's reason
                     self._finalize(s, s.reason or "error")
                 elif group is self._closing:
                     self._store_and_finalize(s)
                 else:
                     self._start_decoding(s)
-        return worked
+        return True
+
+    def _prefill_pieces(self, jobs: list[tuple[_Seq, int]]) -> None:
+        """Feed jobs' pieces (sequence, tokens from its todo) in one pass. If that pass
+        fails, each piece is retried alone, so only the sequences that fail by themselves
+        end with an error."""
+        t0 = time.perf_counter()
+        results: list[tuple[torch.Tensor, State] | Exception]
+        try:
+            results = list(self.bm.prefill_many([(s.todo[:n], s.state) for s, n in jobs]))
+        except Exception:  # noqa: BLE001
+            log.exception("prefill_batch_failed", sequences=len(jobs))
+            results = []
+            for s, n in jobs:
+                try:
+                    results.append(self.bm.prefill(s.todo[:n], s.state, n))
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("prefill_failed", request_id=s.req.request_id)
+                    results.append(exc)
+        fed = 0
+        for (s, n), res in zip(jobs, results, strict=True):
+            if isinstance(res, Exception):
+                s.todo, s.prefill_failed = [], True
+                s.detail = f"prefill error: {res}"
+            else:
+                s.logits, s.state = res
+                del s.todo[:n]
+                fed += n
+        if fed:
+            self._cb("on_prefill", fed, time.perf_counter() - t0)
 
     def _start_decoding(self, s: _Seq) -> None:
         assert s.logits is not None and s.state is not None

@@ -334,6 +334,12 @@ class BatchedRWKV:
                 self._layers.append(_Layer(self.w, i, dd, prev, self.rescale_layer, self.onednn,
                                            self.packed_weights))
                 prev = dd
+        # Several sequences prefill in one pass (`prefill_many`) where every layer and the
+        # head are CPU fp32, the layout checked against the package here; elsewhere (GPU
+        # placements, half precision) each sequence goes through the package's own forward.
+        self.batched_prefill = self.batched and all(
+            str(dd.device) == "cpu" and dd.atype == torch.float32 and dd.wtype == torch.float32
+            for dd in self.strategy[: self.n_layer + 1])
 
     @property
     def batched(self) -> bool:
@@ -415,6 +421,24 @@ class BatchedRWKV:
         self, tokens: Sequence[int], state: Sequence[torch.Tensor] | None, chunk_len: int = 256
     ) -> tuple[torch.Tensor, State]:
         return prefill(self.model, tokens, state, chunk_len)
+
+    def prefill_many(
+        self, jobs: Sequence[tuple[Sequence[int], Sequence[torch.Tensor] | None]]
+    ) -> list[tuple[torch.Tensor, State]]:
+        """Prefill several sequences together: jobs are (tokens, state or None for a fresh
+        one); returns (last logits [V] float32 CPU, new state) per job, in order. The input
+        states are not modified.
+
+        With `batched_prefill`, one pass for all of them: every weight product runs once
+        over all the jobs' tokens (time-major rows), the token shift and the WKV recurrence
+        step through time for the sequences still running, and the head runs once for the
+        jobs' last tokens; so a burst of short prompts costs about as much as one prompt of
+        their total length. Otherwise each job goes through `prefill`."""
+        if any(not toks for toks, _ in jobs):
+            raise ValueError("prefill needs at least one token per sequence")
+        if not self.batched_prefill:
+            return [self.prefill(toks, st, len(toks)) for toks, st in jobs]
+        return self._prefill_stacked(jobs) if jobs else []
 
     def forward_batch(
         self, tokens: Sequence[int], states: Sequence[Sequence[torch.Tensor] | None]
@@ -509,20 +533,98 @@ class BatchedRWKV:
                 if ly.rescale:
                     x = x / 2
                 s += 5
-            dd = self.strategy[self.n_layer]
-            x = x.to(dtype=dd.atype, device=dd.device)
-            x = F.layer_norm(x, n_embd, weight=w["ln_out.weight"], bias=w["ln_out.bias"])
-            head = w["head.weight"]
-            if x.dtype != torch.float32 or x.device.type != "cpu" or head.dtype != x.dtype:
-                return (x @ head).float().cpu()
-            if x.shape[0] <= 2 and self._head_c is not None:
-                return torch.mm(x, self._head_c, out=self._logits_out(x.shape[0]))
-            if self._head.wt is not None:
-                return self._head(x, dnn)
-            out = self._logits_out(x.shape[0])
+            return self._project(x, dnn)
+
+    def _project(self, x: torch.Tensor, dnn: bool = True) -> torch.Tensor:
+        """Output norm and head for rows x [B, n_embd]: logits [B, V] float32 on the CPU (may
+        be the reused logits buffer)."""
+        w = self.w
+        dd = self.strategy[self.n_layer]
+        x = x.to(dtype=dd.atype, device=dd.device)
+        x = F.layer_norm(x, (self.n_embd,), weight=w["ln_out.weight"], bias=w["ln_out.bias"])
+        head = w["head.weight"]
+        if x.dtype != torch.float32 or x.device.type != "cpu" or head.dtype != x.dtype:
+            return (x @ head).float().cpu()
+        if x.shape[0] <= 2 and self._head_c is not None:
+            return torch.mm(x, self._head_c, out=self._logits_out(x.shape[0]))
+        if self._head.wt is not None:
+            return self._head(x, dnn)
+        out = self._logits_out(x.shape[0])
             # The package's layout in column blocks written straight into the logits: 1.4-1.5x
             # the rate of one big product from 4 rows on (each logit is the same dot product).
-            vocab, ch = head.shape[1], HEAD_BLOCK
-            for c0 in range(0, vocab, ch):
-                torch.mm(x, head[:, c0 : c0 + ch], out=out[:, c0 : c0 + ch])
-            return out
+        vocab, ch = head.shape[1], HEAD_BLOCK
+        for c0 in range(0, vocab, ch):
+            torch.mm(x, head[:, c0 : c0 + ch], out=out[:, c0 : c0 + ch])
+        return out
+
+    def _prefill_stacked(
+        self, jobs: Sequence[tuple[Sequence[int], Sequence[torch.Tensor] | None]]
+    ) -> list[tuple[torch.Tensor, State]]:
+        """`prefill_many` in one pass (CPU fp32 layers). Sequences are ordered longest first
+        and their tokens laid out time-major, so the sequences still running at time t are
+        rows offs[t] .. offs[t] + n[t] - 1, the first n[t] of them."""
+        k_jobs = len(jobs)
+        order = sorted(range(k_jobs), key=lambda i: -len(jobs[i][0]))
+        toks = [list(jobs[i][0]) for i in order]
+        steps = len(toks[0])
+        n = [sum(1 for tk in toks if len(tk) > t) for t in range(steps)]
+        offs = [0] * (steps + 1)
+        for t in range(steps):
+            offs[t + 1] = offs[t] + n[t]
+        flat = [toks[j][t] for t in range(steps) for j in range(n[t])]
+        # token shift: row (t, j) reads (t - 1, j); at t = 0 the sequence's state, which sits
+        # before the rows in torch.cat([state rows, rows])
+        prev = list(range(n[0])) + [k_jobs + offs[t - 1] + j for t in range(1, steps)
+                                    for j in range(n[t])]
+        last = [offs[len(tk) - 1] + j for j, tk in enumerate(toks)]
+        prev_idx = torch.tensor(prev, dtype=torch.long)
+        last_idx = torch.tensor(last, dtype=torch.long)
+        zero = self.zero_state()
+        # the jobs' states, stacked per slot [k_jobs, width] (copies: inputs stay untouched)
+        st = [torch.stack([(jobs[i][1] or zero)[j] for i in order]).float()
+              for j in range(5 * self.n_layer)]
+        n_embd = (self.n_embd,)
+        with torch.inference_mode():
+            x = self.w["emb.weight"].index_select(0, torch.tensor(flat, dtype=torch.long))
+            for li, ly in enumerate(self._layers):
+                s0 = 5 * li
+                xx = F.layer_norm(x, n_embd, weight=ly.ln1[0], bias=ly.ln1[1])
+                sx = torch.cat([st[s0], xx]).index_select(0, prev_idx)
+                kvr = torch.lerp(sx.unsqueeze(0), xx.unsqueeze(0), ly.att_mix)
+                r = torch.sigmoid(ly.rw(kvr[2]))
+                k = ly.kw(kvr[0])
+                v = ly.vw(kvr[1])
+                y = torch.empty_like(k)
+                aa, bb, pp = st[s0 + 1], st[s0 + 2], st[s0 + 3]
+                for t in range(steps):
+                    m, o = n[t], offs[t]
+                    kt, vt = k[o : o + m], v[o : o + m]
+                    a, b, p_ = aa[:m], bb[:m], pp[:m]
+                    ww = ly.first + kt
+                    p = torch.maximum(p_, ww)
+                    e1 = torch.exp(p_ - p)
+                    e2 = torch.exp(ww - p)
+                    y[o : o + m] = (e1 * a + e2 * vt) / (e1 * b + e2)
+                    ww = ly.decay + p_
+                    p = torch.maximum(ww, kt)
+                    e1 = torch.exp(ww - p)
+                    e2 = torch.exp(kt - p)
+                    aa[:m] = e1 * a + e2 * vt
+                    bb[:m] = e1 * b + e2
+                    pp[:m] = p
+                x = x + ly.ow(r * y)
+                st[s0] = xx.index_select(0, last_idx)
+                xx = F.layer_norm(x, n_embd, weight=ly.ln2[0], bias=ly.ln2[1])
+                sx = torch.cat([st[s0 + 4], xx]).index_select(0, prev_idx)
+                kr = torch.lerp(sx.unsqueeze(0), xx.unsqueeze(0), ly.ffn_mix)
+                r = torch.sigmoid(ly.frw(kr[1]))
+                kk = torch.relu(ly.fkw(kr[0])).square_()
+                x = x + r * ly.fvw(kk)
+                st[s0 + 4] = xx.index_select(0, last_idx)
+                if ly.rescale:
+                    x = x / 2
+            logits = self._project(x.index_select(0, last_idx))
+            out: list[tuple[torch.Tensor, State] | None] = [None] * k_jobs
+            for j, i in enumerate(order):
+                out[i] = (logits[j].clone(), [t[j].clone() for t in st])
+        return out  # type: ignore[return-value]

@@ -93,6 +93,7 @@ class ScriptedBM(BatchedRWKV):
     """
 
     head_on_cpu = True  # BatchedRWKV reads it from the weights, which this stand-in has not
+    batched_prefill = False  # prefill_many goes through the scripted prefill
 
     def __init__(self, script: Sequence[int], vocab_size: int = VOCAB, fail_step: bool = False):
         self.script = list(script)

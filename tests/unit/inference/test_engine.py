@@ -297,9 +297,9 @@ async def test_single_sequence_decodes_on_fewer_threads_and_restores_them(
             during.append((len(tokens), torch.get_num_threads()))
             return super().step(tokens, batch)
 
-        def prefill(self, *a: Any, **kw: Any) -> Any:
+        def prefill_many(self, *a: Any, **kw: Any) -> Any:
             prefill_threads.append(torch.get_num_threads())
-            return super().prefill(*a, **kw)
+            return super().prefill_many(*a, **kw)
 
     real_set = torch.set_num_threads
 
@@ -357,3 +357,60 @@ async def test_single_sequence_keeps_every_thread_when_the_head_is_on_a_gpu(
         assert during and all(t == 2 for t in during)
     finally:
         torch.set_num_threads(old)
+
+
+async def test_a_burst_of_prompts_prefills_in_one_pass(make_engine, model_fp32, greedy_ref,
+                                                       drain) -> None:
+    """Requests that arrive together share prefill passes (several sequences per
+    prefill_many call) and still produce exactly the package's greedy tokens."""
+    from services.inference.rwkv_batched import BatchedRWKV
+
+    calls: list[list[int]] = []
+
+    class Recording(BatchedRWKV):
+        def prefill_many(self, jobs: Any) -> Any:
+            calls.append([len(toks) for toks, _ in jobs])
+            return super().prefill_many(jobs)
+
+    eng = make_engine(Recording(model_fp32), max_running=8, prefill_chunk_len=16,
+                      prefill_tokens_per_step=64, **RAW)
+    rng = random.Random(9)
+    jobs = [(_prompt(rng, rng.randint(1, 40)), rng.randint(2, 8)) for _ in range(6)]
+    handles = [eng.submit(req(p, greedy(n), conv=f"b{i}")) for i, (p, n) in enumerate(jobs)]
+    results = await asyncio.gather(*(drain(h) for h in handles))
+    for (prompt, n), (ids, _texts, fin) in zip(jobs, results, strict=True):
+        assert ids == greedy_ref(model_fp32, prompt, n) and fin.reason == "length"
+    assert max(len(c) for c in calls) > 1
+    assert all(max(c) <= 16 and sum(c) <= 64 for c in calls)
+
+
+async def test_a_failing_prefill_pass_fails_only_the_bad_sequence(make_engine, model_fp32,
+                                                                  greedy_ref, drain) -> None:
+    """When the shared pass raises, each piece is retried alone: the sequence that fails by
+    itself ends with an error, the others complete as if nothing happened."""
+    from services.inference.rwkv_batched import BatchedRWKV
+
+    poison = 13
+
+    class Flaky(BatchedRWKV):
+        def prefill_many(self, jobs: Any) -> Any:
+            if any(poison in toks for toks, _ in jobs):
+                raise RuntimeError("bad token in the pass")
+            return super().prefill_many(jobs)
+
+        def prefill(self, tokens: Any, state: Any, chunk_len: int = 256) -> Any:
+            if poison in tokens:
+                raise RuntimeError("bad token")
+            return super().prefill(tokens, state, chunk_len)
+
+    eng = make_engine(Flaky(model_fp32), max_running=4, **RAW)
+    good = [[5, 6, 7, 8], [21, 22]]
+    handles = [eng.submit(req(good[0], greedy(4), conv="g0")),
+               eng.submit(req([1, poison, 2], greedy(4), conv="bad")),
+               eng.submit(req(good[1], greedy(4), conv="g1"))]
+    (ids0, _, f0), (_, _, fbad), (ids1, _, f1) = await asyncio.gather(
+        *(drain(h) for h in handles))
+    assert fbad.reason == "error" and "prefill error" in fbad.detail
+    assert f0.reason == f1.reason == "length"
+    assert ids0 == greedy_ref(model_fp32, good[0], 4) and ids1 == greedy_ref(model_fp32, good[1], 4)
+    assert eng.running_count() == 0 and eng.outstanding() == 0

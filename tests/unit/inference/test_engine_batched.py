@@ -247,3 +247,70 @@ def test_onednn_kernels_one_and_two_threads_and_extra_bytes(model_fp32: Any) -> 
                     assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(x, y, strict=True))
     finally:
         torch.set_num_threads(old)
+
+
+def _prefill_jobs(model: Any, rng: random.Random, lengths: list[int]) -> list[tuple[list[int], Any]]:
+    """Jobs of the given lengths, about half of them resuming a state of a few tokens."""
+    jobs = []
+    for n in lengths:
+        state = None
+        if rng.random() < 0.5:
+            state = prefill(model, [rng.randrange(1, VOCAB) for _ in range(rng.randint(1, 6))],
+                            None)[1]
+        jobs.append(([rng.randrange(1, VOCAB) for _ in range(n)], state))
+    return jobs
+
+
+@pytest.mark.parametrize("kernels", sorted(KERNELS))
+@pytest.mark.parametrize("strategy", ["cpu fp32", "cpu fp32 *3 -> cpu fp32"])
+def test_prefill_many_matches_package(tiny_ckpt: Path, load_model, strategy: str,
+                                      kernels: str) -> None:
+    """Several sequences of different lengths (fresh and resumed) in one pass: the same last
+    logits and states as the package's forward on each alone, in the jobs' order, with the
+    inputs untouched."""
+    model = load_model(tiny_ckpt, strategy)
+    bm = BatchedRWKV(model, **KERNELS[kernels])
+    assert bm.batched_prefill
+    rng = random.Random(len(strategy))
+    jobs = _prefill_jobs(model, rng, [1, 7, 3, 30, 1, 12, 7])
+    before = [None if st is None else [t.clone() for t in st] for _, st in jobs]
+    got = bm.prefill_many(jobs)
+    assert len(got) == len(jobs)
+    for (toks, st), old, (logits, state) in zip(jobs, before, got, strict=True):
+        ref_logits, ref_state = prefill(model, toks, st, len(toks))
+        assert logits.shape == (VOCAB,) and logits.dtype == torch.float32
+        assert float((logits - ref_logits).abs().max()) <= 1e-4
+        for a, b in zip(state, ref_state, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+        if st is not None:
+            assert all(torch.equal(a, b) for a, b in zip(st, old, strict=True))
+    assert bm.prefill_many([]) == []
+    with pytest.raises(ValueError, match="at least one token"):
+        bm.prefill_many([([1, 2], None), ([], None)])
+
+
+def test_prefill_many_then_decode_equals_package(model_fp32: Any) -> None:
+    """States from one pass decode on as the package's would (they join a decode batch)."""
+    bm = BatchedRWKV(model_fp32)
+    rng = random.Random(5)
+    jobs = _prefill_jobs(model_fp32, rng, [4, 9, 2])
+    states = [st for _, st in bm.prefill_many(jobs)]
+    refs = [prefill(model_fp32, toks, st, len(toks))[1] for toks, st in jobs]
+    batch = bm.new_batch(states)
+    for _ in range(3):
+        tokens = [rng.randrange(1, VOCAB) for _ in jobs]
+        got = bm.step(tokens, batch).clone()
+        for i, (tok, ref) in enumerate(zip(tokens, refs, strict=True)):
+            out, refs[i] = model_fp32.forward([tok], ref)
+            assert float((got[i] - out.float()).abs().max()) <= 1e-4
+
+
+def test_prefill_many_half_precision_goes_through_the_package(tiny_ckpt: Path,
+                                                              load_model) -> None:
+    model = load_model(tiny_ckpt, "cpu bf16")
+    bm = BatchedRWKV(model)
+    assert bm.batched and not bm.batched_prefill
+    jobs = _prefill_jobs(model, random.Random(3), [3, 5])
+    for (toks, st), (logits, _state) in zip(jobs, bm.prefill_many(jobs), strict=True):
+        assert torch.equal(logits, prefill(model, toks, st, len(toks))[0])
