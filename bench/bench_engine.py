@@ -14,6 +14,8 @@ argmax (the cheapest possible loop: no sampling cost at all).
 3. time to first token at turn 30 of a conversation vs turn 1, with the state cache (goal
    <= 1.1x) and without it (the history re-fed) for comparison.
 4. load time of the raw checkpoint vs one pre-converted for the strategy (`convert.py`).
+Also: a burst of new prompts (BURST: 16 of 24 tokens) prefilled in one `prefill_many` pass vs
+one after another through the package's forward.
 
 Decode rates count only decode steps: tokens sampled by the engine's batched steps over the
 time from the first such step's start to the last one's end (prefill excluded, as it is for
@@ -47,7 +49,7 @@ from services.inference.checkpoint import build_random_checkpoint
 from services.inference.convert import convert_checkpoint
 from services.inference.engine import Engine, EngineCallbacks, EngineConfig, GenerationRequest
 from services.inference.planner import ModelShape
-from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
+from services.inference.rwkv_batched import BatchedRWKV, load_rwkv, prefill
 from services.inference.sampling import SamplingParams
 from services.inference.state_cache import StateCache
 from services.inference.tokenizer import load_tokenizer
@@ -62,6 +64,7 @@ STREAMS = (4, 16, 64)
 ONE_TOKENS = 8 if QUICK else 40  # decode tokens per one-stream run
 MULTI_TOKENS = {4: 24, 16: 16, 64: 12} if not QUICK else {4: 4, 16: 4, 64: 3}
 PROMPT_LEN = 4
+BURST = (4, 8) if QUICK else (16, 24)  # new prompts arriving together x tokens each
 TURNS = 30
 REPLY_TOKENS = 8
 SAMPLING = SamplingParams(temperature=1.0, top_p=0.7)  # default penalties (0.2 / 0.2)
@@ -155,6 +158,18 @@ async def engine_streams(bm: BatchedRWKV, tokenizer: Any, streams: int, tokens: 
     return rec.decode_rate(streams), sum(f.completion_tokens for f in finals) / wall
 
 
+def burst_prefill(bm: BatchedRWKV, model: Any, prompts: int = BURST[0], length: int = BURST[1]
+                  ) -> tuple[float, float]:
+    """Seconds to prefill `prompts` new prompts of `length` tokens: (in one `prefill_many`
+    pass, one after another through the package's forward)."""
+    g = torch.Generator().manual_seed(prompts)
+    jobs = [(torch.randint(1, bm.vocab_size, (length,), generator=g).tolist(), None)
+            for _ in range(prompts)]
+    together = _timed(lambda: bm.prefill_many(jobs))
+    alone = _timed(lambda: [prefill(model, toks, None, length) for toks, _ in jobs])
+    return together, alone
+
+
 def _params_dict(p: SamplingParams) -> dict[str, Any]:
     return {f: getattr(p, f) for f in p.__dataclass_fields__}
 
@@ -245,6 +260,7 @@ def main() -> int:
     roof = pkg = pkg1 = one = 0.0
     one_wall = 0.0
     multi: dict[int, tuple[float, float]] = {}
+    burst_together = burst_alone = float("inf")
     for _ in range(REPEATS):  # interleaved: a noisy neighbour hits both sides alike
         roof = max(roof, matmul_gflops())
         pkg = max(pkg, package_loop(model, ONE_TOKENS))
@@ -258,6 +274,8 @@ def main() -> int:
             d, w = asyncio.run(engine_streams(bm, tokenizer, b, MULTI_TOKENS[b]))
             old = multi.get(b, (0.0, 0.0))
             multi[b] = (max(old[0], d), max(old[1], w))
+        together, alone = burst_prefill(bm, model)
+        burst_together, burst_alone = min(burst_together, together), min(burst_alone, alone)
     conv = asyncio.run(_conversation(bm, tokenizer))
 
     pkg_n = pkg
@@ -276,9 +294,14 @@ def main() -> int:
                          f">= {goal:g}" if goal else "", rate / pkg >= goal if goal else None))
         rows.append(_row(f"{b} streams / roofline", rate * flops_per_token / 1e9,
                          "GFLOP/s", rate * flops_per_token / 1e9 / roof, "(of roofline)"))
+        rows.append(_row(f"{b} streams wall / baseline", multi[b][1], "tok/s",
+                         multi[b][1] / pkg, "(prefill incl.)"))
     t1, t30, t30r = (conv["ttft_turn1_s"], conv["ttft_turn30_cached_s"],
                      conv["ttft_turn30_refed_s"])
     rows += [
+        _row(f"burst prefill {BURST[0]}x{BURST[1]}: one pass", burst_together, "s"),
+        _row("  one by one / one pass", burst_alone, "s", burst_alone / burst_together,
+             "(compare)"),
         _row("TTFT turn 1", t1, "s"),
         _row("TTFT t30 cached / t1", t30, "s", t30 / t1, "<= 1.1", t30 / t1 <= 1.1),
         _row("TTFT t30 re-fed / t1", t30r, "s", t30r / t1, "(compare)"),
@@ -295,6 +318,9 @@ def main() -> int:
                                **({"1_thread": round(pkg1, 2)} if THREADS > 1 else {})},
         "one_stream_wall_tok_s": round(one_wall, 2),
         "multi_stream_wall_tok_s": {b: round(multi[b][1], 2) for b in STREAMS},
+        "burst_prefill": {"prompts": BURST[0], "tokens": BURST[1],
+                          "one_pass_s": round(burst_together, 4),
+                          "one_by_one_s": round(burst_alone, 4)},
         "decode_tokens": {"one": ONE_TOKENS, **{str(b): MULTI_TOKENS[b] for b in STREAMS}},
         "flops_per_token": flops_per_token,
         "kernels": {"onednn": bm.onednn, "packed_weights": bm.packed_weights,

@@ -1,8 +1,9 @@
 """Continuous-batching generation engine: one engine thread, asyncio handles for callers.
 
 Each engine step: reap cancelled / timed-out requests, spend a bounded prefill budget
-(turn-closing work first, then admitting queued requests with chunked prefill), then one
-batched decode step for every decoding sequence, sampling per request. Events go to each
+(turn-closing work first, then admitting queued requests with chunked prefill; the round's
+pieces of every prefilling sequence go through the model in one pass), then one batched
+decode step for every decoding sequence, sampling per request. Events go to each
 handle's asyncio.Queue through `loop.call_soon_threadsafe`; the event loop never runs torch.
 
 Cache contract (conversation state cache). A request carries the FULL prompt token ids
@@ -69,8 +70,8 @@ _CACHEABLE = ("stop", "length", "stop_sequence")
 class EngineConfig:
     max_running: int = 16  # sequences prefilling or decoding at once
     max_queue: int = 64  # requests waiting for a running slot
-    prefill_chunk_len: int = 256  # tokens per model.forward call in prefill
-    prefill_tokens_per_step: int = 512  # prefill budget between two decode steps
+    prefill_chunk_len: int = 256  # a sequence's tokens per prefill round
+    prefill_tokens_per_step: int = 512  # a round's tokens (all sequences), between decode steps
     max_tokens_limit: int = DEFAULT_MAX_TOKENS_LIMIT
     max_prompt_tokens: int = 16384
     turn_end: str = "\n\n"  # Raven/World turn end: finish 'stop', not part of the text

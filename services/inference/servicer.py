@@ -9,7 +9,7 @@ import structlog
 
 from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
-from services.common.errors import Unavailable
+from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.timeutil import to_duration
 from services.common.validation import Violations
 from services.inference.chat import ChatLimits, PromptBuilder, sampling_from_pb, validate_chat
@@ -86,6 +86,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     continue
                 assert isinstance(event, FinishEvent)
                 finished = True
+                if event.detail == "deadline_exceeded":
+                    # The engine stopped at the call's deadline: the call fails as gRPC's own
+                    # timer would make it, not with a short reply that looks complete.
+                    raise DeadlineExceeded("the deadline passed before the reply was finished")
                 rest = out.finish()
                 if rest:
                     sent.append(rest)

@@ -189,8 +189,11 @@ async def test_backpressure_cancellation_and_deadline(model_path):
 
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 # 4096 tokens take seconds even for the tiny model: the deadline hits first.
-                await _collect(stub.Chat(_req(new_id(), "Slow", max_tokens=4096, temperature=1.0,
-                                              stop=["@@never@@"]), timeout=0.3))
+                # Seeded like the long story above (unseeded, an early end of turn could
+                # finish the reply before the deadline).
+                await _collect(stub.Chat(_req(new_id(), "Tell me a long story.", max_tokens=4096,
+                                              temperature=1.0, seed=1, stop=["@@never@@"]),
+                                         timeout=0.3))
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             await _wait_for(lambda: engine.running_count() == 0)
     finally:
