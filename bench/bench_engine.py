@@ -95,6 +95,11 @@ class StepRecorder(EngineCallbacks):
         self.steps.append((end - step_seconds, end, batch_size))
 
     def decode_rate(self, batch: int | None = None) -> float:
+        """Tokens/s over the steps of `batch` rows (all steps: None). If no step had that
+        many (very short replies can finish before the last request joins), the steps of
+        the largest batch there was."""
+        if batch is not None and self.steps and all(s[2] != batch for s in self.steps):
+            batch = max(s[2] for s in self.steps)
         steps = [s for s in self.steps if batch is None or s[2] == batch]
         if not steps:
             return 0.0

@@ -23,7 +23,7 @@ def test_gpu_check_without_cuda_refuses(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_gpu_check_allow_cpu_passes(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "gpu_check.json"
-    assert gpu_check.main(["--allow-cpu", "--tokens", "2", "--json", str(out)]) == 0
+    assert gpu_check.main(["--allow-cpu", "--tokens", "3", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     checks = {r["check"]: r for r in data["rows"]}
     assert all(r["ok"] != "FAIL" for r in data["rows"])
