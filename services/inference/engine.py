@@ -53,6 +53,7 @@ __all__ = [
     "Engine",
     "EngineCallbacks",
     "EngineConfig",
+    "DEADLINE_EXCEEDED",
     "FinishEvent",
     "FinishReason",
     "GenerationRequest",
@@ -64,6 +65,7 @@ log = structlog.get_logger("avatario.inference.engine")
 
 FinishReason = Literal["stop", "length", "stop_sequence", "cancelled", "error"]
 _CACHEABLE = ("stop", "length", "stop_sequence")
+DEADLINE_EXCEEDED = "deadline_exceeded"  # FinishEvent.detail of a request stopped at its deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,7 @@ class FinishEvent:
     cache_hit: bool
     ttft_s: float
     tokens_per_second: float
-    detail: str = ""  # e.g. "deadline_exceeded", or the error message
+    detail: str = ""  # e.g. DEADLINE_EXCEEDED, or the error message
     cached_state_tokens: int = 0  # tokens the state stored for the next turn consumed (0: none)
 
 
@@ -431,7 +433,7 @@ class Engine:
                 s.detail = "shutdown" if force and not s.handle.cancelled else ""
                 return True
             if s.req.deadline is not None and now >= s.req.deadline:
-                s.detail = "deadline_exceeded"
+                s.detail = DEADLINE_EXCEEDED
                 return True
             return False
 

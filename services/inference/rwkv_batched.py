@@ -550,8 +550,8 @@ class BatchedRWKV:
         if self._head.wt is not None:
             return self._head(x, dnn)
         out = self._logits_out(x.shape[0])
-            # The package's layout in column blocks written straight into the logits: 1.4-1.5x
-            # the rate of one big product from 4 rows on (each logit is the same dot product).
+        # The package's layout in column blocks written straight into the logits: 1.4-1.5x
+        # the rate of one big product from 4 rows on (each logit is the same dot product).
         vocab, ch = head.shape[1], HEAD_BLOCK
         for c0 in range(0, vocab, ch):
             torch.mm(x, head[:, c0 : c0 + ch], out=out[:, c0 : c0 + ch])
@@ -581,7 +581,7 @@ class BatchedRWKV:
         last_idx = torch.tensor(last, dtype=torch.long)
         zero = self.zero_state()
         # the jobs' states, stacked per slot [k_jobs, width] (copies: inputs stay untouched)
-        st = [torch.stack([(jobs[i][1] or zero)[j] for i in order]).float()
+        st = [torch.stack([(jobs[i][1] or zero)[j] for i in order])
               for j in range(5 * self.n_layer)]
         n_embd = (self.n_embd,)
         with torch.inference_mode():

@@ -13,7 +13,12 @@ from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.timeutil import to_duration
 from services.common.validation import Violations
 from services.inference.chat import ChatLimits, PromptBuilder, sampling_from_pb, validate_chat
-from services.inference.engine import FinishEvent, GenerationRequest, TokenEvent
+from services.inference.engine import (
+    DEADLINE_EXCEEDED,
+    FinishEvent,
+    GenerationRequest,
+    TokenEvent,
+)
 from services.inference.prompt import stop_sequences
 from services.inference.runtime import EngineMetrics, Runtime
 from services.inference.safety import OutputStreamGuard, SafetyGuard
@@ -86,7 +91,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     continue
                 assert isinstance(event, FinishEvent)
                 finished = True
-                if event.detail == "deadline_exceeded":
+                if event.detail == DEADLINE_EXCEEDED:
                     # The engine stopped at the call's deadline: the call fails as gRPC's own
                     # timer would make it, not with a short reply that looks complete.
                     raise DeadlineExceeded("the deadline passed before the reply was finished")

@@ -83,18 +83,28 @@ async def test_greedy_with_penalties_equals_manual_loop(make_engine, model_fp32,
     assert ids == greedy_ref(model_fp32, prompt, 30, presence=0.4, frequency=0.6, decay=0.9)
 
 
+async def _greedy_requests_match(eng: Any, model: Any, greedy_ref: Any, drain: Any,
+                                 rng: random.Random, count: int, tokens: tuple[int, int]
+                                 ) -> tuple[list[tuple[list[int], int]], list[Any]]:
+    """Submit `count` greedy requests at once (prompts of 1-40 tokens, replies of `tokens`
+    [lo, hi]); each must give exactly the package's greedy tokens and end by length.
+    Returns (the (prompt, reply length) jobs, their drained results)."""
+    jobs = [(_prompt(rng, rng.randint(1, 40)), rng.randint(*tokens)) for _ in range(count)]
+    handles = [eng.submit(req(p, greedy(n), conv=f"c{i}")) for i, (p, n) in enumerate(jobs)]
+    results = await asyncio.gather(*(drain(h) for h in handles))
+    for (prompt, n), (ids, _texts, fin) in zip(jobs, results, strict=True):
+        assert ids == greedy_ref(model, prompt, n)
+        assert fin.reason == "length" and fin.completion_tokens == n
+    return jobs, results
+
+
 async def test_concurrent_requests_stream_and_match(make_engine, model_fp32, greedy_ref,
                                                     drain) -> None:
     rec = Recorder()
     eng = make_engine(callbacks=rec, max_running=3, max_queue=10, prefill_chunk_len=8,
                       prefill_tokens_per_step=16, **RAW)
-    rng = random.Random(2)
-    jobs = [(_prompt(rng, rng.randint(1, 40)), rng.randint(4, 20)) for _ in range(7)]
-    handles = [eng.submit(req(p, greedy(n), conv=f"c{i}")) for i, (p, n) in enumerate(jobs)]
-    results = await asyncio.gather(*(drain(h) for h in handles))
-    for (prompt, n), (ids, _texts, fin) in zip(jobs, results, strict=True):
-        assert ids == greedy_ref(model_fp32, prompt, n)
-        assert fin.reason == "length" and fin.completion_tokens == n
+    jobs, results = await _greedy_requests_match(eng, model_fp32, greedy_ref, drain,
+                                                 random.Random(2), 7, (4, 20))
     assert max(rec.batch_sizes) >= 2  # sequences really shared decode steps
     assert max(len(t) for _, t, _ in results) > 1  # text arrived in several events
     assert rec.tokens == sum(n for _, n in jobs)
@@ -374,12 +384,7 @@ async def test_a_burst_of_prompts_prefills_in_one_pass(make_engine, model_fp32, 
 
     eng = make_engine(Recording(model_fp32), max_running=8, prefill_chunk_len=16,
                       prefill_tokens_per_step=64, **RAW)
-    rng = random.Random(9)
-    jobs = [(_prompt(rng, rng.randint(1, 40)), rng.randint(2, 8)) for _ in range(6)]
-    handles = [eng.submit(req(p, greedy(n), conv=f"b{i}")) for i, (p, n) in enumerate(jobs)]
-    results = await asyncio.gather(*(drain(h) for h in handles))
-    for (prompt, n), (ids, _texts, fin) in zip(jobs, results, strict=True):
-        assert ids == greedy_ref(model_fp32, prompt, n) and fin.reason == "length"
+    await _greedy_requests_match(eng, model_fp32, greedy_ref, drain, random.Random(9), 6, (2, 8))
     assert max(len(c) for c in calls) > 1
     assert all(max(c) <= 16 and sum(c) <= 64 for c in calls)
 
