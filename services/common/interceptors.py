@@ -20,6 +20,7 @@ import grpc
 import structlog
 
 from services.common import errors
+from services.common.admission import AdmissionControl
 from services.common.metrics import GrpcServerMetrics
 from services.common.status import internal_status, to_grpc_status, to_rpc_status
 
@@ -81,10 +82,12 @@ class ChassisInterceptor(grpc.aio.ServerInterceptor):
         *,
         check_token: TokenCheck | None,
         exempt_services: Iterable[str] = UNAUTHENTICATED_SERVICES,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self._metrics = metrics
         self._check_token = check_token
         self._exempt = frozenset(exempt_services)
+        self._admission = admission if admission is not None and admission.enabled else None
 
     async def intercept_service(
         self,
@@ -95,6 +98,9 @@ class ChassisInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         service, method = split_method(details.method)
+        if self._admission is not None and service not in UNAUTHENTICATED_SERVICES:
+            # probes and tooling are never refused; everything else takes a slot
+            handler = self._admission.guard(handler, service, method)
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         request_id = metadata.get(REQUEST_ID_KEY, "")
         if not _REQUEST_ID_RE.match(request_id):

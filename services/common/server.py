@@ -23,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from services.common.admission import AdmissionControl
 from services.common.interceptors import ChassisInterceptor, token_checker
 from services.common.metrics import GrpcServerMetrics, start_metrics_server
 from services.common.settings import ServiceSettings
@@ -81,6 +82,7 @@ class Server:
     _httpd: Any = None
     _stopping: bool = False
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    admission: AdmissionControl | None = None
 
     async def start(self) -> None:
         await self.grpc_server.start()
@@ -134,8 +136,11 @@ async def create_server(
                       previous.get_secret_value() if previous else None)
         if internal_auth else None
     )
+    admission = AdmissionControl(settings.max_inflight_rpcs, registry=registry,
+                                 retry_after_s=settings.overload_retry_after_s)
     grpc_server = grpc.aio.server(
-        interceptors=[ChassisInterceptor(metrics, check_token=check)], options=list(options)
+        interceptors=[ChassisInterceptor(metrics, check_token=check, admission=admission)],
+        options=list(options),
     )
     health = HealthServicer()
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -158,7 +163,7 @@ async def create_server(
         port = grpc_server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    server = Server(name, grpc_server, health, names, registry, settings)
+    server = Server(name, grpc_server, health, names, registry, settings, admission=admission)
     return server, port
 
 

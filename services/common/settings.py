@@ -41,6 +41,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     shutdown_grace_s: float = Field(10.0, ge=0)
+    # Overload admission (services.common.admission): past this many RPCs in
+    # flight a call is refused at once with RESOURCE_EXHAUSTED + RetryInfo
+    # instead of queueing into its deadline. Services set their own default.
+    max_inflight_rpcs: int = Field(256, ge=0, le=100_000, description="0 = no cap.")
+    overload_retry_after_s: float = Field(
+        1.0, gt=0, le=60, description="The RetryInfo delay of an overload refusal.")
 
     @model_validator(mode="after")
     def _check(self) -> ServiceSettings:
