@@ -33,12 +33,14 @@ CONCURRENCY = int(os.environ.get("BENCH_PROFILE_CONCURRENCY", "8"))
 CALLS = int(os.environ.get("BENCH_PROFILE_CALLS", "400"))
 AUTH_CALLS = int(os.environ.get("BENCH_PROFILE_AUTH_CALLS", "24"))
 TOKEN = "bench-internal-token-0123456789"
+PEPPER = "bench-token-pepper-0123456789"
 PASSWORD = "bench passphrase 123"
 
 
 async def _run_backend(backend: str, url: str) -> list[dict[str, Any]]:
     await asyncio.to_thread(migrations.upgrade, Path(MIGRATIONS), url)
-    settings = ProfileSettings(internal_token=TOKEN, port=0, metrics_port=None, database_url=url)
+    settings = ProfileSettings(internal_token=TOKEN, port=0, metrics_port=None, database_url=url,
+                               token_pepper=PEPPER)
     db = Database(url)
     server, port = await build_server(settings, db)
     await server.start()

@@ -15,6 +15,8 @@ from grpc_status import rpc_status
 from services.common.status import field_violations, retry_delay_s
 
 INTERNAL_TOKEN = "test-internal-token-0123456789"
+# Profile's required HMAC key for pairing codes and device tokens.
+TOKEN_PEPPER = "test-token-pepper-0123456789"
 
 
 def new_id() -> str:

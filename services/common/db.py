@@ -8,6 +8,8 @@ open sessions with `Database.session()` / `Database.transaction()`.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
@@ -17,7 +19,8 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -68,8 +71,12 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+    """hide_parameters: a statement's bound values (emails, password hashes, chat
+    text) never appear in a DB error's message or in echoed SQL, so a logged
+    traceback carries the statement but not the data."""
     if is_sqlite(url):
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True,
+                                     connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
@@ -81,7 +88,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
 
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size,
+        pool_pre_ping=True,
     )
 
 
@@ -193,3 +201,47 @@ async def in_transaction(db: Database, work: Callable[[AsyncSession], Awaitable[
 async def read(db: Database, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     async with db.session() as session:
         return await work(session)
+
+
+# -- a database that cannot be reached right now -------------------------------------
+
+# SQLSTATEs that mean the server is not there (or not taking work) right now:
+# class 08 (connection exceptions), 57P01-57P03 (shut down by an operator or a
+# crash, starting up), 53300 (too many connections).
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P01", "57P02", "57P03", "53300")
+_UNAVAILABLE_SQLITE = ("unable to open database file", "database is locked", "disk I/O error")
+_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED,
+                             errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT,
+                             errno.EPIPE, errno.EADDRNOTAVAIL})
+
+
+def _causes(exc: BaseException, limit: int = 8):
+    """exc, then what it wraps (a DBAPIError's driver error, __cause__, __context__)."""
+    todo, seen = [exc], set()
+    while todo and len(seen) < limit:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend([getattr(e, "orig", None), e.__cause__, e.__context__])
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database cannot be reached right now (a refused or
+    broken connection, a server shutting down or starting up, an exhausted pool, a
+    SQLite file that cannot be opened or stays locked): the request may succeed if
+    retried later, so the chassis answers UNAVAILABLE, never INTERNAL."""
+    for e in _causes(exc):
+        if isinstance(e, SATimeoutError | ConnectionError | TimeoutError | socket.gaierror):
+            return True
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        sqlstate = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+            return True
+        if isinstance(e, OSError) and e.errno in _CONNECT_ERRNOS:
+            return True
+        if isinstance(e, OperationalError) and any(m in str(e.orig) for m in _UNAVAILABLE_SQLITE):
+            return True
+    return False

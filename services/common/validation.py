@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable
 
@@ -18,6 +20,16 @@ from services.common.errors import InvalidArgument
 # proof of an address is a confirmation mail, not a regex.
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,63}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Unicode categories an address never needs: control (Cc, e.g. NUL, ESC) and
+# format characters (Cf: zero-width space U+200B, bidi override U+202E, BOM
+# U+FEFF, soft hyphen U+00AD...). They make look-alike accounts and spoofed
+# text in mails and audit views.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
+
+
+def has_invisible(value: str) -> bool:
+    """True if `value` holds a control or format character."""
+    return any(unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in value)
 
 
 class Violations:
@@ -83,6 +95,9 @@ class Violations:
         if not value:
             self.add(field, "is required")
             return False
+        if has_invisible(value):
+            self.add(field, "must not contain control or invisible format characters")
+            return False
         if len(value) > 254 or not _EMAIL.match(value):
             self.add(field, "must be a valid email address")
             return False
@@ -108,3 +123,28 @@ class Violations:
 def normalize_email(email: str) -> str:
     """Emails are unique case-insensitively: store and compare them folded."""
     return email.strip().casefold()
+
+
+def parse_id_list(text: str) -> list[str]:
+    """Ids from an operator's file: one canonical UUID per line (blank lines and
+    `#` comments skipped), or a JSON array of ids or of objects with an "id" or
+    "family_id". Order kept, duplicates dropped. ValueError names the bad entry."""
+    stripped = text.strip()
+    entries: list[tuple[str, object]] = []
+    if stripped.startswith("["):
+        for i, item in enumerate(json.loads(stripped)):
+            if isinstance(item, dict):
+                item = item.get("family_id", item.get("id"))
+            entries.append((f"item {i}", item))
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries.append((f"line {n}", line))
+    out: dict[str, None] = {}
+    for where, value in entries:
+        v = Violations()
+        if not isinstance(value, str) or not v.uuid(where, value):
+            raise ValueError(f"{where}: not a canonical UUID: {value!r}")
+        out[value] = None
+    return list(out)

@@ -25,18 +25,27 @@ app = typer.Typer(add_completion=False, help=__doc__)
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Generators of the local-only secrets. A key missing from an older secrets file
+# (e.g. token_pepper, required since profile hashes device tokens with it) is
+# added and saved, and the keys already there are kept, so paired devices and
+# signed-in sessions survive restarts.
+_SECRET_MAKERS = {
+    "internal_token": lambda: secrets.token_urlsafe(32),
+    "jwt_signing_keys": lambda: json.dumps({"local-1": secrets.token_urlsafe(48)}),
+    "jwt_active_kid": lambda: "local-1",
+    "token_pepper": lambda: secrets.token_urlsafe(32),
+}
+
+
 def _secrets(var: Path) -> dict[str, str]:
     """Local-only secrets, generated once and kept in var/ so tokens survive restarts."""
     path = var / "devstack-secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    data = {
-        "internal_token": secrets.token_urlsafe(32),
-        "jwt_signing_keys": json.dumps({"local-1": secrets.token_urlsafe(48)}),
-        "jwt_active_kid": "local-1",
-    }
-    path.write_text(json.dumps(data, indent=2))
-    path.chmod(0o600)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    missing = {k: make() for k, make in _SECRET_MAKERS.items() if k not in data}
+    if missing:
+        data |= missing
+        path.write_text(json.dumps(data, indent=2))
+        path.chmod(0o600)
     return data
 
 
@@ -63,7 +72,7 @@ async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None
         database_urls=StackConfig.sqlite(var), model=model or _demo_model(var, console),
         tokenizer=tokenizer, strategy=strategy, internal_token=sec["internal_token"],
         jwt_signing_keys=sec["jwt_signing_keys"], jwt_active_kid=sec["jwt_active_kid"],
-        log_level=log_level,
+        token_pepper=sec["token_pepper"], log_level=log_level,
     )
     sup = Supervisor(console, verbose=verbose)
     stop = asyncio.Event()

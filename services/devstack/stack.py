@@ -29,6 +29,8 @@ class StackConfig:
         default_factory=lambda: json.dumps({"local-1": secrets.token_urlsafe(48)})
     )
     jwt_active_kid: str = "local-1"
+    # Profile's HMAC key for pairing codes and device tokens (required).
+    token_pepper: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     log_level: str = "INFO"
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -75,7 +77,8 @@ def service_specs(cfg: StackConfig) -> dict[str, ProcessSpec]:
                            cfg.target(name), ready_timeout_s=timeout)
 
     return {
-        "profile": spec("profile", database_url=cfg.database_urls["profile"]),
+        "profile": spec("profile", database_url=cfg.database_urls["profile"],
+                        token_pepper=cfg.token_pepper),
         "analytics": spec("analytics", database_url=cfg.database_urls["analytics"],
                           profile_target=cfg.target("profile")),
         "inference": spec("inference", 300.0, model_path=str(cfg.model), tokenizer=cfg.tokenizer,

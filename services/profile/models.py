@@ -232,9 +232,22 @@ class AuditEvent(Base):
     __table_args__ = (Index(None, "family_id", "occurred_at", "id"),)
 
 
+class ErasedFamily(Base):
+    """A tombstone per erased family: its id and when it was (last) erased, nothing
+    personal. Not part of the family's data (no foreign key, not in ERASE_ORDER): it
+    outlives the erasure so an operator can replay erasures after restoring a backup
+    that predates them (`python -m services.profile erased-families` / `replay-erasures`)."""
+
+    __tablename__ = "erased_families"
+
+    family_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
 metadata = Base.metadata
 
 # Delete order for erasure: dependants first (children of FKs before parents).
+# ErasedFamily is deliberately absent: the tombstone survives the erasure.
 ERASE_ORDER: tuple[type[Base], ...] = (
     ChatMessage, Conversation, Device, PairingCode, XpAward, AvatarEquippedItem, Avatar,
     Consent, Child, AuditEvent, Parent, Family,

@@ -1,4 +1,4 @@
-"""Audit log listing, family export and family erasure."""
+"""Audit log listing, family export, family erasure and erased-family tombstones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.db import insert_ignore
 from services.common.pagination import Page, PageRequest, time_page
+from services.common.timeutil import utcnow
 from services.profile import models as m
 from services.profile.repo.base import (
     audit,
@@ -82,13 +84,19 @@ class Erasure:
     conversation_ids: list[str] = field(default_factory=list)
 
 
-async def erase_family(session: AsyncSession, family_id: str) -> Erasure:
+async def erase_family(session: AsyncSession, family_id: str, *,
+                       now: datetime | None = None) -> Erasure:
     """Hard-delete every row of the family, table by table (dependants first),
     in the caller's transaction. Counts are exact; nothing relies on cascades.
 
     The family row is locked first: a concurrent insert that refers to the
-    family waits, then fails its foreign key once the family is gone."""
+    family waits, then fails its foreign key once the family is gone.
+
+    In the same transaction the family's tombstone (id and time, nothing
+    personal) is written, or its time updated when a restored backup brought
+    an erased family back and it is erased again."""
     await require_family(session, family_id, for_update=True)
+    await session.merge(m.ErasedFamily(family_id=family_id, erased_at=now or utcnow()))
     out = Erasure()
     out.child_ids = list((await session.execute(
         select(m.Child.id).where(m.Child.family_id == family_id).order_by(m.Child.id)
@@ -104,3 +112,26 @@ async def erase_family(session: AsyncSession, family_id: str) -> Erasure:
         )
         out.deleted_rows[model.__tablename__] = result.rowcount
     return out
+
+
+# -- tombstones -------------------------------------------------------------------
+
+
+async def list_erased_families(session: AsyncSession, *,
+                               since: datetime | None = None) -> list[m.ErasedFamily]:
+    """Tombstones, oldest erasure first; `since` keeps those erased at or after it."""
+    stmt = select(m.ErasedFamily).order_by(m.ErasedFamily.erased_at, m.ErasedFamily.family_id)
+    if since is not None:
+        stmt = stmt.where(m.ErasedFamily.erased_at >= since)
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def keep_tombstone(session: AsyncSession, family_id: str, now: datetime) -> bool:
+    """Record that `family_id` was erased unless already recorded (a restore can
+    lose tombstones written after its backup); True if it was missing."""
+    return await insert_ignore(session, m.ErasedFamily,
+                               {"family_id": family_id, "erased_at": now}, ["family_id"])
+
+
+async def family_exists(session: AsyncSession, family_id: str) -> bool:
+    return await session.get(m.Family, family_id) is not None

@@ -26,7 +26,7 @@ from services.profile.main import build_server as build_profile
 from services.profile.models import ERASE_ORDER
 from services.profile.settings import ProfileSettings
 from tests.conftest import create_pg_database, drop_pg_database
-from tests.helpers import INTERNAL_TOKEN
+from tests.helpers import INTERNAL_TOKEN, TOKEN_PEPPER
 from tests.integration.gateway.support import DEAD_TARGET, Client, gateway_settings
 
 
@@ -88,7 +88,7 @@ def profile_settings(url: str) -> ProfileSettings:
     return ProfileSettings(
         internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=0, metrics_port=None,
         database_url=url, argon2_time_cost=1, argon2_memory_cost_kib=256, argon2_parallelism=1,
-        log_json=False,
+        log_json=False, token_pepper=TOKEN_PEPPER,
     )
 
 

@@ -13,10 +13,10 @@ from avatario.profile.v1 import profile_pb2_grpc
 from services.common.clients import internal_channel
 from services.common.db import Database
 from services.profile.main import MIGRATIONS, build_server
-from services.profile.models import ERASE_ORDER
+from services.profile.models import ERASE_ORDER, ErasedFamily
 from services.profile.settings import ProfileSettings
 from tests.conftest import migrated_database
-from tests.helpers import INTERNAL_TOKEN
+from tests.helpers import INTERNAL_TOKEN, TOKEN_PEPPER
 from tests.integration.profile.support import Profile
 
 
@@ -49,7 +49,7 @@ def profile_settings(url: str, **overrides) -> ProfileSettings:
     values = dict(
         internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=0, metrics_port=None,
         database_url=url, argon2_time_cost=1, argon2_memory_cost_kib=256,
-        argon2_parallelism=1, log_json=False,
+        argon2_parallelism=1, log_json=False, token_pepper=TOKEN_PEPPER,
     )
     values.update(overrides)
     return ProfileSettings(**values)
@@ -65,7 +65,7 @@ async def profile(profile_db_url, clock):
     settings = profile_settings(profile_db_url)
     db = Database(profile_db_url, pool_size=4)
     async with db.transaction() as session:
-        for model in ERASE_ORDER:
+        for model in (*ERASE_ORDER, ErasedFamily):
             await session.execute(delete(model))
     server, port = await build_server(settings, db, clock=clock)
     await server.start()

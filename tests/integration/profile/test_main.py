@@ -15,7 +15,7 @@ from avatario.profile.v1 import profile_pb2 as pb
 from avatario.profile.v1 import profile_pb2_grpc
 from services.common.clients import internal_channel
 from tests.conftest import ROOT
-from tests.helpers import INTERNAL_TOKEN
+from tests.helpers import INTERNAL_TOKEN, TOKEN_PEPPER
 from tests.integration.profile.conftest import profile_settings
 
 
@@ -41,7 +41,7 @@ async def test_migrate_then_serve_then_drain_on_sigterm(tmp_path):
         **os.environ, "AVATARIO_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "AVATARIO_PROFILE_DATABASE_URL": url, "AVATARIO_PROFILE_PORT": "0",
         "AVATARIO_PROFILE_METRICS_PORT": "0", "AVATARIO_PROFILE_ARGON2_MEMORY_COST_KIB": "256",
-        "AVATARIO_PROFILE_SHUTDOWN_GRACE_S": "1",
+        "AVATARIO_PROFILE_SHUTDOWN_GRACE_S": "1", "AVATARIO_PROFILE_TOKEN_PEPPER": TOKEN_PEPPER,
     }
     migrate = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.profile.migrate", cwd=ROOT, env=env,
