@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import ipaddress
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import structlog
@@ -42,7 +44,7 @@ from services.common.errors import (
 )
 from services.common.validation import normalize_email
 from services.gateway.backends import Backend
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import Limit, RateLimits
 from services.gateway.tokens import TokenService
 
 log = structlog.get_logger("avatario.gateway.auth")
@@ -50,6 +52,8 @@ log = structlog.get_logger("avatario.gateway.auth")
 DEVICE_TOKEN_PREFIX = "dev_"
 MAX_AUTHORIZATION_LEN = 4096
 MAX_DEVICE_TOKEN_LEN = 128
+MAX_FORWARDED_FOR_LEN = 2048
+IPV6_CLIENT_PREFIX = 64
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -98,21 +102,25 @@ ANON, PARENT, DEVICE = "anonymous", "parent", "device"
 class Rule:
     allowed: frozenset[str]
     # Rate limit: "principal" (per parent/device), "credentials" (per email and
-    # peer, stricter, for password checks) or "peer" (other anonymous calls).
+    # client address, stricter) or "peer" (other anonymous calls; per client address).
     limit: str = "principal"
+    # The call checks a password: also the strict per-account limit (per normalized
+    # email for SignIn, per parent for the others), whatever the client's address.
+    checks_password: bool = False
 
 
 _P = Rule(frozenset({PARENT}))
+_P_PASSWORD = Rule(frozenset({PARENT}), checks_password=True)
 _PD = Rule(frozenset({PARENT, DEVICE}))
 _SVC = gateway_pb2.DESCRIPTOR.package
 
 POLICY: dict[str, Rule] = {
     f"/{_SVC}.{name}": rule for name, rule in {
         "AuthService/SignUp": Rule(frozenset({ANON}), "credentials"),
-        "AuthService/SignIn": Rule(frozenset({ANON}), "credentials"),
+        "AuthService/SignIn": Rule(frozenset({ANON}), "credentials", checks_password=True),
         "AuthService/RefreshTokens": Rule(frozenset({ANON}), "peer"),
         "AuthService/SignOut": _P,
-        "AuthService/ChangePassword": _P,
+        "AuthService/ChangePassword": _P_PASSWORD,
         "FamilyService/GetAccount": _P,
         "FamilyService/RecordConsent": _P,
         "FamilyService/WithdrawConsent": _P,
@@ -141,7 +149,7 @@ POLICY: dict[str, Rule] = {
         "ChatService/ListMessages": _P,
         "ChatService/Chat": _P,
         "PrivacyService/ExportFamilyData": _P,
-        "PrivacyService/EraseFamily": _P,
+        "PrivacyService/EraseFamily": _P_PASSWORD,
     }.items()
 }
 
@@ -173,9 +181,99 @@ def bearer_token(metadata) -> str:
     return token
 
 
-def peer_host(context: grpc.aio.ServicerContext) -> str:
-    peer = context.peer() or "unknown"
-    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+# -- client addresses ----------------------------------------------------------------
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def peer_ip(peer: str | None) -> IPAddress | None:
+    """The address in a grpc peer string ("ipv4:1.2.3.4:5678", "ipv6:[2001:db8::1]:5678");
+    None for anything else ("unix:...", empty)."""
+    kind, _, rest = (peer or "").partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return None
+    return _parse_ip(unquote(rest), with_port=True)
+
+
+def _parse_ip(text: str, *, with_port: bool = False) -> IPAddress | None:
+    text = text.strip()
+    candidates = [text]
+    if text.startswith("["):  # [v6]:port or [v6]
+        candidates = [text[1:text.find("]")]] if "]" in text else []
+    elif with_port or text.count(":") == 1:  # v4:port (also seen in X-Forwarded-For)
+        candidates.append(text.rsplit(":", 1)[0])
+    for c in candidates:
+        try:
+            ip = ipaddress.ip_address(c)
+        except ValueError:
+            continue
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        return ip
+    return None
+
+
+def client_group(ip: IPAddress) -> str:
+    """The rate-limit key of an address: IPv4 as is, IPv6 by its /64 (one subscriber
+    usually holds a whole /64, so per-address keys would not limit anyone)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        net = ipaddress.IPv6Network((int(ip) >> (128 - IPV6_CLIENT_PREFIX)
+                                     << (128 - IPV6_CLIENT_PREFIX), IPV6_CLIENT_PREFIX))
+        return str(net)
+    return str(ip)
+
+
+def forwarded_for(metadata: Iterable[tuple[str, Any]] | None) -> list[IPAddress] | None:
+    """The X-Forwarded-For chain (left: the original client), or None when absent or
+    malformed in any part (a header that cannot be read entirely is not trusted)."""
+    values = [v for k, v in metadata or () if k == "x-forwarded-for"]
+    if not values or not all(isinstance(v, str) for v in values):
+        return None
+    joined = ",".join(values)
+    if len(joined) > MAX_FORWARDED_FOR_LEN:
+        return None
+    chain = [_parse_ip(part) for part in joined.split(",")]
+    if not chain or any(ip is None for ip in chain):
+        return None
+    return chain  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ClientAddresses:
+    """Who the client is, as far as rate limits go. X-Forwarded-For counts only when the
+    direct peer is one of `trusted_proxies`; then the right-most address that is not a
+    trusted proxy is the client (addresses further left can be forged by the client)."""
+
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def of(cls, networks: Sequence[IPNetwork]) -> ClientAddresses:
+        return cls(tuple(networks))
+
+    def _trusted(self, ip: IPAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.trusted_proxies)
+
+    def client(self, peer: str | None, metadata=None) -> str:
+        ip = peer_ip(peer)
+        if ip is None:
+            kind = (peer or "").partition(":")[0]
+            return kind if kind in ("unix", "unix-abstract") else "unknown"
+        if self.trusted_proxies and self._trusted(ip):
+            chain = forwarded_for(metadata)
+            if chain:
+                untrusted = [hop for hop in chain if not self._trusted(hop)]
+                ip = untrusted[-1] if untrusted else chain[0]
+        return client_group(ip)
+
+    def of_context(self, context: grpc.aio.ServicerContext) -> str:
+        return self.client(context.peer(), context.invocation_metadata())
+
+
+def account_key(email: str) -> str:
+    """A stable key for an account named by its (normalized) email, without the email
+    itself (keys may live in Redis)."""
+    return "email:" + hashlib.blake2b(email.encode(), digest_size=16).hexdigest()
 
 
 class DeviceCache:
@@ -248,24 +346,28 @@ class Authenticator:
 # -- the gate -------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
-    principal: RateLimiter
-    credentials: RateLimiter
-    peer: RateLimiter
+    store: RateLimits
+    principal: Limit    # per parent or device
+    credentials: Limit  # per (email, client address): SignIn, SignUp
+    peer: Limit         # per client address: every anonymous call
+    password: Limit     # per account: every call that checks a password
 
 
 class Gate:
-    def __init__(self, authenticator: Authenticator, limits: Limits, limited: Counter) -> None:
+    def __init__(self, authenticator: Authenticator, limits: Limits, limited: Counter,
+                 clients: ClientAddresses | None = None) -> None:
         self.authenticator = authenticator
         self.limits = limits
         self.limited = limited
+        self.clients = clients or ClientAddresses()
 
-    def _limit(self, limiter: RateLimiter, key: str, kind: str) -> None:
+    async def _limit(self, limit: Limit, key: str, kind: str | None = None) -> None:
         try:
-            limiter.acquire(key)
+            await self.limits.store.hit(limit, key)
         except ResourceExhausted:
-            self.limited.labels(kind).inc()
+            self.limited.labels(kind or limit.kind).inc()
             raise
 
     async def admit(self, method: str, request, context: grpc.aio.ServicerContext) -> Principal:
@@ -273,17 +375,22 @@ class Gate:
         if rule is None:
             raise PermissionDenied("this method is not available")
         if ANON in rule.allowed:
-            peer = peer_host(context)
-            self._limit(self.limits.peer, peer, "peer")
+            client = self.clients.of_context(context)
+            await self._limit(self.limits.peer, client)
             if rule.limit == "credentials":
                 email = normalize_email(getattr(request, "email", ""))[:254]
-                self._limit(self.limits.credentials, f"{email}|{peer}", "credentials")
-            return Anonymous(peer)
+                account = account_key(email)
+                await self._limit(self.limits.credentials, f"{account}|{client}")
+                if rule.checks_password and email:
+                    await self._limit(self.limits.password, account)
+            return Anonymous(client)
         token = bearer_token(context.invocation_metadata())
         who = await self.authenticator.authenticate(token)
         if who.kind not in rule.allowed:
             raise PermissionDenied(f"not available to a {who.kind} credential")
-        self._limit(self.limits.principal, who.key, who.kind)
+        await self._limit(self.limits.principal, who.key, who.kind)
+        if rule.checks_password:
+            await self._limit(self.limits.password, who.key)
         structlog.contextvars.bind_contextvars(principal=who.key)
         return who
 

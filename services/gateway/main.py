@@ -23,11 +23,24 @@ from avatario.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common import dataservice
 from services.common.db import Database
 from services.common.server import Registration, Server, create_server, read_bytes, serve
-from services.gateway.auth import Authenticator, DeviceCache, Gate, Limits, guard
+from services.gateway.auth import (
+    Authenticator,
+    ClientAddresses,
+    DeviceCache,
+    Gate,
+    Limits,
+    guard,
+)
 from services.gateway.backends import Backends
 from services.gateway.cache import TtlCache
 from services.gateway.chat import ChatOrchestrator
-from services.gateway.ratelimit import RateLimiter, StreamLimiter
+from services.gateway.ratelimit import (
+    Limit,
+    RateLimits,
+    StreamLimiter,
+    parse_limits,
+    token_bucket_window,
+)
 from services.gateway.servicers.account import AuthServicer, FamilyServicer, PrivacyServicer
 from services.gateway.servicers.base import Deps
 from services.gateway.servicers.chat import ChatServicer
@@ -65,7 +78,41 @@ def public_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | No
         [(read_bytes(settings.public_tls_key_file), read_bytes(settings.public_tls_cert_file))])
 
 
+class PlaintextRefused(RuntimeError):
+    """The gateway would serve plaintext on an address other machines can reach."""
+
+
+def check_public_transport(settings: GatewaySettings) -> None:
+    """Refuse plaintext on a non-loopback address unless explicitly allowed (then warn)."""
+    problem = settings.plaintext_public_problem()
+    if problem is not None:
+        raise PlaintextRefused(problem)
+    if not settings.public_tls and not settings.binds_loopback_only:
+        log.warning("gateway.plaintext_public", host=settings.host,
+                    reason="AVATARIO_GATEWAY_ALLOW_PLAINTEXT_PUBLIC=true: the public port "
+                           "serves plaintext; TLS must be terminated in front of it")
+
+
+def build_limits(settings: GatewaySettings, registry: CollectorRegistry) -> Limits:
+    store = RateLimits(
+        settings.rate_limit_storage, key_prefix=settings.rate_limit_key_prefix,
+        timeout_s=settings.rate_limit_storage_timeout_s,
+        retry_s=settings.rate_limit_storage_retry_s, registry=registry)
+    return Limits(
+        store=store,
+        principal=Limit.of("principal", [token_bucket_window(
+            settings.rate_limit_rps, settings.rate_limit_burst)]),
+        credentials=Limit.of("credentials", [token_bucket_window(
+            settings.auth_rate_limit_rps, settings.auth_rate_limit_burst)], "sign-in attempts"),
+        peer=Limit.of("peer", [token_bucket_window(
+            settings.anonymous_rate_limit_rps, settings.anonymous_rate_limit_burst)]),
+        password=Limit.of("password", parse_limits(settings.password_rate_limit),
+                          "password attempts for this account"),
+    )
+
+
 async def build_gateway(settings: GatewaySettings, *, db: Database | None = None) -> Gateway:
+    check_public_transport(settings)
     registry = CollectorRegistry()
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     backends = Backends.create(settings, registry)
@@ -83,15 +130,9 @@ async def build_gateway(settings: GatewaySettings, *, db: Database | None = None
                       registry=registry)
     active = Gauge("avatario_gateway_active_chat_streams", "Chat streams in progress.",
                    registry=registry)
-    n = settings.rate_limit_max_keys
-    limits = Limits(
-        principal=RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst, max_keys=n),
-        credentials=RateLimiter(settings.auth_rate_limit_rps, settings.auth_rate_limit_burst,
-                                max_keys=n),
-        peer=RateLimiter(settings.anonymous_rate_limit_rps, settings.anonymous_rate_limit_burst,
-                         max_keys=n),
-    )
-    gate = Gate(Authenticator(tokens, backends.profile, devices), limits, limited)
+    limits = build_limits(settings, registry)
+    gate = Gate(Authenticator(tokens, backends.profile, devices), limits, limited,
+                ClientAddresses.of(settings.trusted_proxies))
     chat = ChatOrchestrator(deps, StreamLimiter(settings.max_chat_streams_per_parent), active)
     servicers = {
         "AuthService": AuthServicer(deps), "FamilyService": FamilyServicer(deps),
@@ -111,7 +152,7 @@ async def build_gateway(settings: GatewaySettings, *, db: Database | None = None
         credentials=public_credentials(settings), options=settings.public_options(),
         registry=registry,
     )
-    server.on_stop.extend([chat.drain, backends.close, db.dispose])
+    server.on_stop.extend([chat.drain, backends.close, db.dispose, limits.store.close])
     return Gateway(server, port, deps, gate, chat)
 
 
@@ -139,7 +180,8 @@ async def _purge_forever(tokens) -> None:
 async def _serve(settings: GatewaySettings) -> None:
     dataservice.ensure_sqlite_dir(settings.database_url)
     built = await build_gateway(settings)
-    log.info("gateway.listening", host=settings.host, port=built.port, tls=settings.public_tls)
+    log.info("gateway.listening", host=settings.host, port=built.port, tls=settings.public_tls,
+             rate_limits="shared" if built.gate.limits.store.shared else "per-replica")
     db = built.deps.tokens.db
     purger = asyncio.create_task(_purge_forever(built.deps.tokens))
     try:

@@ -16,13 +16,16 @@ Keepalive on the public port is tuned for phones on mobile networks:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.gateway.ratelimit import parse_limits, storage_uri
 
 _CONFIG = SettingsConfigDict(env_prefix="AVATARIO_GATEWAY_", extra="ignore", populate_by_name=True)
 
@@ -75,15 +78,32 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     public_tls_cert_file: Path | None = None
     public_tls_key_file: Path | None = None
 
-    # Rate limits: a token bucket per principal, a stricter one for SignIn and
-    # SignUp per (email, peer), and one per peer for the other anonymous calls.
+    # Rate limits (moving windows on the `limits` library; see docs/operations.md). The
+    # *_rps/*_burst pairs are kept from the token-bucket days: `burst` calls per
+    # `burst / rps` seconds. Per principal (parent or device); per (email, client) for
+    # SignIn and SignUp; per client address for the other anonymous calls.
     rate_limit_rps: float = Field(20.0, gt=0)
     rate_limit_burst: int = Field(40, ge=1)
     auth_rate_limit_rps: float = Field(0.2, gt=0)
     auth_rate_limit_burst: int = Field(10, ge=1)
     anonymous_rate_limit_rps: float = Field(5.0, gt=0)
     anonymous_rate_limit_burst: int = Field(30, ge=1)
-    rate_limit_max_keys: int = Field(100_000, ge=100)
+    # Every call that checks a password (SignIn per normalized email, whatever the
+    # address; ChangePassword and EraseFamily per parent account), in `limits` notation.
+    password_rate_limit: str = Field("5/minute;20/hour", min_length=1)
+    # Where the counts live: memory:// (this replica only, the default) or
+    # redis://host:6379/0 (rediss:// for TLS), shared by every replica.
+    rate_limit_url: SecretStr | None = None
+    rate_limit_key_prefix: str = Field("avatario-gateway", pattern=r"^[A-Za-z0-9:._-]{1,64}$")
+    rate_limit_storage_timeout_s: float = Field(0.5, gt=0, le=10)
+    rate_limit_storage_retry_s: float = Field(5.0, gt=0, le=300)
+    # Client addresses: X-Forwarded-For is read only from these proxies (CIDRs, comma
+    # separated or a JSON list); IPv6 clients are grouped by /64.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
+
+    # Plaintext on a non-loopback address needs this explicit opt-out (logged as a
+    # warning at start); otherwise the gateway refuses to start without public TLS.
+    allow_plaintext_public: bool = False
 
     # Chat.
     max_chat_streams_per_parent: int = Field(2, ge=1, le=64)
@@ -130,6 +150,50 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
             raise ValueError("with internal mTLS configured, configure public_tls_* too")
         return self
 
+    @field_validator("password_rate_limit")
+    @classmethod
+    def _check_limit_notation(cls, value: str) -> str:
+        parse_limits(value)  # e.g. "5/minute;20/hour"
+        return value
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _check_rate_limit_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            storage_uri(value.get_secret_value())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def rate_limit_storage(self) -> str | None:
+        """The storage URL (a secret: it may carry a password), None for memory."""
+        return self.rate_limit_url.get_secret_value() if self.rate_limit_url else None
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        return is_loopback_host(self.host)
+
+    def plaintext_public_problem(self) -> str | None:
+        """Why the public port must not serve plaintext here (None: it may)."""
+        if self.public_tls or self.binds_loopback_only or self.allow_plaintext_public:
+            return None
+        return (
+            f"the gateway would serve plaintext on {self.host!r}, which is not a loopback "
+            "address: configure public TLS (AVATARIO_GATEWAY_PUBLIC_TLS_CERT_FILE and "
+            "AVATARIO_GATEWAY_PUBLIC_TLS_KEY_FILE), bind 127.0.0.1 (AVATARIO_GATEWAY_HOST), "
+            "or, only where TLS is terminated in front of the gateway on a private network, "
+            "set AVATARIO_GATEWAY_ALLOW_PLAINTEXT_PUBLIC=true"
+        )
+
     @property
     def signing_keys(self) -> dict[str, bytes]:
         try:
@@ -166,3 +230,20 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
             ("grpc.max_connection_age_grace_ms", int((self.chat_deadline_s + 10) * 1000)),
             ("grpc.so_reuseport", 0),
         ]
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 (bracketed or not) and `localhost`; anything else, including
+    0.0.0.0, :: and other host names, may be reachable from elsewhere."""
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback

@@ -43,7 +43,8 @@ def gateway_settings(db_url: str, *, profile: str, analytics: str = DEAD_TARGET,
         # Generous limits: tests that exercise a limit lower it themselves.
         rate_limit_rps=1000, rate_limit_burst=1000, auth_rate_limit_rps=1000,
         auth_rate_limit_burst=1000, anonymous_rate_limit_rps=1000,
-        anonymous_rate_limit_burst=1000, backend_deadline_s=5.0,
+        anonymous_rate_limit_burst=1000, password_rate_limit="1000/second",
+        backend_deadline_s=5.0,
         chat_first_chunk_timeout_s=10.0, revocation_refresh_s=0.2,
     )
     values.update(overrides)

@@ -1,4 +1,4 @@
-"""Rate limiter, stream cap, the policy table and the bearer parser (no network)."""
+"""Rate limits, stream cap, the policy table and the bearer parser (no network)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from services.gateway.auth import (
     bearer_token,
     own_child,
 )
-from services.gateway.ratelimit import RateLimiter, StreamLimiter
+from services.gateway.ratelimit import Limit, RateLimits, StreamLimiter, token_bucket_window
 
 
 class Clock:
@@ -29,33 +29,22 @@ class Clock:
         return self.t
 
 
-def test_bucket_allows_the_burst_then_refills_at_the_rate():
-    clock = Clock()
-    rl = RateLimiter(rate=2.0, burst=3, clock=clock)
-    assert [rl.try_acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = rl.try_acquire("a")
-    assert wait == pytest.approx(0.5)
-    assert rl.try_acquire("b") == 0.0  # keys are independent
-    clock.t += 0.5
-    assert rl.try_acquire("a") == 0.0
-    clock.t += 100
-    assert [rl.try_acquire("a") for _ in range(4)].count(0.0) == 3  # capped at the burst
-
-
-def test_acquire_raises_resource_exhausted_with_retry_after():
-    clock = Clock()
-    rl = RateLimiter(rate=0.2, burst=1, clock=clock)
-    rl.acquire("k")
+async def test_a_limit_allows_its_burst_then_refuses_with_the_window_delay():
+    store = RateLimits()
+    limit = Limit.of("test", [token_bucket_window(rate_per_s=0.2, burst=3)])  # 3 per 15 s
+    for _ in range(3):
+        await store.hit(limit, "a")
     with pytest.raises(ResourceExhausted) as info:
-        rl.acquire("k")
-    assert info.value.retry_after_s == pytest.approx(5.0)
+        await store.hit(limit, "a")
+    assert 14.0 < info.value.retry_after_s <= 15.0
+    await store.hit(limit, "b")  # keys are independent
+    assert not store.shared
 
 
-def test_bucket_memory_is_bounded():
-    rl = RateLimiter(rate=1, burst=1, max_keys=100)
-    for i in range(1000):
-        rl.try_acquire(f"k{i}")
-    assert len(rl) == 100
+def test_token_bucket_settings_map_to_a_window_with_the_same_rate_and_burst():
+    item = token_bucket_window(20.0, 40)
+    assert (item.amount, item.get_expiry()) == (40, 2)
+    assert token_bucket_window(1000, 10).get_expiry() == 1  # at least one second
 
 
 def test_stream_limiter_caps_per_key_and_frees_slots():
@@ -91,6 +80,10 @@ def test_the_policy_table():
                    "FamilyService/GetChild", "PrivacyService/EraseFamily"):
         assert who(method) == {PARENT}
     assert POLICY["/avatario.gateway.v1.AuthService/SignIn"].limit == "credentials"
+    strict = {k.rsplit(".", 1)[1]
+              for k, r in POLICY.items() if r.checks_password}
+    assert strict == {"AuthService/SignIn", "AuthService/ChangePassword",
+                      "PrivacyService/EraseFamily"}
     assert all(r.allowed for r in POLICY.values())
     # Nothing is open to both anonymous callers and credentials.
     assert all(r.allowed == {ANON} or ANON not in r.allowed for r in POLICY.values())
