@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -29,6 +30,9 @@ class ProcessSpec:
 class Supervisor:
     console: Console
     verbose: bool = False
+    # Called with (process name, line) for every output line, debug ones included
+    # (e.g. the e2e log scan collects every service's logs through it).
+    on_line: Callable[[str, str], None] | None = None
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     _pumps: list[asyncio.Task] = field(default_factory=list)
 
@@ -77,6 +81,8 @@ class Supervisor:
         assert proc.stdout is not None
         async for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip()
+            if self.on_line is not None:
+                self.on_line(name, line)
             if not self.verbose and '"level": "debug"' in line:
                 continue
             prefix = Text(f"{name:>10} │ ", style=color)
