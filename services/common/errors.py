@@ -61,15 +61,31 @@ class AlreadyExists(DomainError):
 class FailedPrecondition(DomainError):
     """The system is not in a state the call needs (e.g. consent missing).
 
-    `violation_type` and `subject` end up in a PreconditionFailure detail.
+    `violation_type` and `subject` end up in a PreconditionFailure detail and, with
+    `metadata`, in an ErrorInfo detail (reason = violation_type) that clients can
+    switch on without parsing messages.
     """
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
-    def __init__(self, message: str, *, violation_type: str = "", subject: str = "") -> None:
+    def __init__(self, message: str, *, violation_type: str = "", subject: str = "",
+                 metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.violation_type = violation_type
         self.subject = subject
+        self.metadata = dict(metadata or {})
+
+
+CONSENT_REQUIRED = "CONSENT_REQUIRED"
+
+
+def consent_required(scope_name: str) -> FailedPrecondition:
+    """The one error for a missing consent: FAILED_PRECONDITION whose ErrorInfo has
+    reason CONSENT_REQUIRED and metadata {"scope": <ConsentScope name>}."""
+    return FailedPrecondition(
+        f"the family has no active consent for {scope_name}",
+        violation_type=CONSENT_REQUIRED, subject=scope_name, metadata={"scope": scope_name},
+    )
 
 
 class PermissionDenied(DomainError):

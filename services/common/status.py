@@ -9,6 +9,9 @@ from grpc_status import rpc_status
 
 from services.common import errors
 
+# ErrorInfo.domain of every error this system raises.
+ERROR_DOMAIN = "avatario.app"
+
 
 def _pack(message) -> any_pb2.Any:
     packed = any_pb2.Any()
@@ -40,6 +43,8 @@ def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_pack(detail))
+        status.details.append(_pack(error_details_pb2.ErrorInfo(
+            reason=exc.violation_type, domain=ERROR_DOMAIN, metadata=exc.metadata)))
     elif isinstance(exc, errors.NotFound):
         status.details.append(
             _pack(error_details_pb2.ResourceInfo(resource_type=exc.what, description=exc.message))
@@ -69,6 +74,16 @@ def field_violations(status: status_pb2.Status | None) -> list[tuple[str, str]]:
             detail.Unpack(bad)
             out.extend((v.field, v.description) for v in bad.field_violations)
     return out
+
+
+def error_info(status: status_pb2.Status | None) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a status, if any (for clients and tests)."""
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
 
 
 def retry_delay_s(status: status_pb2.Status | None) -> float | None:
