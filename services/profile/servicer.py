@@ -22,10 +22,7 @@ from services.profile import catalog, convert, validate
 from services.profile.metrics import ProfileMetrics
 from services.profile.passwords import Passwords
 from services.profile.repo import chat, children, devices, family, parents
-from services.profile.repo.base import (
-    get_parent,
-    service_actor,
-)
+from services.profile.repo.base import get_parent
 from services.profile.tokens import Hasher
 
 log = structlog.get_logger("avatario.profile")
@@ -150,7 +147,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         opt = request.HasField
         row = await in_transaction(self.db, lambda s: children.update_child(
             s, family_id=request.family_id, child_id=request.child_id,
-            actor=service_actor(_caller(context)),
+            parent_id=request.parent_id or None, caller=_caller(context),
             nickname=request.nickname.strip() if opt("nickname") else None,
             birth_year=request.birth_year if opt("birth_year") else None,
             birth_month=request.birth_month if opt("birth_month") else None, now=now))

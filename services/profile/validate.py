@@ -126,6 +126,8 @@ def update_child(req: pb.UpdateChildRequest) -> None:
     v = Violations()
     _family(v, req)
     v.uuid("child_id", req.child_id)
+    if req.parent_id:
+        v.uuid("parent_id", req.parent_id)
     if req.HasField("nickname"):
         v.text("nickname", req.nickname, max_len=rules.NICKNAME_MAX)
     if req.HasField("birth_year") and not 1900 <= req.birth_year <= 2200:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from avatario.common.v1 import family_pb2
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import NotFound, consent_required
 from services.profile.models import AuditEvent, Base, Child, Consent, Family, Parent, new_id
 
 T = TypeVar("T")
@@ -68,12 +68,7 @@ async def active_consent(session: AsyncSession, family_id: str, scope: int) -> C
 
 async def require_consent(session: AsyncSession, family_id: str, scope: int) -> None:
     if await active_consent(session, family_id, scope) is None:
-        name = family_pb2.ConsentScope.Name(scope)
-        raise FailedPrecondition(
-            f"the family has no active consent for {name}",
-            violation_type="CONSENT_REQUIRED",
-            subject=name,
-        )
+        raise consent_required(family_pb2.ConsentScope.Name(scope))
 
 
 # -- audit ----------------------------------------------------------------------

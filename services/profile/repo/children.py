@@ -21,6 +21,7 @@ from services.profile.repo.base import (
     parent_actor,
     require_consent,
     require_family,
+    service_actor,
 )
 
 
@@ -60,9 +61,16 @@ async def list_children(session: AsyncSession, family_id: str, page: PageRequest
 
 
 async def update_child(
-    session: AsyncSession, *, family_id: str, child_id: str, actor: str, nickname: str | None,
-    birth_year: int | None, birth_month: int | None, now: datetime,
+    session: AsyncSession, *, family_id: str, child_id: str, parent_id: str | None, caller: str,
+    nickname: str | None, birth_year: int | None, birth_month: int | None, now: datetime,
 ) -> Child:
+    """Audited as the acting parent when one is named (it must belong to the family),
+    else as the calling service."""
+    if parent_id:
+        await get_parent(session, family_id, parent_id)
+        actor = parent_actor(parent_id)
+    else:
+        actor = service_actor(caller)
     child = await get_child(session, family_id, child_id)
     await require_consent(session, family_id, rules.CHILD_DATA_SCOPE)
     changed: list[str] = []

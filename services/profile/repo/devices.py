@@ -93,6 +93,9 @@ async def authenticate_device(
     )).scalar_one_or_none()
     if device is None or device.revoked_at is not None:
         raise Unauthenticated("invalid device credential")
+    # A device acts for a child: once the family withdraws consent to keep child
+    # profiles, no device of the family signs in (FAILED_PRECONDITION, CONSENT_REQUIRED).
+    await require_consent(session, device.family_id, rules.CHILD_DATA_SCOPE)
     return device
 
 

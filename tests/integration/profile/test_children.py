@@ -209,7 +209,29 @@ async def test_update_child(profile):
     updated = [e for e in events if e.action == "child.updated"]
     assert len(updated) == 1
     assert updated[0].details["fields"] == "birth_month,nickname"
-    assert updated[0].actor == "service:tests"
+    assert updated[0].actor == "service:tests"  # no acting parent named (older callers)
+
+
+async def test_update_child_is_audited_as_the_acting_parent(profile):
+    fam = await new_family(profile)
+    await profile.stub.UpdateChild(pb.UpdateChildRequest(
+        family_id=fam.family_id, child_id=fam.child_id, parent_id=fam.parent_id,
+        nickname="Star"))
+    events = (await profile.stub.ListAuditEvents(pb.ListAuditEventsRequest(
+        family_id=fam.family_id))).events
+    updated = [e for e in events if e.action == "child.updated"]
+    assert [e.actor for e in updated] == [f"parent:{fam.parent_id}"]
+    # A parent of another family cannot be named (and nothing changes).
+    other = await new_family(profile)
+    await fails(profile.stub.UpdateChild(pb.UpdateChildRequest(
+        family_id=fam.family_id, child_id=fam.child_id, parent_id=other.parent_id,
+        nickname="Moon")), C.NOT_FOUND)
+    await fails(profile.stub.UpdateChild(pb.UpdateChildRequest(
+        family_id=fam.family_id, child_id=fam.child_id, parent_id="nope", nickname="Moon")),
+        C.INVALID_ARGUMENT, "parent_id")
+    got = (await profile.stub.GetChild(pb.GetChildRequest(
+        family_id=fam.family_id, child_id=fam.child_id))).child
+    assert got.nickname == "Star"
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,12 @@ import asyncio
 
 import grpc
 import pytest
+from grpc_status import rpc_status
 from sqlalchemy import select
 
+from avatario.common.v1 import family_pb2
 from avatario.profile.v1 import profile_pb2 as pb
+from services.common.status import error_info
 from services.profile import tokens
 from services.profile.models import Device, PairingCode
 from tests.integration.profile.support import (
@@ -212,3 +215,24 @@ async def test_list_devices_pages(profile):
         family_id=fam.family_id, page_size=2, page_token=first.next_page_token))
     assert [d.device_id for d in [*first.devices, *second.devices]] == ids
     assert second.next_page_token == ""
+
+
+async def test_device_sign_in_needs_child_profile_consent(profile):
+    fam = await new_family(profile)
+    code = await profile.stub.CreatePairingCode(pb.CreatePairingCodeRequest(
+        family_id=fam.family_id, child_id=fam.child_id, parent_id=fam.parent_id))
+    paired = await profile.stub.RedeemPairingCode(pb.RedeemPairingCodeRequest(
+        code=code.code, device_name="Tablet"))
+    request = pb.AuthenticateDeviceRequest(device_token=paired.device_token)
+    await profile.stub.AuthenticateDevice(request)
+    await profile.stub.WithdrawConsent(pb.WithdrawConsentRequest(
+        family_id=fam.family_id, parent_id=fam.parent_id,
+        scope=family_pb2.CONSENT_SCOPE_CHILD_PROFILE))
+    err = await fails(profile.stub.AuthenticateDevice(request), C.FAILED_PRECONDITION)
+    info = error_info(rpc_status.from_call(err))
+    assert info.reason == "CONSENT_REQUIRED"
+    assert info.metadata["scope"] == "CONSENT_SCOPE_CHILD_PROFILE"
+    await profile.stub.RecordConsent(pb.RecordConsentRequest(
+        family_id=fam.family_id, parent_id=fam.parent_id, policy_version="2024-02",
+        scopes=[family_pb2.CONSENT_SCOPE_CHILD_PROFILE]))
+    await profile.stub.AuthenticateDevice(request)  # consent again: the device works again
