@@ -82,7 +82,8 @@ async def build_analytics(
     tips = load_tips()
     channel = internal_channel(settings.profile_target, settings, caller="analytics",
                                options=PROFILE_CHANNEL_OPTIONS)
-    profile = ProfileClient(channel, settings.profile_deadline_s)
+    profile = ProfileClient(channel, settings.profile_deadline_s,
+                            consent_ttl_s=settings.consent_cache_ttl_s)
     outbox = XpOutbox(
         db, profile, metrics, backoff=Backoff(settings.xp_retry_initial_s, settings.xp_retry_max_s),
         poll_s=settings.xp_outbox_poll_s, batch=settings.xp_outbox_batch,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,12 +24,13 @@ from datetime import datetime, timedelta
 import grpc
 import structlog
 
-from avatario.common.v1 import avatar_pb2
+from avatario.common.v1 import avatar_pb2, family_pb2
 from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
 from services.analytics.metrics import AnalyticsMetrics
 from services.analytics.repo import outbox as repo
 from services.analytics.repo.ingest import ABANDONED, DONE, PENDING, Award, set_xp_status
 from services.common.db import Database, in_transaction, read
+from services.common.errors import NotFound, Unavailable, consent_required
 
 log = structlog.get_logger("avatario.analytics.xp")
 
@@ -39,15 +41,51 @@ _FINAL = frozenset({
     grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OUT_OF_RANGE,
 })
 PURGE_EVERY_S = 3600.0
+_MAX_CONSENT_ENTRIES = 10_000
 
 
 class ProfileClient:
-    """The two profile calls analytics makes, each with a short deadline."""
+    """The profile calls analytics makes, each with a short deadline.
 
-    def __init__(self, channel: grpc.aio.Channel, deadline_s: float) -> None:
+    `require_consent` asks profile (the owner of consent records) on every play
+    write, so a withdrawal stops writes at once. `consent_ttl_s` > 0 lets a
+    positive answer be reused that long (an operator's choice of resilience to
+    short profile outages over immediacy: a withdrawal then takes effect within
+    the TTL); negative answers are never reused.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, deadline_s: float, *,
+                 consent_ttl_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.channel = channel
         self.stub = profile_pb2_grpc.ProfileServiceStub(channel)
         self.deadline_s = deadline_s
+        self.consent_ttl_s = consent_ttl_s
+        self._clock = clock
+        self._granted: dict[tuple[str, int], float] = {}
+
+    async def require_consent(self, family_id: str, scope: int) -> None:
+        """Return when the family's consent for `scope` is active; else raise
+        FAILED_PRECONDITION (ErrorInfo CONSENT_REQUIRED), NOT_FOUND (no such family)
+        or UNAVAILABLE (profile cannot say now: the caller retries)."""
+        key = (family_id, scope)
+        if self.consent_ttl_s > 0 and self._granted.get(key, 0.0) > self._clock():
+            return
+        try:
+            resp = await self.stub.ListConsents(profile_pb2.ListConsentsRequest(
+                family_id=family_id), timeout=self.deadline_s, wait_for_ready=False)
+        except grpc.aio.AioRpcError as err:
+            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise NotFound("family") from None
+            log.warning("profile.consent_unavailable", code=err.code().name)
+            raise Unavailable("cannot check the family's consent right now; retry") from None
+        if not any(c.scope == scope for c in resp.consents):
+            self._granted.pop(key, None)
+            raise consent_required(family_pb2.ConsentScope.Name(scope))
+        if self.consent_ttl_s > 0:
+            self._granted[key] = self._clock() + self.consent_ttl_s
+            if len(self._granted) > _MAX_CONSENT_ENTRIES:
+                self._granted.pop(next(iter(self._granted)))
 
     async def award_xp(self, award: Award) -> tuple[str, str]:
         """(status, error): DONE, PENDING (retry later) or ABANDONED."""

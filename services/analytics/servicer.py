@@ -9,6 +9,11 @@ Decisions visible to callers:
   failing (the avatar is decoration, the report is the point).
 * A child id analytics knows under another family is NOT_FOUND on every call.
   A child analytics has never seen gets an empty report ("not enough data").
+* SubmitGameSession and SubmitMoodCheckIn need the family's active
+  CONSENT_SCOPE_GAMEPLAY_ANALYTICS, asked of profile on each write after the
+  input is validated: FAILED_PRECONDITION (ErrorInfo CONSENT_REQUIRED, metadata
+  scope) without it, UNAVAILABLE while profile cannot answer. Stored data stays
+  readable (reports, export) until it is erased.
 * SubmitGameSession answers xp_pending=true while profile has not taken the
   award; the outbox retries it. A retry of the submission tries again.
 """
@@ -25,6 +30,7 @@ import structlog
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc as pb_grpc
+from avatario.common.v1 import family_pb2
 from services.analytics import convert, hashing, validate
 from services.analytics.domain.catalog import Catalog, validate_mood_checkin, validate_session
 from services.analytics.domain.ingest import score_session
@@ -50,6 +56,10 @@ from services.common.timeutil import utcnow
 from services.common.validation import Violations
 
 log = structlog.get_logger("avatario.analytics")
+
+# Play writes (sessions, check-ins) need this consent, checked with profile on every
+# write (see ProfileClient.require_consent), not only by the gateway.
+PLAY_SCOPE = family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS
 
 
 def _page(items: list, page: PageRequest, start: int, cursor_of: Callable) -> tuple[list, str]:
@@ -135,6 +145,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             problems = exc
         validate.merged(v, problems, "session")
         ref = validate.as_data(ref_pb)
+        await self.profile.require_consent(ref.family_id, PLAY_SCOPE)
         game = self.catalog.get(raw.game_id, raw.game_version)
         assert game is not None and raw.started_at is not None  # validated
         table = self.norms.table
@@ -175,6 +186,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         validate.merged(v, problems, "checkin")
         checkin = replace(checkin, mood=Mood(checkin.mood))
         ref = validate.as_data(ref_pb)
+        await self.profile.require_consent(ref.family_id, PLAY_SCOPE)
         digest = hashing.checkin_hash(ref.family_id, ref.child_id, c)
         xp = self.catalog.mood.xp_per_checkin
         stored = await in_transaction(self.db, lambda s: ingest.store_checkin(

@@ -51,6 +51,11 @@ class AnalyticsSettings(ServiceSettings, AnalyticsJobSettings):
         1.5, gt=0, le=30, description="Deadline of the inline AwardXp and of GetAvatar."
     )
 
+    consent_cache_ttl_s: float = Field(
+        0.0, ge=0, le=30,
+        description="Reuse a positive gameplay-consent answer from profile this long. 0 (the "
+                    "default): ask on every play write, so a withdrawal stops writes at once.")
+
     # XP outbox: awards profile did not take at once are retried in the background.
     xp_outbox_poll_s: float = Field(2.0, gt=0, le=300)
     xp_retry_initial_s: float = Field(1.0, gt=0, le=3600)
