@@ -9,7 +9,10 @@ One turn:
      child (NOT_FOUND for other families'), and the stored messages (the last
      `chat_history_turns` complete turns become the history); then the child's
      analytics summary (cached per child for `summary_cache_ttl_s`, one fetch at
-     a time; if analytics fails the turn goes on without it, logged);
+     a time; if analytics fails the turn goes on without it, logged). Consents
+     are read on every turn, so a withdrawal on any replica counts at once: the
+     summary is sent only while CONSENT_SCOPE_GAMEPLAY_ANALYTICS is active, the
+     nickname and age only while CONSENT_SCOPE_CHILD_PROFILE is;
   3. a turn_id already stored in this conversation is replayed from profile, not
      generated again (the client retried after losing the stream);
   4. inference Chat: chunks are relayed as they come; on its final message the
@@ -51,7 +54,8 @@ from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.inference.v1 import inference_pb2 as inf
 from avatario.profile.v1 import profile_pb2 as pf
-from services.common.errors import AlreadyExists, DomainError, FailedPrecondition, Unavailable
+from services.common.errors import AlreadyExists, DomainError, Unavailable, consent_required
+from services.common.interceptors import outside_call
 from services.common.timeutil import utcnow
 from services.common.validation import Violations
 from services.gateway.auth import ParentPrincipal
@@ -64,6 +68,8 @@ log = structlog.get_logger("avatario.gateway.chat")
 FR = chat_pb2
 INCOMPLETE = frozenset({FR.FINISH_REASON_CANCELLED, FR.FINISH_REASON_ERROR})
 CHAT_SCOPE = family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT
+PLAY_SCOPE = family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS
+PROFILE_SCOPE = family_pb2.CONSENT_SCOPE_CHILD_PROFILE
 
 
 @dataclass
@@ -161,12 +167,14 @@ class ChatOrchestrator:
                 family_id=who.family_id, conversation_id=request.conversation_id,
                 page_size=200, page_token=token)), "messages"),
         )
-        if not any(c.scope == CHAT_SCOPE and not c.HasField("withdrawn_at")
-                   for c in consents.consents):
-            name = family_pb2.ConsentScope.Name(CHAT_SCOPE)
-            raise FailedPrecondition(f"the family has no active consent for {name}",
-                                     violation_type="CONSENT_REQUIRED", subject=name)
-        summary = await self._summary(child)
+        active = {c.scope for c in consents.consents if not c.HasField("withdrawn_at")}
+        if CHAT_SCOPE not in active:
+            raise consent_required(family_pb2.ConsentScope.Name(CHAT_SCOPE))
+        # The assistant hears about the child only with the consents that cover it:
+        # nickname and age with CHILD_PROFILE, the play summary with GAMEPLAY_ANALYTICS.
+        summary = await self._summary(child) if PLAY_SCOPE in active else ""
+        if PROFILE_SCOPE not in active:
+            child = family_pb2.Child(child_id=child.child_id, family_id=child.family_id)
         replay, history = None, []
         for user, bot in turns_of(messages):
             if user.turn_id == request.turn_id:
@@ -180,7 +188,8 @@ class ChatOrchestrator:
             turns.append(chat_pb2.ChatTurn(role=FR.ROLE_ASSISTANT, text=bot.text))
         context = chat_pb2.ChildContext(
             child_id=child.child_id, nickname=child.nickname,
-            age_months=age_months(child.birth_year, child.birth_month, utcnow()), summary=summary)
+            age_months=(age_months(child.birth_year, child.birth_month, utcnow())
+                        if child.birth_year else 0), summary=summary)
         return TurnContext(conversation.conversation_id, context, turns, replay)
 
     async def _summary(self, child) -> str:
@@ -262,7 +271,9 @@ class ChatOrchestrator:
             safety_category=safety))
 
     def _store(self, who, request: gw.ChatRequest, text: str, reason: int) -> asyncio.Task:
-        task = asyncio.create_task(self._append(who, request, text, reason))
+        # not bound by the client's deadline: the turn is stored even after it passed
+        task = asyncio.create_task(self._append(who, request, text, reason),
+                                   context=outside_call())
         self._background.add(task)
         task.add_done_callback(self._done)
         return task

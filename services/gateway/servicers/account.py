@@ -92,6 +92,12 @@ class FamilyServicer:
     async def WithdrawConsent(self, request: gw.WithdrawConsentRequest, context, who):
         resp = await self.d.profile.call("WithdrawConsent", pf.WithdrawConsentRequest(
             family_id=who.family_id, parent_id=who.parent_id, scope=request.scope))
+        # This replica forgets at once what the withdrawal may invalidate: cached
+        # device credentials (device sign-in needs CHILD_PROFILE) and chat summaries.
+        # Other replicas drop cached devices within device_cache_ttl_s; play writes
+        # and chat context are checked against profile on every call anyway.
+        self.d.devices.evict(family_id=who.family_id)
+        self.d.forget_child_context(who.family_id)
         return gw.WithdrawConsentResponse(consent=resp.consent)
 
     async def ListConsents(self, request: gw.ListConsentsRequest, context, who):
@@ -118,7 +124,8 @@ class FamilyServicer:
                                        next_page_token=resp.next_page_token)
 
     async def UpdateChild(self, request: gw.UpdateChildRequest, context, who):
-        out = pf.UpdateChildRequest(family_id=who.family_id, child_id=request.child_id)
+        out = pf.UpdateChildRequest(family_id=who.family_id, child_id=request.child_id,
+                                    parent_id=who.parent_id)
         for name in ("nickname", "birth_year", "birth_month"):
             if request.HasField(name):
                 setattr(out, name, getattr(request, name))
