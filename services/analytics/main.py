@@ -3,6 +3,7 @@
     python -m services.analytics [serve]   # or: avatario-analytics
     python -m services.analytics migrate   # upgrade the database to head
     python -m services.analytics renorm    # recompute platform norms once
+    python -m services.analytics erase-families FILE   # after a restore (ids from profile)
 
 Settings come from the environment (AVATARIO_ANALYTICS_*, AVATARIO_INTERNAL_TOKEN)
 and are built once here. Tests call `build_analytics(settings, db)` with port 0.
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
+import typer
 from prometheus_client import CollectorRegistry
 
 from avatario.analytics.v1 import analytics_pb2, analytics_pb2_grpc
@@ -26,6 +28,7 @@ from services.analytics.domain.tips import load_tips
 from services.analytics.metrics import AnalyticsMetrics
 from services.analytics.norms_store import Norms, NormsKeeper
 from services.analytics.outbox import Backoff, ProfileClient, XpOutbox
+from services.analytics.repo import erase
 from services.analytics.servicer import AnalyticsServicer
 from services.analytics.settings import (
     AnalyticsDatabaseSettings,
@@ -34,10 +37,11 @@ from services.analytics.settings import (
 )
 from services.common import dataservice, migrations
 from services.common.clients import internal_channel
-from services.common.db import Database
+from services.common.db import Database, in_transaction
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
 from services.common.timeutil import utcnow
+from services.common.validation import parse_id_list
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SERVICE_NAME = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
@@ -164,6 +168,41 @@ def renorm_cmd() -> None:
     settings = AnalyticsJobSettings()
     configure_logging(service="analytics")
     log.info("analytics.renormed", **asyncio.run(_renorm(settings)))
+
+
+async def _erase_families(settings: AnalyticsDatabaseSettings,
+                          family_ids: list[str]) -> list[tuple[str, int]]:
+    db = Database(settings.database_url, pool_size=2)
+    try:
+        await migrations.assert_at_head(db.engine, MIGRATIONS)
+        out = []
+        for family_id in family_ids:  # one transaction each: a rerun carries on
+            counts = await in_transaction(db, lambda s, f=family_id: erase.erase_family(s, f))
+            out.append((family_id, sum(counts.values())))
+        return out
+    finally:
+        await db.dispose()
+
+
+@app.command("erase-families")
+def erase_families_cmd(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                help="Family ids: the output of profile's `erased-families`."),
+) -> None:
+    """After a restore: erase the play data of every listed family again.
+
+    Prints `erased <id> <rows>` per family (0 rows: nothing came back). Idempotent."""
+    settings = AnalyticsDatabaseSettings()
+    configure_logging(service="analytics")
+    try:
+        family_ids = parse_id_list(file.read_text())
+    except ValueError as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    done = asyncio.run(_erase_families(settings, family_ids))
+    for family_id, rows in done:
+        typer.echo(f"erased {family_id} {rows}")
+    log.info("analytics.families_erased", listed=len(done), rows=sum(r for _, r in done))
 
 
 def main() -> None:

@@ -87,10 +87,27 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Async
             cur.close()
 
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size,
         pool_pre_ping=True,
     )
+    event.listen(engine.sync_engine, "handle_error", _drop_server_detail)
+    return engine
+
+
+def _drop_server_detail(context) -> None:
+    """PostgreSQL's DETAIL quotes row values ("Key (email)=(...) already exists",
+    "Failing row contains (...)") and asyncpg prints it in the driver exception
+    that a logged traceback shows as the cause. Drop it, as hide_parameters drops
+    the bound values; the SQLSTATE and message (constraint, column) stay."""
+    import asyncpg
+
+    exc, seen = context.original_exception, set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, asyncpg.PostgresError):
+            exc.detail = None
+        exc = exc.__cause__ or exc.__context__
 
 
 class Database:
