@@ -95,20 +95,21 @@ def to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 def session_from_pb(s: play_pb2.GameSession, child_id: str) -> Session:
     return Session(
         session_id=s.session_id, child_id=child_id, game_id=s.game_id,
-        game_version=s.game_version, started_at=from_ts(s.started_at),
-        ended_at=from_ts(s.ended_at),
+        game_version=s.game_version, started_at=from_ts(s.started_at, "session.started_at"),
+        ended_at=from_ts(s.ended_at, "session.ended_at"),
         trials=tuple(
             Trial(t.index, struct_dict(t.stimulus), struct_dict(t.response), t.correct,
-                  t.responded, t.reaction_time_ms, from_ts(t.presented_at),
-                  from_ts(t.responded_at))
-            for t in s.trials),
+                  t.responded, t.reaction_time_ms,
+                  from_ts(t.presented_at, f"session.trials[{i}].presented_at"),
+                  from_ts(t.responded_at, f"session.trials[{i}].responded_at"))
+            for i, t in enumerate(s.trials)),
     )
 
 
 def checkin_from_pb(c: play_pb2.MoodCheckIn, child_id: str) -> MoodCheckIn:
     """May carry an invalid mood string: validate with catalog.validate_mood_checkin."""
     return MoodCheckIn(c.checkin_id, child_id, mood_name_from_pb(c.mood),  # type: ignore[arg-type]
-                       c.intensity, from_ts(c.recorded_at))  # type: ignore[arg-type]
+                       c.intensity, from_ts(c.recorded_at, "checkin.recorded_at"))  # type: ignore[arg-type]
 
 
 # -- stored data out -------------------------------------------------------------------

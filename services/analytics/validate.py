@@ -76,7 +76,7 @@ def merged(v: Violations, more: InvalidArgument | None, item: str) -> None:
 def as_of(request: pb.GetChildReportRequest, now: datetime) -> datetime:
     if not request.HasField("as_of"):
         return now
-    value = from_ts(request.as_of)
+    value = from_ts(request.as_of, "as_of")
     if value is None or value.year < 2000:
         raise InvalidArgument.field("as_of", "is not a plausible time")
     if value > now + CLOCK_SKEW:

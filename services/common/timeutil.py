@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.errors import InvalidArgument
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -25,11 +27,15 @@ def to_ts(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def from_ts(ts: Timestamp | None) -> datetime | None:
-    """None for an unset Timestamp (seconds and nanos both 0)."""
+def from_ts(ts: Timestamp | None, field: str = "timestamp") -> datetime | None:
+    """None for an unset Timestamp (seconds and nanos both 0). A Timestamp outside
+    its valid range (years 1..9999, nanos 0..999999999) is INVALID_ARGUMENT naming `field`."""
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    return ts.ToDatetime(tzinfo=UTC)
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(field, "is not a valid timestamp") from None
 
 
 def to_duration(seconds: float) -> Duration:

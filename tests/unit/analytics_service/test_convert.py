@@ -103,3 +103,42 @@ def test_games_carry_their_schema():
     seq = next(f for f in g.stimulus_fields if f.name == "sequence")
     assert seq.type == play_pb2.TRIAL_FIELD_TYPE_INTEGER_LIST
     assert g.domain == play_pb2.SKILL_DOMAIN_WORKING_MEMORY and g.max_trials >= g.min_trials
+
+
+# Fuzzing found these: an out-of-range Timestamp made ToDatetime raise ValueError (INTERNAL).
+def test_out_of_range_timestamps_are_invalid_arguments_naming_the_field():
+    import pytest
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    msg = convert.session_pb(_sim().sessions[0])
+    cases = [("session.started_at", lambda m: m.started_at, (2**63 - 1, 0)),
+             ("session.ended_at", lambda m: m.ended_at, (1_700_000_000, 1_000_000_000)),
+             ("session.trials[1].presented_at", lambda m: m.trials[1].presented_at,
+              (-62_135_596_801, 0)),
+             ("session.trials[0].responded_at", lambda m: m.trials[0].responded_at,
+              (1_700_000_000, -1))]
+    for name, where, (seconds, nanos) in cases:
+        bad = play_pb2.GameSession()
+        bad.CopyFrom(msg)
+        where(bad).CopyFrom(Timestamp(seconds=seconds, nanos=nanos))
+        with pytest.raises(InvalidArgument) as info:
+            convert.session_from_pb(bad, bad.child_id)
+        assert info.value.fields == [name]
+    checkin = play_pb2.MoodCheckIn(checkin_id="x", mood=play_pb2.MOOD_HAPPY, intensity=3)
+    checkin.recorded_at.CopyFrom(Timestamp(seconds=253_402_300_800))
+    with pytest.raises(InvalidArgument) as info:
+        convert.checkin_from_pb(checkin, "c")
+    assert info.value.fields == ["checkin.recorded_at"]
+
+
+def test_report_as_of_out_of_range_is_an_invalid_argument():
+    import pytest
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from avatario.analytics.v1 import analytics_pb2
+    from services.analytics import validate
+
+    request = analytics_pb2.GetChildReportRequest(as_of=Timestamp(seconds=-(2**63)))
+    with pytest.raises(InvalidArgument) as info:
+        validate.as_of(request, START)
+    assert info.value.fields == ["as_of"]
