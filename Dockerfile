@@ -45,7 +45,8 @@ COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY protos protos
 RUN python scripts/gen_protos.py
 COPY services services
-RUN pip install . && python -m compileall -q /opt/venv/lib
+RUN pip install . && python -m compileall -q /opt/venv/lib \
+ && mkdir -p /out/tls
 
 # --------------------------------------------------------------------------------------------
 # runtime: what gateway, profile and analytics share.
@@ -68,6 +69,12 @@ LABEL org.opencontainers.image.title="avatario-gateway" \
       org.opencontainers.image.description="Avatario public gRPC API"
 ENV AVATARIO_GATEWAY_HOST=0.0.0.0 AVATARIO_GATEWAY_PORT=50051 \
     AVATARIO_GATEWAY_METRICS_HOST=0.0.0.0 AVATARIO_GATEWAY_METRICS_PORT=9101
+# On 0.0.0.0 the gateway starts only with public TLS (AVATARIO_GATEWAY_PUBLIC_TLS_*_FILE) or the
+# explicit AVATARIO_GATEWAY_ALLOW_PLAINTEXT_PUBLIC=true. The development certificate generator
+# (compose's gateway-dev-cert: `python /opt/avatario/dev_cert.py --out DIR`), and the folder its
+# volume mounts on, owned by the service user so that a fresh named volume is writable.
+COPY scripts/dev_cert.py /opt/avatario/dev_cert.py
+COPY --from=build --chown=10001:10001 /out/tls /var/lib/avatario/tls
 EXPOSE 50051 9101
 ENTRYPOINT ["python", "-m", "services.gateway"]
 CMD ["serve"]

@@ -4,6 +4,7 @@ scripts/dev_cert.py generates (docker compose's one-shot service) serves real TL
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ import pytest
 from cryptography import x509
 
 from avatario.gateway.v1 import gateway_pb2 as gw
+from services.common import healthcheck
 from tests.helpers import INTERNAL_TOKEN
 from tests.integration.gateway.conftest import sqlite_only, start_gateway
 from tests.integration.gateway.support import KEYS, PASSWORD, Client, fails, sign_up
@@ -62,6 +64,11 @@ async def test_the_dev_certificate_serves_tls_on_the_public_port(stack, tmp_path
         async with grpc.aio.secure_channel(f"localhost:{gw_tls.port}", creds) as channel:
             fam = await sign_up(Client(channel))
             await Client(channel).auth.SignIn(gw.SignInRequest(email=fam.email, password=PASSWORD))
+        # The compose health check of the gateway (TLS, trusting the dev certificate).
+        ok = await asyncio.to_thread(healthcheck.main, [
+            "--tls", "--ca-file", str(out / "tls.crt"), "--server-name", "localhost",
+            f"127.0.0.1:{gw_tls.port}"])
+        assert ok == 0
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw_tls.port}") as plain:
             await fails(Client(plain).auth.SignIn(gw.SignInRequest(
                 email=fam.email, password=PASSWORD), timeout=5), grpc.StatusCode.UNAVAILABLE)

@@ -333,7 +333,8 @@ def test_workloads_are_hardened(item):
 def test_base_servers_follow_the_conventions():
     docs, generated = resolve((K8S / "base").resolve())
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == set(SERVICES) | {"redis"}
+    deployments.pop("redis")
     problems = [p for d in deployments.values() for p in server_problems(d, allow_exec_probes=False)]
     assert problems == []
     for name, (grpc_port, metrics_port) in SERVICES.items():
@@ -456,6 +457,7 @@ def _pod(name: str, component: str = "server", ns: str | None = "avatario") -> d
 NETPOL_PODS = {
     **{s: _pod(s) for s in SERVICES},
     "migration": _pod("profile-migrate", "migration"),
+    "redis": _pod("redis", "cache"),
     "prometheus": _pod("prometheus", "monitoring", ns="monitoring"),
     "other-namespace": _pod("intruder", "x", ns="elsewhere"),
     "internet": {"ns": None, "labels": {}},
@@ -479,6 +481,7 @@ def test_network_policies_allow_exactly_the_service_map():
         ("analytics", 50053): {"gateway"},
         ("inference", 50054): {"gateway"},
         **{(s, m): {"prometheus"} for s, (_, m) in SERVICES.items()},
+        ("redis", 6379): {"gateway"},
     }
     for (dst, port), allowed in callers.items():
         for src in NETPOL_PODS:
@@ -493,6 +496,8 @@ def test_network_policies_allow_exactly_the_service_map():
             assert not can(src, "internet", 443), f"{src} may reach the internet"
     assert all(_allowed(policies, "Egress", NETPOL_PODS[s], NETPOL_PODS["internet"], 53)
                for s in SERVICES), "DNS"
+    assert not any(can("redis", dst, port) for dst in NETPOL_PODS for port in (50051, 6379, 443)
+                   if dst != "redis"), "redis calls nobody"
 
 
 # ----------------------------------------------------------------------------- rendered overlays
@@ -790,8 +795,8 @@ def one_shot(svc: dict) -> bool:
 
 def test_compose_has_the_whole_stack():
     services = compose()["services"]
-    expected = {"postgres", "prometheus", "grafana", "demo-model", "inference-cpu",
-                *SERVICES, *(f"{s}-migrate" for s in DATA_SERVICES)}
+    expected = {"postgres", "redis", "prometheus", "grafana", "demo-model", "inference-cpu",
+                "gateway-dev-cert", *SERVICES, *(f"{s}-migrate" for s in DATA_SERVICES)}
     assert set(services) == expected
 
 
@@ -818,7 +823,9 @@ def test_compose_service_is_hardened_and_ordered(name: str):
         assert test[0] == "CMD" and len(test) > 1
         base = name.removesuffix("-cpu")
         if base in SERVICES:
-            assert test[1:] == ["python", "-m", "services.common.healthcheck",
+            tls = ["--tls", "--ca-file", "/var/lib/avatario/tls/tls.crt", "--server-name",
+                   "localhost"] if base == "gateway" else []  # the public port speaks TLS
+            assert test[1:] == ["python", "-m", "services.common.healthcheck", *tls,
                                 f"127.0.0.1:{SERVICES[base][0]}"]
     # Order: explicit conditions only; healthy means it has a healthcheck; completed means one-shot.
     for dep, cond in (svc.get("depends_on") or {}).items():
@@ -1025,3 +1032,108 @@ def test_operations_doc_covers_overlays_and_settings():
     suffixes = {re.sub(r"^AVATARIO_(GATEWAY|PROFILE|ANALYTICS|INFERENCE)_", "", k) for k in keys}
     missing = sorted(s for s in suffixes if f"`{s}`" not in text and f"`AVATARIO_{s}`" not in text)
     assert not missing, f"docs/operations.md lacks settings: {missing}"
+
+
+# ----------------------------------------------------------------------------- Redis, public TLS
+def _base_doc(kind: str, name: str) -> dict:
+    docs, _ = resolve((K8S / "base").resolve())
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(ln.split("=", 1) for ln in path.read_text().splitlines()
+                if ln and not ln.startswith("#"))
+
+
+def test_base_redis_is_hardened_ephemeral_and_shared_by_the_gateways():
+    dep = _base_doc("Deployment", "redis")
+    assert hardening_problems(dep) == []
+    spec = pod_spec(dep)
+    (c,) = spec["containers"]
+    assert c["image"].startswith("redis:") and image_problem(c["image"]) is None
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert c["args"][:5] == ["redis-server", "--save", "", "--appendonly", "no"], "no persistence"
+    assert "--maxmemory" in c["args"]
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(c)
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert "/data" in mounts
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert all("emptyDir" in v for v in vols.values())
+    svc = _base_doc("Service", "redis")
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["ports"][0]["port"] == 6379
+    assert _base_doc("ServiceAccount", "redis")["automountServiceAccountToken"] is False
+    env = _env_file(K8S / "base" / "config" / "gateway.env")
+    assert env["AVATARIO_GATEWAY_RATE_LIMIT_URL"] == "redis://redis:6379/0"
+
+
+def _overlay_gateway_config(overlay: str) -> dict[str, str]:
+    """The gateway ConfigMap an overlay ends with (base env file + merged literals), pure Python."""
+    env = _env_file(K8S / "base" / "config" / "gateway.env")
+    chain = []
+    kdir = (K8S / "overlays" / overlay).resolve()
+    while True:
+        chain.append(kdir)
+        kust = load_docs(kdir / "kustomization.yaml")[0]
+        parents = [(kdir / r).resolve() for r in kust.get("resources") or []
+                   if (kdir / r / "kustomization.yaml").is_file()]
+        parents = [p for p in parents if p != (K8S / "base").resolve()]
+        if not parents:
+            break
+        (kdir,) = parents
+    for k in reversed(chain):
+        for g in load_docs(k / "kustomization.yaml")[0].get("configMapGenerator") or []:
+            if g["name"] == "gateway-config":
+                env.update(lit.split("=", 1) for lit in g.get("literals") or [])
+    return env
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_serves_tls_or_opts_out_explicitly(overlay: str):
+    """The gateway refuses plaintext on 0.0.0.0: each overlay either mounts public TLS or
+    (cluster-internal dev overlays only) sets the explicit opt-out."""
+    env = _overlay_gateway_config(overlay)
+    assert env["AVATARIO_GATEWAY_HOST"] == "0.0.0.0"
+    tls = "AVATARIO_GATEWAY_PUBLIC_TLS_CERT_FILE" in env
+    opt_out = env.get("AVATARIO_GATEWAY_ALLOW_PLAINTEXT_PUBLIC") == "true"
+    assert tls != opt_out, env
+    assert opt_out == (overlay in ("dev", "cpu-demo")), "production never serves plaintext"
+    assert "AVATARIO_GATEWAY_ALLOW_PLAINTEXT_PUBLIC" not in _env_file(
+        K8S / "base" / "config" / "gateway.env"), "the base keeps the safe default"
+
+
+def test_compose_redis_and_the_development_certificate():
+    services = compose()["services"]
+    redis = services["redis"]
+    assert "ports" not in redis and redis["networks"] == ["backend"]
+    assert redis["command"][:5] == ["redis-server", "--save", "", "--appendonly", "no"]
+    assert not [v for v in redis.get("volumes") or []], "no persistence"
+    gw = services["gateway"]
+    env = gw["environment"]
+    assert env["AVATARIO_GATEWAY_RATE_LIMIT_URL"] == "redis://redis:6379/0"
+    assert gw["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "AVATARIO_GATEWAY_ALLOW_PLAINTEXT_PUBLIC" not in env
+    cert_dir = "/var/lib/avatario/tls"
+    assert env["AVATARIO_GATEWAY_PUBLIC_TLS_CERT_FILE"] == f"{cert_dir}/tls.crt"
+    assert env["AVATARIO_GATEWAY_PUBLIC_TLS_KEY_FILE"] == f"{cert_dir}/tls.key"
+    assert f"gateway-tls:{cert_dir}:ro" in gw["volumes"]
+    gen = services["gateway-dev-cert"]
+    assert one_shot(gen) and gen["image"] == gw["image"]
+    assert gen["entrypoint"] == ["python", "/opt/avatario/dev_cert.py"]
+    assert gen["command"][:2] == ["--out", cert_dir] and f"gateway-tls:{cert_dir}" in gen["volumes"]
+    assert gw["depends_on"]["gateway-dev-cert"]["condition"] == "service_completed_successfully"
+    assert "gateway-tls" in compose()["volumes"]
+
+
+def test_the_gateway_image_carries_the_certificate_generator():
+    lines = dockerfile_stages()["gateway"]["lines"]
+    copies = [rest for op, rest in lines if op == "COPY"]
+    assert "scripts/dev_cert.py /opt/avatario/dev_cert.py" in copies
+    assert any("--chown=10001:10001" in c and c.endswith("/var/lib/avatario/tls") for c in copies)
+
+
+def test_ci_starts_redis_and_requires_it():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379" in text
+    assert "AVATARIO_REQUIRE_REDIS=1" in text
+
