@@ -3,7 +3,11 @@
 Raven checkpoints were tuned on "Bob: ...\\n\\nAlice: ..." dialogues (the parent is Bob, the
 assistant Alice); World checkpoints on "User: ...\\n\\nAssistant: ...". A turn ends with a blank
 line, so every message is normalised to never contain one and never to start a line with a
-speaker name: a parent cannot forge an assistant turn.
+speaker name: a parent cannot forge an assistant turn. Every piece of user-controlled text
+(the message, history turns, the child's nickname and summary) goes through
+`services.inference.textnorm.prompt_text` first (NFKC, invisible characters dropped,
+look-alike words folded); special-token text such as "<|endoftext|>" stays text and the
+tokenizer encodes it as plain text (services.inference.tokenizer).
 
 Prompt layout (the state cache relies on it)::
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.common.errors import InvalidArgument
+from services.inference.textnorm import prompt_text
 
 __all__ = [
     "TURN_END",
@@ -68,7 +73,6 @@ _ROLE_PREFIX = re.compile(
     r"^\s*(?:bob|alice|user|assistant|system|human|bot)\s*[:：]\s*", re.IGNORECASE
 )
 _NEWLINES = re.compile(r"\r\n|[\r\u2028\u2029\x85\x0b\x0c]")
-_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +99,29 @@ def stop_sequences(chat_format: str) -> list[str]:
 
 
 def _cap(text: str, limit: int) -> str:
+    # "..." rather than "…": NFKC (textnorm) turns the one into the other, and a normalised
+    # message must stay as it is when normalised again
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1]
+    cut = text[: limit - 3]
     space = max(cut.rfind(" "), cut.rfind("\n"))
     if space > limit // 2:
         cut = cut[:space]
-    return cut.rstrip() + "…"
+    return cut.rstrip() + "..."
 
 
 def normalize_message(text: str, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
-    """One message, safe to place in a turn: no blank lines, no speaker tags, capped length."""
+    """One message, safe to place in a turn: no blank lines, no speaker tags, capped length.
+
+    Unicode tricks are undone first (`textnorm.prompt_text`: NFKC, invisible characters
+    dropped, mixed-script look-alike words folded), so "Ａｌｉｃｅ:" or "Аlice:" with a
+    Cyrillic А is a speaker tag like any other.
+    """
+    return _message(prompt_text(text), max_chars)
+
+
+def _message(text: str, max_chars: int) -> str:
     text = _NEWLINES.sub("\n", text).replace("\t", " ")
-    text = _CONTROL.sub("", text)
     lines: list[str] = []
     for line in text.split("\n"):
         line = line.strip()
@@ -120,7 +134,7 @@ def normalize_message(text: str, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
             lines.append(line)
     out = _cap("\n".join(lines), max_chars)
     # the cap may leave a trailing speaker tag fragment; normalising again is a fixed point
-    return out if out == "\n".join(lines) else normalize_message(out, max_chars=max_chars)
+    return out if out == "\n".join(lines) else _message(out, max_chars)
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -12,7 +12,9 @@ and `finish()` ends replies about development, learning, attention, behaviour, e
 milestones with one short "not a diagnosis" sentence (`developmental_note`) unless the reply
 already says so. That note is not a rewrite: `category` stays None for it.
 
-Detection is English phrase lists and regular expressions over a normalised text (lower case,
+Detection is English phrase lists and regular expressions over a normalised text (Unicode
+tricks undone first by `textnorm.guard_view`: NFKC, invisible characters dropped, combining
+marks dropped, look-alike letters of other scripts folded to ASCII; then lower case,
 apostrophes dropped, punctuation as spaces, "k!ll"/"su1cide" read as letters, a few slang
 words expanded). Misspelt key words ("sucide", "siezure", "ibuprofin") are corrected to the
 nearest word of a small vocabulary (`_FUZZY_VOCAB`) when they are not real English words.
@@ -38,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from services.inference.planner import ConfigError
+from services.inference.textnorm import guard_view, prompt_text
 
 __all__ = [
     "CATEGORIES",
@@ -210,7 +213,8 @@ def _fix_spelling(text: str) -> str:
 
 
 def _base_norm(text: str) -> str:
-    text = text[:_SCAN_CHARS].lower().replace("’", "'").replace("‘", "'")
+    # Unicode tricks first (zero-width, fullwidth, look-alikes, marks): see textnorm.guard_view
+    text = guard_view(text[: 2 * _SCAN_CHARS])[:_SCAN_CHARS].replace("’", "'").replace("‘", "'")
     text = re.sub(r"(?<=[a-z])[!1|](?=[a-z])", "i", text)  # k!ll, su1cide
     text = re.sub(r"(?<=[a-z])0(?=[a-z])", "o", text)
     text = re.sub(r"(?<=[a-z])@(?=[a-z])", "a", text)
@@ -704,7 +708,7 @@ _DEV_NOTE = "This is general guidance, not a diagnosis; if you're worried, {who}
 
 def developmental_note(nickname: str | None = None) -> str:
     """The short 'not a diagnosis' sentence, naming the child by nickname when there is one."""
-    nick = " ".join((nickname or "").split())
+    nick = " ".join(prompt_text(nickname or "").split())
     if not nick or len(nick) > 40 or not any(ch.isalpha() for ch in nick) or "{" in nick:
         return _DEV_NOTE.format(who="your child's")
     return _DEV_NOTE.format(who=f"{nick}'s")

@@ -3,6 +3,10 @@
 Raven/Pile checkpoints use the GPT-NeoX 20B BPE (`20B_tokenizer.json`, 50277 ids) and the
 "Bob:/Alice:" chat format; World checkpoints use the trie vocabulary shipped in the `rwkv`
 package (65536 ids) and the "User:/Assistant:" chat format.
+
+`encode` never produces a special-token id from text: the HF tokenizer is switched to encode
+special tokens as plain text (`encode_special_tokens`), and the World vocabulary has no
+entry for id 0 (end of text), so "<|endoftext|>" typed by a parent is ordinary bytes there.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class HfTokenizer(Tokenizer):
             self._tok = _HF.from_file(str(path))
         except Exception as exc:  # the library raises a bare Exception on bad JSON
             raise ConfigError(f"tokenizer {path} is not a valid tokenizers JSON: {exc}") from exc
+        # Text such as "<|endoftext|>" in a parent's message is text: the library's own switch
+        # makes encode() split special tokens like any other text (ids come only from the
+        # engine, e.g. end of text = 0); decode() still skips special ids.
+        self._tok.encode_special_tokens = True
         self.name = path.name
         self.chat_format = chat_format
         self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))

@@ -99,8 +99,8 @@ def test_normalize_rules() -> None:
     assert normalize_message("a\u2028\u2029b") == "a\nb"
     long = "word " * 1000
     capped = normalize_message(long)
-    assert len(capped) <= MAX_MESSAGE_CHARS and capped.endswith("…")
-    assert normalize_message("x" * 5000, max_chars=100) == "x" * 99 + "…"
+    assert len(capped) <= MAX_MESSAGE_CHARS and capped.endswith("...")
+    assert normalize_message("x" * 5000, max_chars=100) == "x" * 97 + "..."
 
 
 @settings(max_examples=300, deadline=None)
