@@ -11,9 +11,10 @@ on every call; a device may name only its own child (anything else:
 PERMISSION_DENIED, whether or not the id exists).
 
 Device tokens: a positive answer from profile is cached for
-`device_cache_ttl_s` (5 s by default, at most 30) keyed by the token's hash.
-RevokeDevice and EraseFamily through this gateway evict at once; a revocation
-made elsewhere takes effect within the TTL. Negative answers are never cached.
+`device_cache_ttl_s` (5 s by default, at most 10) keyed by the token's hash.
+RevokeDevice, WithdrawConsent and EraseFamily through this gateway evict at once;
+a revocation or withdrawal made through another replica takes effect here within
+the TTL. Negative answers are never cached.
 """
 
 from __future__ import annotations

@@ -70,9 +70,11 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     # How stale this instance's view of revoked sign-ins may get (access tokens
     # of a revoked sign-in stop working within this many seconds everywhere).
     revocation_refresh_s: float = Field(5.0, ge=0.0, le=60.0)
-    # Positive device-token answers are cached this long; revocations made
-    # through this gateway evict at once.
-    device_cache_ttl_s: float = Field(5.0, ge=0.0, le=30.0)
+    # Positive device-token answers are cached this long; revocations and consent
+    # withdrawals made through this gateway evict at once, those made through
+    # another replica take effect here within this TTL (play writes are checked by
+    # analytics on every call regardless).
+    device_cache_ttl_s: float = Field(5.0, ge=0.0, le=10.0)
 
     # Public TLS (server-side only; mobile clients do not present certificates).
     public_tls_cert_file: Path | None = None

@@ -151,7 +151,7 @@ async def test_a_withdrawal_stops_play_writes_at_once_on_every_replica(stack):
     token, _ = await pair_device(fam)
     # A second replica that keeps device credentials for a long time: the write check
     # must not depend on any gateway cache.
-    _, other = await stack.extra_gateway(device_cache_ttl_s=30)
+    _, other = await stack.extra_gateway(device_cache_ttl_s=10)
     devices = [fam.client.as_(token), other.as_(token)]
     p = plan(fam.child_id, 2018, 3, sessions=6, weeks=1, seed=5)
     for i, device in enumerate(devices):  # both replicas have the device cached now
