@@ -57,6 +57,7 @@ _IGNORABLE = re.compile(
     "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0"
     "\U000e0100-\U000e01ef]"
 )
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")  # the Cc that _drop drops
 _SMALL_CAPITAL = re.compile(r"LATIN LETTER SMALL CAPITAL ([A-Z])")
 _WORD = re.compile(r"\w+")
 
@@ -69,7 +70,7 @@ def clean(text: str) -> str:
     """NFKC with invisible and control characters removed (newlines and tabs kept)."""
     text = unicodedata.normalize("NFKC", text)
     if text.isascii():
-        return "".join(ch for ch in text if not _drop(ch))
+        return _ASCII_CONTROL.sub("", text)
     text = _IGNORABLE.sub("", text)
     return "".join(ch for ch in text if not _drop(ch))
 
