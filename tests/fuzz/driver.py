@@ -183,6 +183,8 @@ class World:
     refs: list[analytics_pb2.ChildRef] = field(default_factory=list)
     sessions: list[play_pb2.GameSession] = field(default_factory=list)
     families: list[Fam] = field(default_factory=list)
+    # id -> the ids of its family by field name, so a request can name one family coherently
+    owners: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add(self, key: str, *values: Any, cap: int = 200) -> None:
         pool = self.pools[key]
@@ -232,6 +234,10 @@ class World:
             checkin.recorded_at.FromDatetime(now - timedelta(minutes=5))
             await client.play.SubmitMoodCheckIn(gw.SubmitMoodCheckInRequest(checkin=checkin),
                                                 metadata=device_md)
+            ids = {"family_id": fam.family_id, "parent_id": fam.parent.parent_id,
+                   "child_id": fam.child_id, "device_id": device.device_id,
+                   "conversation_id": conv.conversation_id}
+            self.owners.update({v: ids for v in ids.values()})
             self.add("family_id", fam.family_id)
             self.add("parent_id", fam.parent.parent_id)
             self.add("child_id", fam.child_id)
@@ -345,6 +351,32 @@ class World:
 
         return st.builds(make, st.uuids().map(str), from_pool(self.pools["child_id"]),
                          st.integers(1, 7), st.integers(1, 5), st.integers(0, 60 * 24 * 6))
+
+    def coherent(self, msg: Message) -> Message:
+        """The request with every real id rewritten to the family of the first real id it
+        names (fields drawn independently rarely agree on a family, so most requests would
+        stop at the first ownership check)."""
+        found: list[tuple[Message, str, str]] = []
+
+        def walk(m: Message, depth: int) -> None:
+            for f, value in m.ListFields():
+                if isinstance(value, str) and value in self.owners:
+                    found.append((m, f.name, value))
+                elif isinstance(value, Message) and depth < 2:
+                    walk(value, depth + 1)
+
+        walk(msg, 0)
+        if found:
+            ids = self.owners[found[0][2]]
+            for m, name, _ in found:
+                if name in ids:
+                    setattr(m, name, ids[name])
+        return msg
+
+    def requests(self, fz: Fuzzer, cls: type[Message]) -> st.SearchStrategy[Message]:
+        """Generated requests, two in three of them naming one family coherently."""
+        return st.tuples(fz.message(cls), st.integers(0, 2)).map(
+            lambda p: p[0] if p[1] == 0 else self.coherent(p[0]))
 
     def credentials(self, identity: str) -> st.SearchStrategy[tuple[tuple[str, str], ...]]:
         def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -489,7 +521,7 @@ class Driver:
     async def run(self, cases: int, targets: list[Target] | None = None,
                   on_target: Callable[[Target], None] | None = None) -> None:
         for target in targets or all_targets():
-            strategy = st.tuples(self.fuzzer.message(target.request_cls),
+            strategy = st.tuples(self.world.requests(self.fuzzer, target.request_cls),
                                  self.world.credentials(target.identity))
             key = zlib.crc32(f"{target.name}/{target.identity}".encode())
             for request, metadata in draw_cases(strategy, cases, self.seed * 1_000_003 + key):
