@@ -11,7 +11,7 @@ become plain characters), then every invisible character is dropped: format char
 (category Cf: zero-width space and joiners, bidi embeddings, overrides and isolates, soft
 hyphen, word joiner, BOM, tag characters...), the other default-ignorable code points that
 are not Cf (variation selectors, the combining grapheme joiner, Hangul fillers, Khmer
-inherent vowels, Mongolian free variation selectors), unassigned and private-use code points,
+inherent vowels, Mongolian free variation selectors), private-use code points and surrogates,
 and control characters other than newline and tab (whose handling is the prompt rules' job,
 see services.inference.prompt). Line and paragraph separators are kept for the same reason.
 
@@ -51,7 +51,8 @@ __all__ = ["clean", "guard_view", "prompt_text"]
 
 _CONFUSABLES: dict[str, list[dict[str, str]]] = confusables.confusables_data
 _KEEP_CONTROLS = frozenset("\n\t\u2028\u2029\x85\x0b\x0c\r")
-_DROP_CATEGORIES = frozenset({"Cf", "Cc", "Cn", "Co", "Cs"})
+# Not Cn (unassigned): this Python's Unicode tables may predate a genuine new emoji.
+_DROP_CATEGORIES = frozenset({"Cf", "Cc", "Co", "Cs"})
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt) outside category Cf.
 _IGNORABLE = re.compile(
     "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0"
