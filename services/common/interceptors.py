@@ -4,6 +4,8 @@ Servicers stay thin: they raise domain errors (services.common.errors) and the
 interceptor answers with the canonical status code and google.rpc.Status
 details. An unexpected exception is a bug: it is logged with its traceback and
 answered INTERNAL with a generic message; no traceback crosses the wire.
+A database that cannot be reached right now (services.common.db.
+database_unavailable) is not a bug: it is answered UNAVAILABLE with RetryInfo.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 import structlog
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from services.common import errors
 from services.common.admission import AdmissionControl
@@ -40,6 +44,26 @@ UNAUTHENTICATED_SERVICES = frozenset(
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
     "current_request_id", default=""
 )
+# When the call being handled must be answered (time.monotonic()), so that calls
+# made on its behalf can use no more than what is left; None: no deadline.
+_call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "call_deadline", default=None
+)
+
+
+def call_time_remaining() -> float | None:
+    """Seconds left before the current call's deadline (None: the caller set none,
+    or no call is being handled)."""
+    deadline = _call_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def outside_call() -> contextvars.Context:
+    """The current context without the call's deadline: for a task that must outlive
+    the call (e.g. storing what a cancelled stream produced)."""
+    ctx = contextvars.copy_context()
+    ctx.run(_call_deadline.set, None)
+    return ctx
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 log = structlog.get_logger("avatario.rpc")
 
@@ -140,6 +164,8 @@ class _Run:
     def _begin(self, context: grpc.aio.ServicerContext) -> float:
         self.m.started.labels(*self.labels).inc()
         current_request_id.set(self.request_id)
+        remaining = context.time_remaining()
+        _call_deadline.set(None if remaining is None else time.monotonic() + remaining)
         structlog.contextvars.bind_contextvars(
             request_id=self.request_id, rpc=f"{self.labels[1]}/{self.labels[2]}"
         )
@@ -160,6 +186,10 @@ class _Run:
             else:
                 log.info("rpc.rejected", code=exc.code.name, reason=exc.message)
             await context.abort_with_status(to_grpc_status(to_rpc_status(exc)))
+        if _database_unavailable(exc):
+            log.warning("rpc.database_unavailable", error=type(exc).__name__,
+                        detail=str(exc)[:200])
+            await context.abort_with_status(to_grpc_status(_database_unavailable_status()))
         log.error("rpc.unexpected_error", exc_info=exc)
         await context.abort_with_status(to_grpc_status(internal_status(self.request_id)))
         raise AssertionError("unreachable")  # abort always raises
@@ -229,7 +259,28 @@ def _map_code(exc: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.CANCELLED
     if isinstance(exc, errors.DomainError):
         return exc.code
+    if _database_unavailable(exc):
+        return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL
+
+
+# A database outage is not a bug: the call may succeed once the database is back.
+DATABASE_RETRY_AFTER_S = 1.0
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    # imported on first use: a service without a database need not load SQLAlchemy
+    from services.common.db import database_unavailable
+
+    return database_unavailable(exc)
+
+
+def _database_unavailable_status() -> status_pb2.Status:
+    status = to_rpc_status(errors.Unavailable("the database is unavailable; retry later"))
+    delay = duration_pb2.Duration()
+    delay.FromMilliseconds(int(DATABASE_RETRY_AFTER_S * 1000))
+    status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return status
 
 
 def _code_of(context, default: grpc.StatusCode) -> grpc.StatusCode:

@@ -5,8 +5,12 @@ the translation of backend errors into what the public API answers.
   FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ABORTED,
   OUT_OF_RANGE) pass through with their code and details; BadRequest field
   paths are remapped where the public request is shaped differently.
-* UNAVAILABLE, DEADLINE_EXCEEDED and CANCELLED become UNAVAILABLE at once
-  (channels do not wait for ready: a down backend fails fast).
+* UNAVAILABLE and CANCELLED become UNAVAILABLE at once (channels do not wait
+  for ready: a down backend fails fast).
+* DEADLINE_EXCEEDED stays DEADLINE_EXCEEDED: the backend did not answer in
+  time. Every backend call's deadline is the configured one cut to what is left
+  of the client's own deadline, so no backend works on past the point where the
+  client has given up.
 * UNAUTHENTICATED passes through only from credential checks (Authenticate,
   AuthenticateDevice); elsewhere it means the gateway's internal credential is
   wrong, a deployment bug, and becomes INTERNAL like a backend's own INTERNAL.
@@ -29,7 +33,8 @@ from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
 from services.common import errors
 from services.common.clients import internal_channel, retry_service_config
-from services.common.status import field_violations, retry_delay_s
+from services.common.interceptors import call_time_remaining
+from services.common.status import error_info, field_violations, retry_delay_s
 from services.gateway.settings import GatewaySettings
 
 log = structlog.get_logger("avatario.gateway.backends")
@@ -52,9 +57,7 @@ _PASS_THROUGH = {
     grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ABORTED,
     grpc.StatusCode.OUT_OF_RANGE,
 }
-_UNAVAILABLE = {
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
-}
+_UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
 class PassThrough(errors.DomainError):
@@ -83,6 +86,9 @@ def translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, st
     if code in _UNAVAILABLE:
         log.warning("backend.unavailable", backend=backend, code=code.name)
         return errors.Unavailable(f"{backend} is unavailable; retry later")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        log.warning("backend.deadline_exceeded", backend=backend)
+        return errors.DeadlineExceeded(f"{backend} did not answer in time")
     status = rpc_status.from_call(err)
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         found = field_violations(status)
@@ -104,8 +110,10 @@ def translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, st
                 detail.Unpack(pf)
                 if pf.violations:
                     v = pf.violations[0]
-                    return errors.FailedPrecondition(message, violation_type=v.type,
-                                                     subject=v.subject)
+                    info = error_info(status)
+                    return errors.FailedPrecondition(
+                        message, violation_type=v.type, subject=v.subject,
+                        metadata=dict(info.metadata) if info is not None else None)
         return errors.FailedPrecondition(message)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.ResourceExhausted(message or f"{backend} is busy",
@@ -116,6 +124,17 @@ def translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, st
         return errors.Unauthenticated(message or "invalid credentials")
     log.error("backend.failed", backend=backend, code=code.name, details=message[:200])
     return BackendFailure(f"{backend} answered {code.name}")
+
+
+def call_timeout(configured: float) -> float:
+    """A backend call's deadline: `configured`, cut to what is left of the client's
+    deadline. Nothing left: DEADLINE_EXCEEDED without calling."""
+    remaining = call_time_remaining()
+    if remaining is None:
+        return configured
+    if remaining <= 0:
+        raise errors.DeadlineExceeded("the call's deadline has passed")
+    return min(configured, remaining)
 
 
 class Backend:
@@ -137,13 +156,14 @@ class Backend:
                    remap: Mapping[str, str] | None = None, credential_check: bool = False):
         try:
             return await getattr(self.stub, method)(
-                request, timeout=timeout or self.deadline_s, wait_for_ready=False)
+                request, timeout=call_timeout(timeout or self.deadline_s), wait_for_ready=False)
         except grpc.aio.AioRpcError as err:
             raise self.failed(err, remap=remap, credential_check=credential_check) from None
 
     def stream(self, method: str, request, *, timeout: float):
         """Start a server-streaming call; the caller iterates and translates errors."""
-        return getattr(self.stub, method)(request, timeout=timeout, wait_for_ready=False)
+        return getattr(self.stub, method)(request, timeout=call_timeout(timeout),
+                                          wait_for_ready=False)
 
 
 @dataclass
