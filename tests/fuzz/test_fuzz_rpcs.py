@@ -16,7 +16,7 @@ import pytest
 from tests.fuzz.driver import Driver, World, all_targets, build_model, fuzz_stack, health
 from tests.integration.gateway.conftest import migrated_urls
 
-CASES_PER_TARGET = 2
+CASES_PER_TARGET = 3
 SEED = 20_240_610
 
 
