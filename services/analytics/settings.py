@@ -39,6 +39,9 @@ class AnalyticsSettings(ServiceSettings, AnalyticsJobSettings):
     model_config = _CONFIG
 
     port: int = Field(50053, ge=0, le=65535)
+    # Overload admission: RPCs in flight before RESOURCE_EXHAUSTED + RetryInfo
+    # (measured: bench/bench_load.py; session ingestion is the slowest write).
+    max_inflight_rpcs: int = Field(32, ge=0, le=100_000, description="0 = no cap.")
     metrics_port: int | None = Field(9103, ge=0, le=65535)
     db_pool_size: int = Field(10, ge=1, le=200)
     ready_timeout_s: float = Field(

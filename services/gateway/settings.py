@@ -47,6 +47,9 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     model_config = _CONFIG
 
     port: int = Field(50051, ge=0, le=65535)
+    # Overload admission: RPCs in flight before RESOURCE_EXHAUSTED + RetryInfo
+    # (measured: bench/bench_load.py; chat streams hold theirs until they end).
+    max_inflight_rpcs: int = Field(128, ge=0, le=100_000, description="0 = no cap.")
     metrics_port: int | None = Field(9101, ge=0, le=65535)
     db_pool_size: int = Field(10, ge=1, le=200)
     ready_timeout_s: float = Field(

@@ -15,6 +15,9 @@ class InferenceSettings(ServiceSettings):
                                       populate_by_name=True)
 
     port: int = Field(50054, ge=0, le=65535)
+    # Overload admission: RPCs in flight before RESOURCE_EXHAUSTED + RetryInfo
+    # (measured: bench/bench_load.py; above max_batch_size + max_queue: the engine answers first).
+    max_inflight_rpcs: int = Field(128, ge=0, le=100_000, description="0 = no cap.")
     metrics_port: int | None = Field(9104, ge=0, le=65535)
     model_path: Path = Field(description="RWKV-4 .pth checkpoint (raw or pre-converted).")
     tokenizer: str = Field(

@@ -34,6 +34,9 @@ class ProfileSettings(ServiceSettings, ProfileDatabaseSettings):
 
     db_pool_size: int = Field(10, ge=1, le=200)
     port: int = Field(50052, ge=0, le=65535)
+    # Overload admission: RPCs in flight before RESOURCE_EXHAUSTED + RetryInfo
+    # (measured: bench/bench_load.py; argon2 hashing runs in a bounded pool).
+    max_inflight_rpcs: int = Field(64, ge=0, le=100_000, description="0 = no cap.")
     metrics_port: int | None = Field(9102, ge=0, le=65535)
 
     ready_timeout_s: float = Field(
