@@ -88,6 +88,15 @@ class Supervisor:
             prefix = Text(f"{name:>10} │ ", style=color)
             self.console.print(prefix + Text(line), soft_wrap=True, highlight=False)
 
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to one server (fault tests: SIGKILL, SIGTERM); `start` its spec
+        again once it has exited to bring it back."""
+        self.procs[name].send_signal(sig)
+
+    async def wait_exit(self, name: str, timeout: float) -> int:
+        """Wait for one server to exit; its exit code (-N: ended by signal N)."""
+        return await asyncio.wait_for(self.procs[name].wait(), timeout)
+
     def any_exited(self) -> str | None:
         for name, proc in self.procs.items():
             if proc.returncode is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -54,11 +55,9 @@ def _launch(backend: str, var: Path, model: Path):
     return cfg, created
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def stack(request, tmp_path_factory, tiny_world_model):
-    """Start the four services once per test module and backend."""
-    var = tmp_path_factory.mktemp(f"stack-{request.param}")
-    cfg, created = _launch(request.param, var, tiny_world_model)
+@contextmanager
+def running_stack(cfg: StackConfig):
+    """Migrate and start the four services of `cfg`; stop them on exit."""
     # The supervisor lives on its own loop in a thread, so it keeps draining the
     # services' output while the tests run on theirs.
     loop = asyncio.new_event_loop()
@@ -76,5 +75,16 @@ def stack(request, tmp_path_factory, tiny_world_model):
         call(sup.stop_all())
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(request, tmp_path_factory, tiny_world_model):
+    """Start the four services once per test module and backend."""
+    var = tmp_path_factory.mktemp(f"stack-{request.param}")
+    cfg, created = _launch(request.param, var, tiny_world_model)
+    try:
+        with running_stack(cfg) as running:
+            yield running
+    finally:
         for url in created:
             drop_pg_database(url)
