@@ -32,6 +32,22 @@ def has_invisible(value: str) -> bool:
     return any(unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in value)
 
 
+# Format characters a one-line name may keep: the zero-width joiner and non-joiner
+# (emoji sequences such as a family emoji, Persian and Indic spelling) and the tag
+# characters of subdivision flag emoji. Every other one (bidi overrides and
+# isolates, zero-width spaces, BOMs, soft hyphens...) spoofs how a name reads.
+_NAME_FORMAT_OK = frozenset({"\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
+
+
+def _visible(value: str) -> str:
+    """`value` without whitespace and format characters: what a reader sees."""
+    return "".join(ch for ch in value if unicodedata.category(ch) != "Cf").strip()
+
+
+def _spoofing_format_char(value: str) -> bool:
+    return any(unicodedata.category(ch) == "Cf" and ch not in _NAME_FORMAT_OK for ch in value)
+
+
 class Violations:
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
@@ -79,7 +95,11 @@ class Violations:
         max_len: int,
         multiline: bool = False,
     ) -> bool:
-        stripped = value.strip()
+        """Required unless min_len is 0; invisible-only text counts as empty. One-line
+        text (names, titles) must not hold format characters that change how it
+        reads (bidi overrides, zero-width spaces); multi-line text (chat) may, the
+        inference node normalises it."""
+        stripped = _visible(value)
         if len(stripped) < min_len:
             self.add(field, "is required" if not stripped else f"must be at least {min_len} characters")
             return False
@@ -88,6 +108,10 @@ class Violations:
             return False
         if _CONTROL.search(value) or (not multiline and ("\n" in value or "\r" in value)):
             self.add(field, "must not contain control characters")
+            return False
+        if not multiline and _spoofing_format_char(value):
+            self.add(field, "must not contain invisible format characters (bidi controls, "
+                            "zero-width spaces)")
             return False
         return True
 

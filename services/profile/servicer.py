@@ -315,8 +315,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     async def EraseFamily(self, request: pb.EraseFamilyRequest, context):
         validate.family_only(request)
+        now = self.clock()
         result = await in_transaction(self.db, lambda s: family.erase_family(
-            s, request.family_id))
+            s, request.family_id, now=now))
         self.metrics.families_erased.inc()
         # Nothing of the family is left to hold an audit event: the structured log
         # keeps the fact (ids and counts only, no personal data).

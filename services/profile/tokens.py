@@ -46,10 +46,15 @@ def looks_like_device_token(token: str) -> bool:
     return bool(_DEVICE_TOKEN.fullmatch(token))
 
 
-class Hasher:
-    """HMAC-SHA-256 with the configured pepper (empty key when none is set)."""
+MIN_PEPPER_BYTES = 16
 
-    def __init__(self, pepper: bytes = b"") -> None:
+
+class Hasher:
+    """HMAC-SHA-256 keyed with the configured pepper (required: at least 16 bytes)."""
+
+    def __init__(self, pepper: bytes) -> None:
+        if len(pepper) < MIN_PEPPER_BYTES:
+            raise ValueError(f"the token pepper must be at least {MIN_PEPPER_BYTES} bytes")
         self._key = pepper
 
     def __call__(self, kind: str, value: str) -> str:

@@ -37,8 +37,14 @@ def test_device_tokens():
 
 
 def test_hashes_are_keyed_and_kind_separated():
-    plain, peppered = tokens.Hasher(), tokens.Hasher(b"pepper")
+    plain, peppered = tokens.Hasher(b"p" * 16), tokens.Hasher(b"another-pepper-0123")
     assert len(plain.code("ABCD2345")) == 64
     assert plain.code("ABCD2345") == plain.code("ABCD2345")
     assert plain.code("ABCD2345") != peppered.code("ABCD2345")
     assert plain.code("X") != plain.device_token("X")
+
+
+@pytest.mark.parametrize("pepper", [b"", b"short"])
+def test_a_missing_or_short_pepper_is_refused(pepper):
+    with pytest.raises(ValueError, match="pepper"):
+        tokens.Hasher(pepper)
