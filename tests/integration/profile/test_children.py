@@ -239,6 +239,8 @@ async def test_update_child_is_audited_as_the_acting_parent(profile):
     [
         (dict(nickname=""), "nickname"),
         (dict(nickname="x" * 41), "nickname"),
+        (dict(nickname="Mia\u202e"), "nickname"),  # bidi override: spoofs how it reads
+        (dict(nickname="\u200b"), "nickname"),  # invisible only
         (dict(birth_month=13), "birth_month"),
         (dict(birth_year=1), "birth_year"),
         (dict(birth_year="next"), "birth_year"),
