@@ -114,6 +114,8 @@ def main() -> int:
             healthy = all(set(h.values()) == {"SERVING"} for h in out["health"])
             print_table(f"protocol fuzzing on {backend}: {totals['cases']} cases in "
                         f"{out['seconds']:.0f} s ({out['rounds']} rounds)", rows)
+            for row in rows:  # the whole codes column (the table above wraps it)
+                print(f"  {row['service']}: {row['codes']}")
             print(f"  totals {totals}; codes {dict(sorted(codes.items()))}; "
                   f"every service SERVING after every round: {healthy}")
             for f in driver.findings[:20]:
