@@ -73,7 +73,8 @@ def test_real_words_are_never_corrected() -> None:
 
 
 def test_spelling_fixes_leave_real_words_alone() -> None:
-    norm = load_resources.__globals__["_norm"]
+    from services.inference.safety.text import norm
+
     assert norm("sucide ibuprofin siezure unconcious") == "suicide ibuprofen seizure unconscious"
     # real words close to a key word stay as they are
     assert norm("cooking putting prison amused breath hitting") == (

@@ -1,0 +1,71 @@
+"""Crisis: suicide or self-harm, of the child or the parent."""
+
+from __future__ import annotations
+
+import re
+
+from services.inference.safety.rules.common import (
+    SELF,
+    compile_all,
+)
+
+RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
+    (
+        "crisis",
+        "suicide",
+        compile_all(
+            r"\bsuicid(?:e|al|ally)\b(?! (?:squad|bomb\w*|attack\w*|mission|doors?|vest|drone|run|pact of the))",
+            rf"\bkill (?:{SELF}|me)\b",
+            rf"\bkilled {SELF}",
+            rf"\bkilling {SELF}(?! (?:trying|to|working|laughing|with|over|doing|for))",
+            r"\b(?:want|wants|wanted|wanting|wish|wishes|wished|going|ready|try|trying|tried|plan|plans|planning) to (?:die|be dead|not be alive|not exist|disappear forever|never wake up|end it|stop existing|stop living|not be here|not live)\b(?! (?:of|from|laughing|her hair|his hair|my hair|their hair|with laughter))",
+            r"\b(?:wish|wishes|wished) (?:i|he|she|they) (?:was|were|could be) (?:dead|never born|not alive|gone forever)\b",
+            r"\b(?:wish|wishes|wished) (?:i|he|she|they) (?:had never been|hadnt been|wasnt|werent) born\b",
+            r"\b(?:wish|wishes|wished) (?:id|hed|shed|theyd|i had|he had|she had|they had) never (?:been born|existed|lived)\b",
+            r"\b(?:wish|wishes|wished) (?:i|he|she|they) (?:could|would) (?:just )?(?:die|be dead|disappear forever|not wake up|never wake up|stop existing)\b",
+            r"\b(?:want|wants|wanted|wanting|going|trying|tried|plan|plans|planning|thinking about|thought about|talks about|talking about) to overdose\b|\b(?:thinking|thought|talks|talked|talking) about overdosing\b",
+            r"\b(?:doesnt|dont|does not|do not|didnt|did not|no longer) want to (?:live|be alive|be here anymore|exist|be around anymore)\b",
+            r"\b(?:doesnt|dont|does not|do not|didnt|did not|no longer) (?:want|wanna) to wake up\b(?! (?:for|in (?:the|time)|early|before|at|on|so early|when|until|till))",
+            r"\b(?:end|ending|take|taking) (?:my|his|her|their) (?:own )?life\b",
+            r"\b(?:end it all|better off dead|better off without me|no reason to live|nothing to live for|not worth living)\b",
+            r"\blife (?:isnt|is not|aint) worth (?:it|living)\b",
+            r"\bno point (?:in )?(?:me |him |her |them |my |his |their )?(?:being alive|living|existing|being here|going on|waking up)\b",
+            r"\b(?:cant|cannot|can not) (?:go on|keep going|do this) (?:anymore|any more|any longer|like this)\b",
+            r"\b(?:hang|hanging|hanged|drown|drowning|strangle|strangling|shoot|shooting|stab|stabbing|poison|poisoning|suffocate|suffocating) (?:my|him|her|them)sel(?:f|ves)\b",
+            r"\b(?:better|happier|easier) (?:off )?if (?:i|he|she|they) (?:was|were|wasnt|werent|was not|were not|had never been|hadnt been|never) (?:here|around|alive|born|gone|dead|existed)\b",
+            r"\b(?:better|happier|easier) (?:off )?without (?:me\b|(?:him|her|them)(?: (?:around|here|alive|in (?:this|the) world))?$)",
+            r"\b(?:nobody|no one|noone|none of you|nobody else) (?:would|will|wd|d)? ?(?:care|notice|miss (?:me|him|her|them)) if (?:i|he|she|they) (?:died|disappeared|was gone|were gone|was dead|were dead|wasnt here|werent here|wasnt around|was not here|killed \w+|didnt exist|never existed|stopped existing)\b",
+            r"\b(?:stop|stopped|stopping) existing\b",
+            r"\b(?:think|thinks|thinking|thought) (?:about|of) (?:ending it|ending (?:my|his|her|their) (?:own )?life|ending things|dying|killing|suicide)\b",
+            r"\b(?:talk\w*|say\w*|said|mention\w*|jok\w*|writ\w*|wrote) (?:\w+ )?about (?:not being (?:around|here|alive)|wanting to die|being dead|killing (?:him|her|my|them)sel\w*)\b(?! (?:for|to|when|at|on|during|next|this|tomorrow))",
+            r"\b(?:he|she|they|i) (?:wont|will not|isnt going to|is not going to|not going to) be (?:around|here|alive) (?:much longer|anymore|any more|for long|for much longer|next year|for (?:his|her|their|my) (?:own )?birthday)\b",
+            r"\b(?:should|might as well|may as well) (?:just )?(?:die|be dead)\b(?! (?:of|from))",
+            r"\b(?:plan|plans|planning|want|wants|going|decided) to end (?:it|things|everything)\b(?! (?:with|between|here|now|early|there|on|at|for|before|after|by))",
+            r"\b(?:stockpil\w*|hoard\w*|saving up|collecting) (?:\w+ ){0,2}?(?:pills|tablets|meds|medication|medicines|painkillers|razors?|razor blades|blades)\b",
+            r"\b(?:how many|enough) (?:\w+ ){0,2}?(?:pills|tablets|meds) (?:\w+ ){0,3}?(?:to die|to kill|to not wake up|to never wake up|to overdose)\b",
+            r"\b(?:how to|ways to|best way to|painless way to) (?:die|kill (?:my|him|her|them)sel\w*|end (?:my|his|her|their) life)\b",
+            r"\b(?:im|i am|hes|he is|shes|she is|theyre|they are) (?:just |such |only )?a burden\b|\ba burden (?:to|on) (?:everyone|everybody|us|you|my family|the family|his family|her family)\b",
+            r"\b(?:want|wants|wanted|wanting) to (?:go to heaven|be in heaven|die and be with|join (?:\w+ ){0,2}in heaven|be with (?:\w+ ){0,2}in heaven)\b(?! (?:one day|someday|when (?:i|he|she|they) (?:am|is|are|get|gets|grow|grows) old))",
+            r"\b(?:run away|disappear|go away|leave) and never come back\b",
+            r"\b(?:go to sleep|fall asleep|sleep|close (?:my|his|her|their) eyes) and (?:never|not) wake up\b",
+            r"\b(?:want|wants|wanted|wish|wishes|wished) to (?:just )?disappear\b(?! (?:into|under|behind|in|to|from|for (?:a|the) (?:day|weekend|bit|while|minute|moment|hour|week)))",
+            r"\b(?:threaten\w*|going|trying|tried|try|wants?|wanted) to (?:jump off|jump from|throw (?:my|him|her|them)sel\w* (?:off|from|in front of)|jump in front of|step in front of|walk in front of) (?:\w+ )?(?:bridge|roof|building|balcony|window|cliff|overpass|tower|parking garage|train|traffic|car|bus|truck)\b",
+        ),
+    ),
+    (
+        "crisis",
+        "self_harm",
+        compile_all(
+            r"\bself ?(?:harm|harms|harmed|harming|injury|injuring|injure|mutilat\w*)\b",
+            rf"\b(?:want|wants|wanted|trying|tried|try|going|threaten\w*|thinking about|thinking of|thought about|talks about|talked about|talking about|planning|plans|urge|urges) (?:to )?(?:kill|hurt|harm|cut|burn|starve|punish|stab|shoot|hang|drown|strangle|poison|suffocate|injure)(?:ing|s)? {SELF}",
+            rf"(?<!not )(?<!never )(?<!dont )\bto (?:hurt|harm|punish|injure|cut|burn) {SELF}",
+            rf"\b(?:hurt|hurts|hurting|harm|harms|harming|harmed|cut|cuts|cutting|burn|burns|burning|burned|burnt|scratch\w*|hit|hits|hitting|bang\w*|bit|bites|biting|starv\w*) {SELF} (?:on purpose|deliberately|intentionally|to feel|again|with (?:a |an )?(?:lighter|knife|razor|blade|scissors|compass|pen knife|cigarette|match|matches|sharpener blade)|because|when (?:i|he|she|they) (?:am|is|are|get|gets|feel|feels)|when (?:im|hes|shes|theyre) (?:sad|upset|angry|mad|stressed|anxious|overwhelmed|down|lonely|frustrated|low))",
+            rf"\b(?:cutting|cuts) {SELF}",
+            r"\b(?:been|started|caught (?:him|her|them|me)|is|was|keeps|stop|stopped) cutting(?: again)?$",
+            r"\b(?:cutting|cut|slitting|slit|slashing) (?:his|her|their|my) (?:wrists?|arms?|thighs?|legs?|skin|stomach)\b",
+            r"\bcuts? (?:on|all over) (?:his|her|their|my) (?:wrists?|arms?|thighs?|legs?|stomach)\b",
+            r"\b(?:scratch|cut|pick|bit|bite|hit|bang|punch)\w* (?:\w+ ){0,3}?until (?:it|they|he|she|i) (?:bleed|bleeds|bled|bruise|bruises|bruised)\b",
+            r"\b(?:razor|razors|blades?) (?:hidden|hid|hiding) (?:in|under)\b",
+        ),
+    ),
+]
