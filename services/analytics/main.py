@@ -41,7 +41,6 @@ from services.common.db import Database, in_transaction
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
 from services.common.timeutil import utcnow
-from services.common.validation import parse_id_list
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SERVICE_NAME = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name
@@ -194,11 +193,7 @@ def erase_families_cmd(
     Prints `erased <id> <rows>` per family (0 rows: nothing came back). Idempotent."""
     settings = AnalyticsDatabaseSettings()
     configure_logging(service="analytics")
-    try:
-        family_ids = parse_id_list(file.read_text())
-    except ValueError as exc:
-        typer.echo(f"{file}: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    family_ids = dataservice.read_id_list(file)
     done = asyncio.run(_erase_families(settings, family_ids))
     for family_id, rows in done:
         typer.echo(f"erased {family_id} {rows}")

@@ -56,6 +56,18 @@ async def wait_until_migrated(db: Database, script_location: Path, *, name: str,
             await asyncio.sleep(interval_s)
 
 
+def read_id_list(file: Path) -> list[str]:
+    """The ids in an operator's list file (one per line, or JSON); a bad file ends the
+    command with exit code 2 and a message naming it."""
+    from services.common.validation import parse_id_list
+
+    try:
+        return parse_id_list(file.read_text())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"{file}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def service_app(name: str, *, help: str, settings: Callable[[], Any],
                 serve: Callable[[Any], Awaitable[None]], database_settings: Callable[[], Any],
                 migrations_path: Path) -> typer.Typer:

@@ -28,7 +28,6 @@ from services.common.db import Database
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
 from services.common.timeutil import utcnow
-from services.common.validation import parse_id_list
 from services.profile import erasures
 from services.profile.metrics import ProfileMetrics
 from services.profile.passwords import Passwords
@@ -135,11 +134,7 @@ def replay_erasures_cmd(
     rerun it after a failure."""
     settings = ProfileDatabaseSettings()
     configure_logging(service="profile")
-    try:
-        family_ids = parse_id_list(file.read_text())
-    except ValueError as exc:
-        typer.echo(f"{file}: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    family_ids = dataservice.read_id_list(file)
     done = asyncio.run(_with_db(settings, lambda db: erasures.replay(db, family_ids)))
     for r in done:
         typer.echo(f"erased {r.family_id} {r.total_rows}" if r.erased else f"absent {r.family_id}")

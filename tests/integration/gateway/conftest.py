@@ -155,6 +155,22 @@ async def _clear(urls: Urls) -> None:
 
 
 @pytest.fixture
+async def fake():
+    """A scripted InferenceService on port 0 (tests.integration.gateway.fakes). A module
+    that wants the gateway to use it overrides `inference_target` with `fake_target`."""
+    from tests.integration.gateway.fakes import FakeInference, start_fake
+
+    f = FakeInference()
+    f.server, f.port = await start_fake(f)
+    yield f
+    await f.server.stop(0)
+
+
+def fake_target(fake) -> str:
+    return f"127.0.0.1:{fake.port}"
+
+
+@pytest.fixture
 def inference_target() -> str:
     """Where the gateway's inference calls go; tests override with a fake."""
     return DEAD_TARGET

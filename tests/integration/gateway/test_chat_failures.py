@@ -13,7 +13,7 @@ import pytest
 from avatario.common.v1 import chat_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from tests.helpers import retry_after
-from tests.integration.gateway.conftest import sqlite_only
+from tests.integration.gateway.conftest import fake_target, sqlite_only
 from tests.integration.gateway.fakes import FakeInference, start_fake
 from tests.integration.gateway.support import CHAT, DEAD_TARGET, fails, new_family, new_id
 
@@ -25,18 +25,8 @@ db_urls = pytest.fixture(scope="module", name="db_urls")(sqlite_only)
 
 
 
-@pytest.fixture
-async def fake():
-    f = FakeInference()
-    server, port = await start_fake(f)
-    f.server, f.port = server, port
-    yield f
-    await f.server.stop(0)
-
-
-@pytest.fixture
-def inference_target(fake) -> str:
-    return f"127.0.0.1:{fake.port}"
+# The gateway talks to the scripted inference fake (conftest `fake`).
+inference_target = pytest.fixture(name="inference_target")(fake_target)
 
 
 async def conversation(stack):

@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from services.common.logs import configure_logging
 from services.gateway.cli import app
-from tests.integration.gateway.conftest import sqlite_only
-from tests.integration.gateway.fakes import FakeInference, start_fake
+from tests.integration.gateway.conftest import fake_target, sqlite_only
 from tests.integration.gateway.support import PASSWORD, new_email
 
 # Transport and orchestration do not depend on the database backend: SQLite only.
@@ -22,17 +21,8 @@ db_urls = pytest.fixture(scope="module", name="db_urls")(sqlite_only)
 
 
 
-@pytest.fixture
-async def fake():
-    f = FakeInference()
-    f.server, f.port = await start_fake(f)
-    yield f
-    await f.server.stop(0)
-
-
-@pytest.fixture
-def inference_target(fake) -> str:
-    return f"127.0.0.1:{fake.port}"
+# The gateway talks to the scripted inference fake (conftest `fake`).
+inference_target = pytest.fixture(name="inference_target")(fake_target)
 
 
 @pytest.fixture(autouse=True)

@@ -30,8 +30,7 @@ from services.common.clients import internal_channel
 from services.common.db import Database
 from services.common.status import error_info
 from services.gateway.client.simulate import plan
-from tests.integration.gateway.conftest import profile_settings
-from tests.integration.gateway.fakes import FakeInference, start_fake
+from tests.integration.gateway.conftest import fake_target, profile_settings
 from tests.integration.gateway.support import (
     ANALYTICS,
     CHAT,
@@ -46,17 +45,8 @@ C = grpc.StatusCode
 SCOPE_NAME = {s: family_pb2.ConsentScope.Name(s) for s in (CHILD, ANALYTICS, CHAT)}
 
 
-@pytest.fixture
-async def fake():
-    f = FakeInference()
-    f.server, f.port = await start_fake(f)
-    yield f
-    await f.server.stop(0)
-
-
-@pytest.fixture
-def inference_target(fake) -> str:
-    return f"127.0.0.1:{fake.port}"
+# The gateway talks to the scripted inference fake (conftest `fake`).
+inference_target = pytest.fixture(name="inference_target")(fake_target)
 
 
 def consent_missing(err: grpc.RpcError, scope: int) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from avatario.gateway.v1 import gateway_pb2 as gw
 from services.gateway.client.simulate import plan
 from services.gateway.demo import run_demo
-from tests.integration.gateway.fakes import FakeInference, start_fake
+from tests.integration.gateway.conftest import fake_target
 from tests.integration.gateway.support import (
     DEAD_TARGET,
     PASSWORD,
@@ -25,17 +25,8 @@ C = grpc.StatusCode
 pytest.importorskip("services.analytics.main")
 
 
-@pytest.fixture
-async def fake():
-    f = FakeInference()
-    f.server, f.port = await start_fake(f)
-    yield f
-    await f.server.stop(0)
-
-
-@pytest.fixture
-def inference_target(fake) -> str:
-    return f"127.0.0.1:{fake.port}"
+# The gateway talks to the scripted inference fake (conftest `fake`).
+inference_target = pytest.fixture(name="inference_target")(fake_target)
 
 
 async def play_some(fam, token: str, sessions: int = 6, weeks: int = 2):
