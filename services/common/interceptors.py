@@ -183,6 +183,9 @@ class _Run:
         if isinstance(exc, errors.DomainError):
             if exc.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                 log.error("rpc.domain_error_as_internal", exc_info=exc)
+            elif exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # Under overload these come by the thousand; the metrics count them.
+                log.debug("rpc.rejected", code=exc.code.name, reason=exc.message)
             else:
                 log.info("rpc.rejected", code=exc.code.name, reason=exc.message)
             await context.abort_with_status(to_grpc_status(to_rpc_status(exc)))
