@@ -1,21 +1,35 @@
 """Domain errors: raised by domain code, mapped to gRPC status codes in one place.
 
-Domain modules raise these; the chassis error interceptor turns them into a
-`google.rpc.Status` with the right canonical code and details. Anything else
-that escapes a handler is a bug and becomes INTERNAL with a generic message.
+Domain modules raise these; the exception class is the error's kind. The
+chassis (services.common.status, used by the error interceptor) maps each kind
+to its canonical status code and details; this module knows nothing of gRPC,
+so domain code that raises these imports no transport. Anything else that
+escapes a handler is a bug and becomes INTERNAL with a generic message.
+
+| kind                 | status code          | details                                |
+|----------------------|----------------------|----------------------------------------|
+| InvalidArgument      | INVALID_ARGUMENT     | BadRequest.field_violations            |
+| NotFound             | NOT_FOUND            | ResourceInfo (resource_type)           |
+| AlreadyExists        | ALREADY_EXISTS       |                                        |
+| FailedPrecondition   | FAILED_PRECONDITION  | PreconditionFailure + ErrorInfo (typed)|
+| PermissionDenied     | PERMISSION_DENIED    |                                        |
+| Unauthenticated      | UNAUTHENTICATED      |                                        |
+| ResourceExhausted    | RESOURCE_EXHAUSTED   | RetryInfo                              |
+| Unavailable          | UNAVAILABLE          |                                        |
+| DeadlineExceeded     | DEADLINE_EXCEEDED    |                                        |
+| Aborted              | ABORTED              |                                        |
+| OutOfRange           | OUT_OF_RANGE         |                                        |
+
+`ConfigError` is not answered on the wire: a server refuses to start with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import grpc
-
 
 class DomainError(Exception):
-    """Base class. `code` is the canonical status code it maps to."""
-
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    """Base class of every error kind; the subclass is the kind."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,8 +38,6 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     """Bad input. Carries one (field path, description) pair per violation."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: Iterable[tuple[str, str]], message: str | None = None) -> None:
         self.violations: list[tuple[str, str]] = list(violations)
@@ -41,21 +53,28 @@ class InvalidArgument(DomainError):
     def field(cls, field: str, description: str) -> InvalidArgument:
         return cls([(field, description)])
 
+    @classmethod
+    def unnamed(cls, message: str) -> InvalidArgument:
+        """Bad input whose field is not known here: only for relaying another
+        service's INVALID_ARGUMENT that named none. Domain code names the field."""
+        exc = cls.__new__(cls)
+        exc.violations = []
+        DomainError.__init__(exc, message)
+        return exc
+
     @property
     def fields(self) -> list[str]:
         return [f for f, _ in self.violations]
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
-
     def __init__(self, what: str, message: str | None = None) -> None:
         super().__init__(message or f"{what} not found")
         self.what = what
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    pass
 
 
 class FailedPrecondition(DomainError):
@@ -65,8 +84,6 @@ class FailedPrecondition(DomainError):
     `metadata`, in an ErrorInfo detail (reason = violation_type) that clients can
     switch on without parsing messages.
     """
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
     def __init__(self, message: str, *, violation_type: str = "", subject: str = "",
                  metadata: dict[str, str] | None = None) -> None:
@@ -89,17 +106,15 @@ def consent_required(scope_name: str) -> FailedPrecondition:
 
 
 class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    pass
 
 
 class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    pass
 
 
 class ResourceExhausted(DomainError):
     """Over a limit; the client may retry after `retry_after_s` (RetryInfo)."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
@@ -107,14 +122,20 @@ class ResourceExhausted(DomainError):
 
 
 class Unavailable(DomainError):
-    code = grpc.StatusCode.UNAVAILABLE
+    pass
 
 
 class DeadlineExceeded(DomainError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    pass
 
 
 class Aborted(DomainError):
     """A concurrency conflict the caller may retry (e.g. a serialization failure)."""
 
-    code = grpc.StatusCode.ABORTED
+
+class OutOfRange(DomainError):
+    """A value past the valid range of an iteration or position (e.g. a page past the end)."""
+
+
+class ConfigError(ValueError):
+    """A start-up configuration a server refuses to run with (never answered on the wire)."""

@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from services.common import errors
 from services.common.admission import AdmissionControl
 from services.common.metrics import GrpcServerMetrics
-from services.common.status import internal_status, to_grpc_status, to_rpc_status
+from services.common.status import internal_status, status_code, to_grpc_status, to_rpc_status
 
 REQUEST_ID_KEY = "x-request-id"
 INTERNAL_TOKEN_KEY = "x-avatario-internal-token"
@@ -181,13 +181,14 @@ class _Run:
     async def _fail(self, context, exc: BaseException) -> grpc.StatusCode:
         """Answer the error on the wire; return the code sent."""
         if isinstance(exc, errors.DomainError):
-            if exc.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+            code = status_code(exc)
+            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
                 log.error("rpc.domain_error_as_internal", exc_info=exc)
-            elif exc.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 # Under overload these come by the thousand; the metrics count them.
-                log.debug("rpc.rejected", code=exc.code.name, reason=exc.message)
+                log.debug("rpc.rejected", code=code.name, reason=exc.message)
             else:
-                log.info("rpc.rejected", code=exc.code.name, reason=exc.message)
+                log.info("rpc.rejected", code=code.name, reason=exc.message)
             await context.abort_with_status(to_grpc_status(to_rpc_status(exc)))
         if _database_unavailable(exc):
             log.warning("rpc.database_unavailable", error=type(exc).__name__,
@@ -261,7 +262,7 @@ def _map_code(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         return grpc.StatusCode.CANCELLED
     if isinstance(exc, errors.DomainError):
-        return exc.code
+        return status_code(exc)
     if _database_unavailable(exc):
         return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL

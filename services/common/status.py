@@ -1,4 +1,9 @@
-"""Domain errors -> google.rpc.Status with canonical codes and standard details."""
+"""Domain errors -> google.rpc.Status with canonical codes and standard details.
+
+The one place that knows which status code each error kind (services.common.
+errors) is answered with: `STATUS_CODES`, used by the chassis interceptor, and its
+inverse `error_for_code`, used where another service's answer is relayed.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,48 @@ def _pack(message) -> any_pb2.Any:
     return packed
 
 
+# Error kind -> canonical status code. A kind's subclasses map like the kind.
+STATUS_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+}
+_KINDS = {code: kind for kind, code in STATUS_CODES.items()}
+
+
+def status_code(exc: errors.DomainError) -> grpc.StatusCode:
+    """The code a domain error is answered with; UNKNOWN for a kind with no code
+    (a bare DomainError: a bug, logged as one)."""
+    for kind in type(exc).__mro__:
+        code = STATUS_CODES.get(kind)
+        if code is not None:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def error_for_code(code: grpc.StatusCode, message: str) -> errors.DomainError | None:
+    """The domain error that answers `code` with `message` and no details (for
+    relaying another service's answer); None when no kind has that code."""
+    kind = _KINDS.get(code)
+    if kind is None:
+        return None
+    if kind is errors.InvalidArgument:
+        return errors.InvalidArgument.unnamed(message)
+    if kind is errors.NotFound:
+        return errors.NotFound("resource", message)
+    return kind(message)
+
+
 def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
-    code = exc.code.value[0]
+    code = status_code(exc).value[0]
     status = status_pb2.Status(code=code, message=exc.message)
     if isinstance(exc, errors.InvalidArgument):
         detail = error_details_pb2.BadRequest(

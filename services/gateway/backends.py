@@ -34,7 +34,7 @@ from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
 from services.common import errors
 from services.common.clients import internal_channel, retry_service_config
 from services.common.interceptors import call_time_remaining
-from services.common.status import error_info, field_violations, retry_delay_s
+from services.common.status import error_for_code, error_info, field_violations, retry_delay_s
 from services.gateway.settings import GatewaySettings
 
 log = structlog.get_logger("avatario.gateway.backends")
@@ -60,12 +60,12 @@ _PASS_THROUGH = {
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
-class PassThrough(errors.DomainError):
-    """A backend's client error with a code that needs no details."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+def pass_through(code: grpc.StatusCode, message: str) -> errors.DomainError:
+    """A backend's client error with a code that needs no details: the error kind
+    the chassis answers with the same code (services.common.status)."""
+    exc = error_for_code(code, message)
+    assert exc is not None, code  # every code passed through has a kind
+    return exc
 
 
 class BackendFailure(Exception):
@@ -94,7 +94,7 @@ def translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, st
         found = field_violations(status)
         if found:
             return errors.InvalidArgument([(remap_field(f, remap or {}), d) for f, d in found])
-        return PassThrough(code, message)
+        return pass_through(code, message)
     if code is grpc.StatusCode.NOT_FOUND:
         what = "resource"
         for detail in status.details if status else ():
@@ -119,7 +119,7 @@ def translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, st
         return errors.ResourceExhausted(message or f"{backend} is busy",
                                         retry_after_s=retry_delay_s(status) or 1.0)
     if code in _PASS_THROUGH:
-        return PassThrough(code, message)
+        return pass_through(code, message)
     if code is grpc.StatusCode.UNAUTHENTICATED and credential_check:
         return errors.Unauthenticated(message or "invalid credentials")
     log.error("backend.failed", backend=backend, code=code.name, details=message[:200])

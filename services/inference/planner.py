@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from services.common.errors import ConfigError  # re-exported: the node's start-up errors
+
 __all__ = [
     "ConfigError",
     "GpuInfo",
@@ -41,10 +43,6 @@ ACT_DTYPES = {"fp16": 2, "bf16": 2, "fp32": 4}
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(?::(\d+))?)$")
 _DTYPE_RE = re.compile(r"^(fp16|fp32|bf16)(i8)?$")
 _COUNT_RE = re.compile(r"^\*(\d+)(\+?)$")
-
-
-class ConfigError(ValueError):
-    """A start-up configuration the inference node refuses to run with."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from services.common.admission import AdmissionControl
 from services.common.errors import ResourceExhausted
 from services.common.settings import ServiceSettings
+from services.common.status import status_code
 from tests.helpers import INTERNAL_TOKEN
 
 
@@ -36,7 +37,7 @@ def test_cap_refuses_then_admits_after_release():
     with pytest.raises(ResourceExhausted) as ei:
         adm.acquire("svc", "M")
     assert ei.value.retry_after_s == 0.75
-    assert ei.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_code(ei.value) is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert adm.rejected == 1
     assert registry.get_sample_value("avatario_grpc_server_overload_rejected_total",
                                       {"grpc_service": "svc", "grpc_method": "M"}) == 1.0

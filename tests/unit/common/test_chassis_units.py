@@ -6,7 +6,13 @@ from pydantic import ValidationError
 from services.common import errors
 from services.common.pagination import MAX_PAGE_SIZE, encode_token, parse_page
 from services.common.settings import ServiceSettings
-from services.common.status import field_violations, internal_status, retry_delay_s, to_rpc_status
+from services.common.status import (
+    field_violations,
+    internal_status,
+    retry_delay_s,
+    status_code,
+    to_rpc_status,
+)
 from services.common.validation import Violations, normalize_email
 from tests.helpers import INTERNAL_TOKEN
 
@@ -37,7 +43,7 @@ def test_resource_exhausted_carries_retry_info():
 )
 def test_codes(exc, code):
     assert to_rpc_status(exc).code == code
-    assert exc.code.value[0] == code
+    assert status_code(exc).value[0] == code
 
 
 def test_internal_status_is_generic():
@@ -104,3 +110,36 @@ def test_settings_from_environment(monkeypatch):
 
 def test_status_code_enum_sanity():
     assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT
+
+
+def test_every_error_kind_maps_to_its_own_code_in_the_chassis_only():
+    import ast
+    import inspect
+
+    from services.common.status import STATUS_CODES, error_for_code
+
+    kinds = [k for k in vars(errors).values()
+             if isinstance(k, type) and issubclass(k, errors.DomainError) and k is not errors.DomainError]
+    assert set(kinds) == set(STATUS_CODES)
+    assert len(set(STATUS_CODES.values())) == len(kinds)  # one kind per code
+    for kind, code in STATUS_CODES.items():
+        relayed = error_for_code(code, "from a backend")
+        assert type(relayed) is kind and status_code(relayed) is code
+        assert to_rpc_status(relayed).code == code.value[0]
+    assert status_code(errors.DomainError("no kind")) is grpc.StatusCode.UNKNOWN
+    assert error_for_code(grpc.StatusCode.INTERNAL, "bug") is None
+    tree = ast.parse(inspect.getsource(errors))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"grpc", "google", "grpc_status"}
+
+
+def test_a_relayed_invalid_argument_without_fields_keeps_its_code_and_message():
+    from services.common.status import error_for_code
+
+    exc = error_for_code(grpc.StatusCode.INVALID_ARGUMENT, "bad")
+    st = to_rpc_status(exc)
+    assert st.code == code_pb2.INVALID_ARGUMENT and st.message == "bad"
+    assert field_violations(st) == []
+    with pytest.raises(ValueError):
+        errors.InvalidArgument([])  # domain code must name the field

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from services.common import errors, interceptors
+from services.common.status import status_code
 from services.gateway.backends import call_timeout, translate
 
 
@@ -20,7 +21,7 @@ def _err(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
 def test_a_backend_deadline_reaches_the_client_as_deadline_exceeded():
     out = translate("profile", _err(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
     assert isinstance(out, errors.DeadlineExceeded)
-    assert out.code is grpc.StatusCode.DEADLINE_EXCEEDED and "profile" in out.message
+    assert status_code(out) is grpc.StatusCode.DEADLINE_EXCEEDED and "profile" in out.message
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
@@ -51,3 +52,19 @@ def test_work_outside_the_call_has_no_deadline():
 
     assert _in_call(0.4, detached) is None
     assert _in_call(0.4, interceptors.call_time_remaining) <= 0.4
+
+
+@pytest.mark.parametrize("code", [
+    grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.INVALID_ARGUMENT,
+])
+def test_a_backend_client_error_passes_through_with_its_code_and_message(code):
+    out = translate("profile", _err(code, "as the backend said"))
+    assert isinstance(out, errors.DomainError)
+    assert status_code(out) is code and out.message == "as the backend said"
+
+
+def test_a_backend_bug_is_not_passed_through():
+    from services.gateway.backends import BackendFailure
+
+    assert isinstance(translate("profile", _err(grpc.StatusCode.INTERNAL, "boom")), BackendFailure)
