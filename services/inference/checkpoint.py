@@ -8,6 +8,7 @@ pre-converted by the package's convert-and-save (`_strategy` key, transposed mat
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -15,7 +16,18 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointInfo", "build_random_checkpoint", "inspect_checkpoint"]
+__all__ = [
+    "CheckpointInfo",
+    "build_random_checkpoint",
+    "inspect_checkpoint",
+    "is_random_checkpoint",
+    "random_marker_path",
+]
+
+# Written next to every checkpoint `build_random_checkpoint` makes ("<file>.random.json"):
+# the file itself cannot carry it (the rwkv package treats every key as a weight). The node
+# reads it to know it serves random weights (e.g. no model second opinion for the guard).
+RANDOM_MARKER_SUFFIX = ".random.json"
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -99,7 +111,21 @@ def build_random_checkpoint(
     out = {k: v.to(dtype).contiguous() for k, v in w.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
+    random_marker_path(path).write_text(json.dumps(
+        {"random": True, "seed": seed, "n_layer": n_layer, "n_embd": n_embd,
+         "vocab_size": vocab_size, "built_by": "services.inference.checkpoint."
+         "build_random_checkpoint"}) + "\n")
     return path
+
+
+def random_marker_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + RANDOM_MARKER_SUFFIX)
+
+
+def is_random_checkpoint(path: str | Path) -> bool:
+    """Whether `build_random_checkpoint` wrote this file (its marker file is beside it)."""
+    return random_marker_path(path).is_file()
 
 
 def _detect_version(keys: list[str], shapes: dict[str, tuple[int, ...]]) -> float:

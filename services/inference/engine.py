@@ -19,6 +19,13 @@ where terminator = request.turn_terminator_tokens (default tokenizer.encode("\\n
 Build the next turn's prompt by concatenating per-segment encodings so it starts with those
 tokens; any other prompt is a clean miss (full prefill), never a wrong resume. Cancelled or
 failed replies are not cached (an older entry stays valid for its own prefix).
+
+Scoring requests (`GenerationRequest.score_only`, or `Engine.score`): the prompt is prefilled
+on a fresh state (the state cache is neither read nor written), through the same queue,
+slots, prefill rounds, deadlines and cancellation as a chat; nothing is sampled. The request
+finishes with reason "scored" and `FinishEvent.scores`: the next-token logits after the
+prompt (float32, [vocab]), or the log-probabilities of `score_token_ids` when given. The
+logits are those of the engine's prefill path, which agrees with the package's forward.
 """
 
 from __future__ import annotations
@@ -58,12 +65,13 @@ __all__ = [
     "FinishReason",
     "GenerationRequest",
     "RequestHandle",
+    "ScoreFailed",
     "TokenEvent",
 ]
 
 log = structlog.get_logger("avatario.inference.engine")
 
-FinishReason = Literal["stop", "length", "stop_sequence", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "stop_sequence", "cancelled", "error", "scored"]
 _CACHEABLE = ("stop", "length", "stop_sequence")
 DEADLINE_EXCEEDED = "deadline_exceeded"  # FinishEvent.detail of a request stopped at its deadline
 
@@ -105,6 +113,10 @@ class GenerationRequest:
     store_cache: bool = True
     turn_terminator_tokens: list[int] | None = None  # default: encode(config.turn_end)
     request_id: str = ""
+    # Scoring (see the module docstring): prefill only, fresh state, never cached; finish
+    # with the logits after the prompt, or the log-probs of these ids when given.
+    score_only: bool = False
+    score_token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +137,20 @@ class FinishEvent:
     tokens_per_second: float
     detail: str = ""  # e.g. DEADLINE_EXCEEDED, or the error message
     cached_state_tokens: int = 0  # tokens the state stored for the next turn consumed (0: none)
+    scores: torch.Tensor | None = None  # reason "scored": logits [vocab] or log-probs [ids]
 
 
 Event = TokenEvent | FinishEvent
+
+
+class ScoreFailed(Exception):
+    """`Engine.score` ended without scores: `reason` is the FinishEvent's ("cancelled",
+    "error") and `detail` its detail (e.g. DEADLINE_EXCEEDED, "shutdown")."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"scoring request {reason}" + (f": {detail}" if detail else ""))
+        self.reason = reason
+        self.detail = detail
 
 
 class EngineCallbacks:
@@ -312,6 +335,14 @@ class Engine:
         v = self.bm.vocab_size
         if min(toks) < 0 or max(toks) >= v:
             raise InvalidArgument.field("prompt_tokens", f"token ids must be in [0, {v})")
+        ids = request.score_token_ids
+        if ids is not None:
+            if not request.score_only:
+                raise InvalidArgument.field("score_token_ids", "only for a scoring request")
+            if not ids or min(ids) < 0 or max(ids) >= v:
+                raise InvalidArgument.field("score_token_ids", f"1 or more ids in [0, {v})")
+        if request.score_only:  # a fresh state, never cached (see the module docstring)
+            request.use_cache = request.store_cache = False
         loop = asyncio.get_running_loop()
         with self._lock:
             if not self._accepting:
@@ -331,6 +362,27 @@ class Engine:
             self._inbox.put(seq)  # under the lock: stop() cannot slip in between
         self._wake.set()
         return handle
+
+    async def score(self, prompt_tokens: Sequence[int],
+                    token_ids: Sequence[int] | None = None, *,
+                    deadline: float | None = None, request_id: str = "") -> torch.Tensor:
+        """Prefill `prompt_tokens` on a fresh state and return the next-token logits
+        (float32 [vocab]), or the log-probs of `token_ids` (in their order). Queued like a
+        chat (ResourceExhausted when full); `deadline` on the engine clock. Raises
+        ScoreFailed when the engine cancels it (deadline, shutdown) or its prefill fails;
+        a cancelled caller cancels the request, which frees its slot within one step."""
+        handle = self.submit(GenerationRequest(
+            conversation_id="", prompt_tokens=list(prompt_tokens), deadline=deadline,
+            request_id=request_id, score_only=True,
+            score_token_ids=tuple(int(t) for t in token_ids) if token_ids is not None else None))
+        try:
+            final = await handle.result()
+        except BaseException:  # cancelled (e.g. asyncio.timeout): drop it in the engine too
+            handle.cancel()
+            raise
+        if final.reason != "scored" or final.scores is None:
+            raise ScoreFailed(final.reason, final.detail)
+        return final.scores
 
     def turn_tokens(self, prompt_tokens: Sequence[int], reply_text: str,
                     terminator: Sequence[int] | None = None) -> list[int]:
@@ -454,7 +506,7 @@ class Engine:
     def _admit(self, s: _Seq) -> None:
         prompt = s.req.prompt_tokens
         entry = None
-        if self.cache is not None and s.req.use_cache:
+        if self.cache is not None and s.req.use_cache and not s.req.score_only:
             entry = self.cache.lookup(s.req.conversation_id, prompt)
         if entry is not None:
             s.cache_hit = True
@@ -497,6 +549,8 @@ class Engine:
                     self._finalize(s, s.reason or "error")
                 elif group is self._closing:
                     self._store_and_finalize(s)
+                elif s.req.score_only:
+                    self._finish_score(s)
                 else:
                     self._start_decoding(s)
         return True
@@ -529,6 +583,17 @@ class Engine:
                 fed += n
         if fed:
             self._cb("on_prefill", fed, time.perf_counter() - t0)
+
+    def _finish_score(self, s: _Seq) -> None:
+        """A scoring request's prompt is prefilled: answer with its logits, sample nothing."""
+        assert s.logits is not None
+        logits = s.logits.float()
+        ids = s.req.score_token_ids
+        if ids is not None:
+            scores = torch.log_softmax(logits, dim=-1)[list(ids)].clone()
+        else:
+            scores = logits.clone()
+        self._finalize(s, "scored", scores=scores)
 
     def _start_decoding(self, s: _Seq) -> None:
         assert s.logits is not None and s.state is not None
@@ -631,12 +696,13 @@ class Engine:
         else:
             self._finalize(s, s.reason or "stop")
 
-    def _finalize(self, s: _Seq, reason: FinishReason, cached_state_tokens: int = 0) -> None:
+    def _finalize(self, s: _Seq, reason: FinishReason, cached_state_tokens: int = 0,
+                  scores: torch.Tensor | None = None) -> None:
         if s.done:
             return
         s.done = True
         s.reason = reason
-        s.state = s.prompt_state = None
+        s.state = s.prompt_state = s.logits = None
         n = len(s.generated)
         dt = s.t_last - s.t_first
         ev = FinishEvent(
@@ -650,6 +716,7 @@ class Engine:
             tokens_per_second=(n - 1) / dt if n > 1 and dt > 0 else 0.0,
             detail=s.detail,
             cached_state_tokens=cached_state_tokens,
+            scores=scores,
         )
         with self._lock:
             self._outstanding -= 1
