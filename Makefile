@@ -37,7 +37,7 @@ tools:
 
 lint: setup tools
 	cd protos && buf lint
-	$(PY) -m ruff check services tests bench scripts
+	$(PY) -m ruff check services avatario_tools tests bench scripts
 
 test: setup tools lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -46,7 +46,7 @@ test-fast: setup
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 run: setup
-	$(PY) -m services.devstack $(RUN_ARGS)
+	$(PY) -m avatario_tools.devstack $(RUN_ARGS)
 
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)

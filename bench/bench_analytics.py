@@ -41,13 +41,13 @@ import asyncpg
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc
+from avatario_tools.simulation.simulator import draw_child, simulate_session
 from bench.common import calls_per_second, print_table, write_result
 from services.analytics import convert
 from services.analytics.domain.catalog import load_catalog
 from services.analytics.domain.ingest import score_session
 from services.analytics.domain.norms import load_norms
 from services.analytics.domain.report import build_report
-from services.analytics.domain.simulator import draw_child, simulate_session
 from services.analytics.domain.tips import load_tips
 from services.analytics.domain.types import Session, SessionResult, age_months
 from services.analytics.main import MIGRATIONS

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import time
 
+from avatario_tools.simulation.evaluation import simulate_flag_rates
 from bench.common import print_table, write_result
 from services.analytics.domain.catalog import load_catalog
-from services.analytics.domain.evaluation import simulate_flag_rates
 from services.analytics.domain.norms import load_norms
 from services.analytics.domain.tips import load_tips
 

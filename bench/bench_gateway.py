@@ -39,11 +39,11 @@ from avatario.inference.v1 import inference_pb2 as inf
 from avatario.inference.v1 import inference_pb2_grpc
 from avatario.profile.v1 import profile_pb2 as pf
 from avatario.profile.v1 import profile_pb2_grpc
+from avatario_tools.cli.api import Api
+from avatario_tools.devstack.supervisor import ProcessSpec, Supervisor, python
 from bench.common import print_table, write_result
 from services.common.clients import internal_channel
 from services.common.settings import ServiceSettings
-from services.devstack.supervisor import ProcessSpec, Supervisor, python
-from services.gateway.client.api import Api
 
 SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "3"))
 CONCURRENCY = int(os.environ.get("BENCH_GATEWAY_CONCURRENCY", "16"))
@@ -208,7 +208,7 @@ async def unary(stack: Stack, api: Api, child) -> list[dict[str, Any]]:
         rows.append({"measure": "write SubmitGameSession",
                      "note": "skipped: services.analytics.main is not available yet"})
         return rows
-    from services.gateway.client.simulate import plan
+    from avatario_tools.cli.simulate import plan
 
     pool = plan(child.child_id, child.birth_year, child.birth_month, sessions=200, weeks=4,
                 seed=1).sessions

@@ -50,12 +50,12 @@ from rich.console import Console
 
 from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
+from avatario_tools.cli.api import Api
+from avatario_tools.cli.simulate import plan
+from avatario_tools.devstack.stack import SERVICES, StackConfig, free_ports, start_stack
+from avatario_tools.devstack.supervisor import Supervisor
 from bench.common import print_table, write_result
 from services.common.status import retry_delay_s
-from services.devstack.stack import SERVICES, StackConfig, free_ports, start_stack
-from services.devstack.supervisor import Supervisor
-from services.gateway.client.api import Api
-from services.gateway.client.simulate import plan
 
 RATES = [float(r) for r in os.environ.get("BENCH_LOAD_RATES", "5,10,20,40,80,160").split(",")]
 STEP_S = float(os.environ.get("BENCH_LOAD_STEP_S", "15"))

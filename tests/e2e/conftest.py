@@ -12,8 +12,8 @@ import grpc
 import pytest
 from rich.console import Console
 
-from services.devstack.stack import StackConfig, free_ports, start_stack
-from services.devstack.supervisor import Supervisor
+from avatario_tools.devstack.stack import StackConfig, free_ports, start_stack
+from avatario_tools.devstack.supervisor import Supervisor
 from tests.conftest import create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.slow

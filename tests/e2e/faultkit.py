@@ -20,8 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.gateway.client.api import Api, ApiError
-from services.gateway.client.simulate import plan
+from avatario_tools.cli.api import Api, ApiError
+from avatario_tools.cli.simulate import plan
 from tests.e2e.flows import family_with_child
 from tests.helpers import new_id
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.gateway.client.api import Api
+from avatario_tools.cli.api import Api
 
 CHAT_SCOPES = (family_pb2.CONSENT_SCOPE_CHILD_PROFILE, family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT)
 

@@ -29,12 +29,12 @@ from avatario.common.v1 import chat_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.inference.v1 import inference_pb2
 from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
+from avatario_tools.cli.api import Api, ApiError
+from avatario_tools.devstack.stack import DATA_SERVICES, StackConfig, free_ports, service_specs
 from services.common import migrations
 from services.common.interceptors import INTERNAL_TOKEN_KEY
 from services.common.server import Registration, create_server
 from services.common.settings import ServiceSettings
-from services.devstack.stack import DATA_SERVICES, StackConfig, free_ports, service_specs
-from services.gateway.client.api import Api, ApiError
 from services.gateway.main import MIGRATIONS as GATEWAY_MIGRATIONS
 from tests.e2e.conftest import running_stack
 from tests.e2e.faultkit import (

@@ -11,8 +11,8 @@ import pytest
 
 from avatario.common.v1 import chat_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.devstack.stack import service_specs
-from services.gateway.client.api import Api, ApiError
+from avatario_tools.cli.api import Api, ApiError
+from avatario_tools.devstack.stack import service_specs
 from tests.e2e.flows import family_with_child
 from tests.helpers import new_id
 

@@ -16,10 +16,10 @@ from rich.console import Console
 
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.devstack.stack import SERVICES, start_stack
-from services.devstack.supervisor import Supervisor
-from services.gateway.client.api import Api, ApiError
-from services.gateway.client.simulate import plan, play
+from avatario_tools.cli.api import Api, ApiError
+from avatario_tools.cli.simulate import plan, play
+from avatario_tools.devstack.stack import SERVICES, start_stack
+from avatario_tools.devstack.supervisor import Supervisor
 from tests.e2e.conftest import _launch
 from tests.e2e.flows import family_with_child
 

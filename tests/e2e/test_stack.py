@@ -12,8 +12,8 @@ from rich.console import Console
 
 from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.gateway.client.api import Api, ApiError
-from services.gateway.demo import run_demo
+from avatario_tools.cli.api import Api, ApiError
+from avatario_tools.devstack.demo import run_demo
 from tests.e2e.flows import CHAT_SCOPES, family_with_child
 from tests.helpers import new_id, promtool_check
 

@@ -47,10 +47,10 @@ from avatario.common.v1 import play_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.inference.v1 import inference_pb2
 from avatario.profile.v1 import profile_pb2
+from avatario_tools.simulation.simulator import SimChild, draw_child, simulate_session, with_changes
 from services.analytics import convert
 from services.analytics.domain.catalog import load_catalog
 from services.analytics.domain.norms import load_norms
-from services.analytics.domain.simulator import SimChild, draw_child, simulate_session, with_changes
 from services.common.interceptors import INTERNAL_TOKEN_KEY
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.main import build_server as build_inference

@@ -11,7 +11,7 @@ Modules:
     report      the parent report and the chat assistant's summary
     xapi        xAPI statements for data export
     ingest      validate + metrics + norms for one submitted session -> SessionResult
-    simulator   simulated children producing realistic, valid trial-level sessions
-    simgames    the simulator's per-game trial generators
-    evaluation  flag rates over simulated populations
+
+The simulator of children's play and the flag-rate evaluation over simulated
+populations are tools, not part of the server: avatario_tools/simulation.
 """

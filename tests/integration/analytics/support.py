@@ -16,10 +16,7 @@ from sqlalchemy import select
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.common.v1 import play_pb2
-from services.analytics import convert
-from services.analytics.domain.catalog import load_catalog
-from services.analytics.domain.norms import load_norms
-from services.analytics.domain.simulator import (
+from avatario_tools.simulation.simulator import (
     SimChild,
     SimulatedChild,
     draw_child,
@@ -27,6 +24,9 @@ from services.analytics.domain.simulator import (
     simulate_session,
     with_changes,
 )
+from services.analytics import convert
+from services.analytics.domain.catalog import load_catalog
+from services.analytics.domain.norms import load_norms
 from services.analytics.domain.types import MoodCheckIn, Session, SkillDomain
 from services.analytics.models import metadata
 from tests.helpers import assert_rpc_error

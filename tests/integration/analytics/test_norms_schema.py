@@ -9,8 +9,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from avatario.analytics.v1 import analytics_pb2 as pb
+from avatario_tools.simulation.evaluation import score_child
 from services.analytics import convert
-from services.analytics.domain.evaluation import score_child
 from services.analytics.domain.report import build_report
 from services.analytics.domain.tips import load_tips
 from services.analytics.main import _renorm

@@ -12,8 +12,8 @@ import grpc
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.common.v1 import report_pb2
+from avatario_tools.simulation.evaluation import score_child
 from services.analytics import convert
-from services.analytics.domain.evaluation import score_child
 from services.analytics.domain.report import build_report
 from services.analytics.domain.tips import load_tips
 from services.analytics.domain.types import SkillDomain

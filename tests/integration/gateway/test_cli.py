@@ -11,8 +11,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
+from avatario_tools.cli.app import app
 from services.common.logs import configure_logging
-from services.gateway.cli import app
 from tests.integration.gateway.conftest import fake_target, sqlite_only
 from tests.integration.gateway.support import PASSWORD, new_email
 

@@ -26,10 +26,10 @@ from avatario.analytics.v1 import analytics_pb2 as an
 from avatario.analytics.v1 import analytics_pb2_grpc as an_grpc
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
+from avatario_tools.cli.simulate import plan
 from services.common.clients import internal_channel
 from services.common.db import Database
 from services.common.status import error_info
-from services.gateway.client.simulate import plan
 from tests.integration.gateway.conftest import fake_target, profile_settings
 from tests.integration.gateway.support import (
     ANALYTICS,

@@ -9,8 +9,8 @@ import pytest
 from rich.console import Console
 
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.gateway.client.simulate import plan
-from services.gateway.demo import run_demo
+from avatario_tools.cli.simulate import plan
+from avatario_tools.devstack.demo import run_demo
 from tests.integration.gateway.conftest import fake_target
 from tests.integration.gateway.support import (
     DEAD_TARGET,

@@ -5,9 +5,9 @@ from collections.abc import Callable
 
 import pytest
 
+from avatario_tools.simulation.simulator import draw_child, simulate_session
 from services.analytics.domain.catalog import Catalog, load_catalog
 from services.analytics.domain.norms import NormTable, load_norms
-from services.analytics.domain.simulator import draw_child, simulate_session
 from services.analytics.domain.tips import TipLibrary, load_tips
 from services.analytics.domain.types import Session
 from tests.unit.analytics.analytics_helpers import T0

@@ -7,16 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from services.analytics.domain.catalog import validate_mood_checkin, validate_session
-from services.analytics.domain.evaluation import (
+from avatario_tools.simulation.evaluation import (
     DEFAULT_START,
     evaluate_simulated,
     score_child,
     simulate_flag_rates,
 )
+from avatario_tools.simulation.simulator import draw_child, simulate_child, with_changes
+from services.analytics.domain.catalog import validate_mood_checkin, validate_session
 from services.analytics.domain.report import build_report
 from services.analytics.domain.scoring import session_z
-from services.analytics.domain.simulator import draw_child, simulate_child, with_changes
 from services.analytics.domain.types import FlagKind, FlagLevel, SkillDomain
 
 WEEKS = 10

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import struct_pb2
 
 from avatario.common.v1 import play_pb2, report_pb2
+from avatario_tools.simulation.evaluation import score_child
+from avatario_tools.simulation.simulator import draw_child, simulate_child
 from services.analytics import convert
 from services.analytics.domain.catalog import load_catalog, validate_mood_checkin
-from services.analytics.domain.evaluation import score_child
 from services.analytics.domain.norms import load_norms
 from services.analytics.domain.report import build_report
-from services.analytics.domain.simulator import draw_child, simulate_child
 from services.analytics.domain.tips import load_tips
 from services.analytics.domain.types import Mood, MoodCheckIn, SkillDomain
 from services.common.errors import InvalidArgument

@@ -9,9 +9,9 @@ import uuid
 from rich.console import Console
 
 from avatario.common.v1 import report_pb2
-from services.gateway.client.report_view import render_report, sparkline
-from services.gateway.client.simulate import plan
-from services.gateway.client.store import CredentialStore, config_dir
+from avatario_tools.cli.report_view import render_report, sparkline
+from avatario_tools.cli.simulate import plan
+from avatario_tools.cli.store import CredentialStore, config_dir
 
 
 def test_config_dir_follows_xdg(tmp_path):

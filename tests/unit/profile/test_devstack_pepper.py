@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from services.devstack.__main__ import _secrets
-from services.devstack.stack import StackConfig, consecutive_ports, service_specs
+from avatario_tools.devstack.__main__ import _secrets
+from avatario_tools.devstack.stack import StackConfig, consecutive_ports, service_specs
 
 
 def test_the_pepper_is_made_once_and_kept(tmp_path):

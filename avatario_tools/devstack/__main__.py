@@ -1,4 +1,4 @@
-"""`python -m services.devstack` (the README's `make run`).
+"""`python -m avatario_tools.devstack` (the README's `make run`).
 
 Migrates the SQLite databases, builds a small demo RWKV-4 checkpoint when no
 model is configured, starts profile, analytics, inference and gateway as
@@ -18,8 +18,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from services.devstack.stack import StackConfig, consecutive_ports, start_stack
-from services.devstack.supervisor import Supervisor
+from avatario_tools.devstack.stack import StackConfig, consecutive_ports, start_stack
+from avatario_tools.devstack.supervisor import Supervisor
 
 app = typer.Typer(add_completion=False, help=__doc__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None
         await start_stack(cfg, sup)
         gateway = cfg.target("gateway")
         if demo:
-            from services.gateway.demo import run_demo
+            from avatario_tools.devstack.demo import run_demo
 
             demo_task = asyncio.create_task(run_demo(gateway, console, sessions=sessions, weeks=weeks))
             stopper = asyncio.create_task(stop.wait())

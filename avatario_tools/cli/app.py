@@ -31,9 +31,9 @@ from rich.table import Table
 
 from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.gateway.client.api import Api, ApiError, NotSignedIn
-from services.gateway.client.report_view import avatar_text, render_report
-from services.gateway.client.store import CredentialStore
+from avatario_tools.cli.api import Api, ApiError, NotSignedIn
+from avatario_tools.cli.report_view import avatar_text, render_report
+from avatario_tools.cli.store import CredentialStore
 
 console = Console()
 err_console = Console(stderr=True)
@@ -349,7 +349,7 @@ def simulate(ctx: typer.Context, child: str,
              low_mood: bool = typer.Option(False, help="Mostly low mood check-ins."),
              seed: int | None = typer.Option(None)):
     """Play N realistic game sessions over simulated weeks, as the child's device."""
-    from services.gateway.client.simulate import plan, play
+    from avatario_tools.cli.simulate import plan, play
 
     async def body(api: Api):
         c = await api.resolve_child(child)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from services.analytics.domain import simgames
+from avatario_tools.simulation import simgames
 from services.analytics.domain.catalog import Catalog, GameSpec
 from services.analytics.domain.norms import NormTable
 from services.analytics.domain.types import (

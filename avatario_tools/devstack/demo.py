@@ -15,9 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.gateway.client.api import Api
-from services.gateway.client.report_view import avatar_text, render_report
-from services.gateway.client.simulate import plan, play
+from avatario_tools.cli.api import Api
+from avatario_tools.cli.report_view import avatar_text, render_report
+from avatario_tools.cli.simulate import plan, play
 
 DEFAULT_QUESTION = (
     "Mia often forgets instructions with several steps, like 'put on your shoes, get your bag "

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from avatario_tools.simulation.simulator import SimulatedChild, draw_child, simulate_child
 from services.analytics.domain.catalog import Catalog
 from services.analytics.domain.flags import (
     DEFAULT_FLAG_POLICY,
@@ -26,7 +27,6 @@ from services.analytics.domain.flags import (
 )
 from services.analytics.domain.ingest import score_session
 from services.analytics.domain.norms import NormTable
-from services.analytics.domain.simulator import SimulatedChild, draw_child, simulate_child
 from services.analytics.domain.tips import TipLibrary
 from services.analytics.domain.types import (
     SKILL_DOMAINS,

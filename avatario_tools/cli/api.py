@@ -15,8 +15,8 @@ from grpc_status import rpc_status
 
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.gateway.v1 import gateway_pb2_grpc as gw_grpc
+from avatario_tools.cli.store import CredentialStore
 from services.common.status import field_violations, retry_delay_s
-from services.gateway.client.store import CredentialStore
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),

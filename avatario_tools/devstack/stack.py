@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.devstack.supervisor import ProcessSpec, Supervisor, python
+from avatario_tools.devstack.supervisor import ProcessSpec, Supervisor, python
 
 SERVICES = ("gateway", "profile", "analytics", "inference")
 DATA_SERVICES = ("profile", "analytics", "gateway")  # the ones with a database to migrate

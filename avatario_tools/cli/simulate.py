@@ -1,10 +1,10 @@
 """Play simulated weeks for a real child through the public API, as its device.
 
-The sessions come from the analytics simulator (services.analytics.domain.
-simulator: realistic trial-level sessions for a child of the given age, with an
-optional persistent weakness in one domain and an optional low-mood profile),
-converted to the public protobuf and submitted in time order with the child's
-device credential.
+The sessions come from the simulator (avatario_tools.simulation.simulator:
+realistic trial-level sessions for a child of the given age, with an optional
+persistent weakness in one domain and an optional low-mood profile), converted
+to the public protobuf by analytics' own converter and submitted in time order
+with the child's device credential.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf.struct_pb2 import Struct
-
 from avatario.common.v1 import play_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from services.common.timeutil import to_ts
+from avatario_tools.simulation import simulator
+from services.analytics.convert import checkin_pb, session_pb
+from services.analytics.domain.catalog import load_catalog
+from services.analytics.domain.norms import load_norms
+from services.analytics.domain.types import SkillDomain
 
 PLAYS_PER_DAY = 1.8  # the simulator plays 1-3 sessions on a play day (mean 1.8)
 DOMAINS = ("WORKING_MEMORY", "ATTENTION", "PROBLEM_SOLVING", "NUMBER_SENSE",
@@ -37,45 +39,10 @@ class Plan:
         return sorted(out, key=lambda e: e[0])
 
 
-def _struct(values) -> Struct:
-    s = Struct()
-    s.update(dict(values))
-    return s
-
-
-def session_pb(session) -> play_pb2.GameSession:
-    """A simulator (analytics domain) Session as the public proto."""
-    out = play_pb2.GameSession(
-        session_id=session.session_id, child_id=session.child_id, game_id=session.game_id,
-        game_version=session.game_version, started_at=to_ts(session.started_at),
-        ended_at=to_ts(session.ended_at))
-    for t in session.trials:
-        trial = out.trials.add(index=t.index, stimulus=_struct(t.stimulus),
-                               response=_struct(t.response), correct=t.correct,
-                               responded=t.responded, reaction_time_ms=t.reaction_time_ms)
-        if t.presented_at is not None:
-            trial.presented_at.CopyFrom(to_ts(t.presented_at))
-        if t.responded_at is not None:
-            trial.responded_at.CopyFrom(to_ts(t.responded_at))
-    return out
-
-
-def checkin_pb(checkin) -> play_pb2.MoodCheckIn:
-    return play_pb2.MoodCheckIn(
-        checkin_id=checkin.checkin_id, child_id=checkin.child_id,
-        mood=play_pb2.Mood.Value(f"MOOD_{checkin.mood.value}"), intensity=checkin.intensity,
-        recorded_at=to_ts(checkin.recorded_at))
-
-
 def plan(child_id: str, birth_year: int, birth_month: int, *, sessions: int, weeks: int,
          weak_domain: str | None = None, low_mood: bool = False, seed: int | None = None,
          now: datetime | None = None) -> Plan:
     """About `sessions` sessions (and mood check-ins on some days) over the last `weeks`."""
-    from services.analytics.domain import simulator
-    from services.analytics.domain.catalog import load_catalog
-    from services.analytics.domain.norms import load_norms
-    from services.analytics.domain.types import SkillDomain
-
     if weeks < 1 or sessions < 1:
         raise ValueError("sessions and weeks must be at least 1")
     rng = random.Random(seed)
