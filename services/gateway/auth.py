@@ -24,7 +24,6 @@ import inspect
 import ipaddress
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -45,6 +44,7 @@ from services.common.errors import (
 )
 from services.common.validation import normalize_email
 from services.gateway.backends import Backend
+from services.gateway.cache import TtlCache
 from services.gateway.ratelimit import Limit, RateLimits
 from services.gateway.tokens import TokenService
 
@@ -278,39 +278,27 @@ def account_key(email: str) -> str:
 
 
 class DeviceCache:
+    """Authenticated child devices by a hash of their token (the token itself is never kept),
+    so most device calls skip profile's AuthenticateDevice. Evicted by device (unpairing) or by
+    family (consent withdrawn, erasure)."""
+
     def __init__(self, ttl_s: float, max_entries: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: OrderedDict[str, tuple[ChildDevicePrincipal, float]] = OrderedDict()
+        self._cache = TtlCache(ttl_s, max_entries, clock)
 
     @staticmethod
     def key(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
     def get(self, token: str) -> ChildDevicePrincipal | None:
-        k = self.key(token)
-        hit = self._entries.get(k)
-        if hit is None:
-            return None
-        if hit[1] <= self.clock():
-            del self._entries[k]
-            return None
-        return hit[0]
+        return self._cache.get(self.key(token))
 
     def put(self, token: str, who: ChildDevicePrincipal) -> None:
-        if self.ttl_s <= 0:
-            return
-        self._entries[self.key(token)] = (who, self.clock() + self.ttl_s)
-        self._entries.move_to_end(self.key(token))
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._cache.put(self.key(token), who)
 
     def evict(self, *, device_id: str | None = None, family_id: str | None = None) -> None:
-        for k, (who, _) in list(self._entries.items()):
-            if who.device_id == device_id or who.family_id == family_id:
-                del self._entries[k]
+        self._cache.evict_where(
+            lambda _key, who: who.device_id == device_id or who.family_id == family_id)
 
 
 class Authenticator:
