@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from services.inference.planner import ConfigError
 from services.inference.safety.answers import _ANSWERS
-from services.inference.safety.output import (
-    _ABBREV,
-    _HEDGE,
-    _claim_patterns,
-    _note,
-    _split_sentences,
-)
+from services.inference.safety.output import find_claim, rewrite_claims
 from services.inference.safety.resources import CountryResources, load_resources
 from services.inference.safety.rules import HYPOTHETICAL as _HYPOTHETICAL
 from services.inference.safety.rules import INPUT_RULES as _INPUT_RULES
 from services.inference.safety.text import norm as _norm
-from services.inference.safety.text import norm_out as _norm_out
 
 CATEGORIES = ("medical_emergency", "crisis", "abuse", "medication_dosing", "diagnostic_claim")
 
@@ -71,34 +63,15 @@ class SafetyGuard:
 
     def sentence_claim(self, sentence: str, *, nickname: str | None = None) -> str | None:
         """The condition a sentence claims the child has ("" if unnamed), else None."""
-        text = _norm_out(sentence)
-        for p in _claim_patterns(nickname or None):
-            m = p.search(text)
-            if m and not re.search(_HEDGE, text[: m.start()]):
-                cond = m.groupdict().get("cond") or ""
-                return cond.upper() if cond in _ABBREV else cond
-        return None
+        claim = find_claim(sentence, nickname)
+        return None if claim is None else claim.cond
 
     def check_output(self, text: str, *, nickname: str | None = None) -> tuple[str, str | None]:
-        """(reply, "diagnostic_claim") with claiming sentences rewritten, or (text, None).
+        """(reply, "diagnostic_claim") with claims rewritten from their first word, or (text, None).
 
         The developmental note is not added here; see `needs_developmental_note`.
         """
-        parts = _split_sentences(text)
-        out: list[str] = []
-        noted = False
-        for part in parts:
-            cond = self.sentence_claim(part, nickname=nickname)
-            if cond is None:
-                out.append(part)
-                continue
-            if not noted:
-                tail = part[len(part.rstrip()) :]
-                out.append(_note(cond) + tail)
-                noted = True
-        if not noted:
-            return text, None
-        return "".join(out).strip(), "diagnostic_claim"
+        return rewrite_claims(text, nickname)
 
 
 

@@ -1,16 +1,22 @@
 """After the model: diagnostic claims rewritten, the developmental note added.
 
-`OutputStreamGuard` applies the check to streamed text one sentence at a time.
+`OutputStreamGuard` applies the check to streamed text, sending words as soon as no claim
+can begin in them.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import regex
+
 from services.inference.safety.rules.common import COND as _COND
 from services.inference.safety.rules.common import compile_all as _c
+from services.inference.safety.text import SCAN_CHARS
 from services.inference.safety.text import norm_out as _norm_out
 from services.inference.textnorm import prompt_text
 
@@ -151,59 +157,224 @@ def needs_developmental_note(text: str) -> bool:
     return talks_about_development(text) and not has_developmental_note(text)
 
 
+# ------------------------------------------------------------------ claims, sentence by sentence
+
+_HEDGE_RE = re.compile(_HEDGE)
+_SHORT_NOTE = "only a professional can tell."
+# A raw word with the whitespace after it. Reply normalisation never joins text across
+# ASCII whitespace, so the normalised view of a sentence is its words' views joined by spaces.
+_RAW_WORD = re.compile(r"[^ \t\r\n]*[ \t\r\n]+|[^ \t\r\n]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    start: int  # where the claim begins in the raw sentence: the start of its first word
+    cond: str  # the condition claimed ("" if unnamed)
+
+
+def _raw_offset(sentence: str, norm: str, pos: int) -> int:
+    """The raw start of the word holding `pos` of the sentence's normalised view (0 if unsure)."""
+    words = [(m.start(), _norm_out(m.group())) for m in _RAW_WORD.finditer(sentence)]
+    if not " ".join(w for _, w in words if w).startswith(norm):
+        return 0  # a view cut at SCAN_CHARS mid-word, say: rewrite the whole sentence
+    end = -1
+    for start, w in words:
+        if w:
+            end += len(w) + 1
+            if end > pos:
+                return start
+    return 0
+
+
+def find_claim(sentence: str, nickname: str | None = None) -> Claim | None:
+    """The diagnostic claim a sentence makes about the child, if any.
+
+    A claim preceded by a hedge in the same sentence ("whether", "only a professional can tell
+    if") is not one.
+    """
+    text = _norm_out(sentence)
+    for p in _claim_patterns(nickname or None):
+        m = p.search(text)
+        if m and not _HEDGE_RE.search(text, 0, m.start()):
+            cond = m.groupdict().get("cond") or ""
+            cond = cond.upper() if cond in _ABBREV else cond
+            return Claim(_raw_offset(sentence, text, m.start()), cond)
+    return None
+
+
+def rewrite_sentence(sentence: str, claim: Claim, *, first: bool) -> str:
+    """The sentence from its claim on replaced by the qualifying note (a short one after the
+    first; nothing when a later claim takes the whole sentence). The words before the claim
+    stay: a stream may already have sent them."""
+    head = sentence[: claim.start]
+    tail = sentence[len(sentence.rstrip()) :]
+    if first:
+        return head + _note(claim.cond) + tail
+    return head + _SHORT_NOTE + tail if head.strip() else ""
+
+
+def rewrite_claims(text: str, nickname: str | None = None) -> tuple[str, str | None]:
+    """(text with every claiming sentence rewritten, "diagnostic_claim"), or (text, None)."""
+    out: list[str] = []
+    noted = False
+    for part in _split_sentences(text):
+        claim = find_claim(part, nickname)
+        if claim is None:
+            out.append(part)
+            continue
+        out.append(rewrite_sentence(part, claim, first=not noted))
+        noted = True
+    if not noted:
+        return text, None
+    return "".join(out).strip(), "diagnostic_claim"
+
+
+@lru_cache(maxsize=512)
+def _partial_patterns(nickname: str | None) -> tuple[regex.Pattern[str], ...]:
+    # The same claim patterns under the `regex` package, which can tell whether more text
+    # could still complete a match (partial=True).
+    return tuple(regex.compile(p.pattern) for p in _claim_patterns(nickname))
+
+
+_SENTENCE_END = re.compile(r"(?:[.!?][\"')\]]*[ \t]+|\n)$")
+
 
 class OutputStreamGuard:
-    """Applies `check_output` to streamed text one sentence at a time.
+    """Applies the claim check and the developmental note to streamed text.
 
-    `feed` returns the text that is safe to send now (whole sentences); `finish` the rest,
-    followed by `developmental_note` when the reply talked about development and carried no
-    such note. `category` is "diagnostic_claim" once a sentence was rewritten (never for the
-    note alone); `developmental_note_added` says whether the note was appended.
+    `feed` returns the text that is safe to send now; `finish` the rest, followed by
+    `developmental_note` when the reply talked about development and carried no such note.
+    `category` is "diagnostic_claim" once a sentence was rewritten (never for the note alone);
+    `developmental_note_added` says whether the note was appended.
+
+    Early release (the default): the words of an unfinished sentence are sent as soon as no
+    claim pattern can begin in them any more, whatever text follows: each word start of the
+    sentence's normalised view is tried with `regex` partial matching (a match that ran into
+    the end of the text so far counts as possible); a pattern whose earliest possible start
+    has a hedge before it is out for the rest of the sentence (the claim check ignores hedged
+    claims). Only whole words are sent, the last one once whitespace follows it, because the
+    normalised view of a word-in-progress may still change. When the sentence ends, the claim
+    check of `check_output` runs on the whole sentence, and a claim is rewritten from its
+    first word on, which was never sent: the words before it stay, as in `check_output`. A
+    sentence longer than half the normaliser's window is held to its end, as before.
+    `early_release=False` holds every sentence until it ends (the old behaviour, kept for the
+    latency benchmark).
     """
 
-    def __init__(self, guard: SafetyGuard, *, nickname: str | None = None) -> None:
+    def __init__(self, guard: SafetyGuard, *, nickname: str | None = None,
+                 early_release: bool = True) -> None:
         self._guard = guard
-        self._nickname = nickname
-        self._buffer = ""
+        self._nickname = nickname or None
+        self._early = early_release
+        self._buffer = ""  # the sentence under way
         self._noted = False
         self._topic = False
         self._has_note = False
         self._last = ""
         self.category: str | None = None
         self.developmental_note_added = False
+        self._new_sentence()
 
-    def _emit(self, sentence: str) -> str:
-        cond = self._guard.sentence_claim(sentence, nickname=self._nickname)
-        if cond is None:
-            out = sentence
+    def _new_sentence(self) -> None:
+        self._sent = 0  # raw characters of the sentence already sent
+        self._scanned = 0  # raw characters whose words are in _norm
+        self._norm = ""  # the normalised view of those words
+        self._starts: list[int] = []  # raw start of each word with a normalised form
+        self._ends: list[int] = []  # and the end of its normalised form in _norm
+        self._hold = 0  # no claim can start in _norm before this
+        self._live: list[int] | None = None  # patterns that may still claim (None: all)
+        self._releasing = self._early
+
+    def _close(self, sentence: str) -> str:
+        sent = self._sent
+        self._new_sentence()
+        claim = find_claim(sentence, self._nickname)
+        if claim is None:
+            whole = sentence
         else:
             self.category = "diagnostic_claim"
-            if self._noted:
-                return ""
+            whole = rewrite_sentence(sentence, claim, first=not self._noted)
             self._noted = True
-            out = _note(cond) + sentence[len(sentence.rstrip()) :]
-        norm = _norm_out(out)
-        self._topic = self._topic or bool(_DEV_TOPIC.search(norm))
-        self._has_note = self._has_note or bool(_HAS_NOTE.search(norm))
-        if out:
-            self._last = out[-1]
+            # a claim always begins in the held part; should it not, nothing more of it is sent
+            sent = min(sent, claim.start)
+        if whole:
+            norm = _norm_out(whole)
+            self._topic = self._topic or bool(_DEV_TOPIC.search(norm))
+            self._has_note = self._has_note or bool(_HAS_NOTE.search(norm))
+        return whole[sent:]
+
+    def _first_start(self, pattern: regex.Pattern[str], text: str, spaced: str) -> int | None:
+        pos = self._hold
+        while pos <= len(text):
+            # a longer sentence (`spaced`: its next word has begun) or this one as it is
+            if pattern.match(spaced, pos, partial=True) or pattern.match(text, pos):
+                return pos
+            nxt = text.find(" ", pos)
+            if nxt < 0:
+                return None
+            pos = nxt + 1
+        return None
+
+    def _release(self) -> str:
+        text = self._buffer
+        cut = max(text.rfind(" "), text.rfind("\t"), text.rfind("\r"), text.rfind("\n")) + 1
+        if cut <= self._scanned:
+            return ""
+        for m in _RAW_WORD.finditer(text, self._scanned, cut):
+            word = _norm_out(m.group())
+            if word:
+                self._norm = f"{self._norm} {word}" if self._norm else word
+                self._starts.append(m.start())
+                self._ends.append(len(self._norm))
+        self._scanned = cut
+        norm = self._norm
+        if len(norm) > SCAN_CHARS // 2:
+            self._releasing = False
+            return ""
+        patterns = _partial_patterns(self._nickname)
+        hold: int | None = None
+        live: list[int] = []
+        for i in self._live if self._live is not None else range(len(patterns)):
+            start = self._first_start(patterns[i], norm, norm + " ")
+            if start is not None and _HEDGE_RE.search(norm, 0, start):
+                continue  # hedged wherever it begins: this pattern cannot claim here
+            live.append(i)
+            if start is not None and (hold is None or start < hold):
+                hold = start
+        self._live = live
+        if hold is None:
+            self._hold = len(norm) + 1 if norm else 0
+            release = cut
+        else:
+            self._hold = hold
+            k = bisect_right(self._ends, hold)
+            release = self._starts[k] if k < len(self._starts) else cut
+        release = max(release, self._sent)
+        out, self._sent = text[self._sent : release], release
         return out
+
+    def _out(self, text: str) -> str:
+        if text:
+            self._last = text[-1]
+        return text
 
     def feed(self, chunk: str) -> str:
         self._buffer += chunk
         parts = _split_sentences(self._buffer)
         # the last part may be an unfinished sentence: keep it unless it ends a sentence
-        complete = re.search(r"(?:[.!?][\"')\]]*[ \t]+|\n)$", self._buffer)
-        done = parts if complete else parts[:-1]
+        done = parts if _SENTENCE_END.search(self._buffer) else parts[:-1]
+        out = [self._close(p) for p in done]
         self._buffer = "".join(parts[len(done) :])
-        return "".join(self._emit(p) for p in done)
+        if self._buffer and self._releasing:
+            out.append(self._release())
+        return self._out("".join(out))
 
     def finish(self) -> str:
         rest, self._buffer = self._buffer, ""
-        out = self._emit(rest) if rest else ""
+        out = self._close(rest) if rest else ""
         if self._topic and not self._has_note and not self.developmental_note_added:
             self.developmental_note_added = True
-            sep = "" if not self._last or self._last.isspace() else " "
+            last = out[-1] if out else self._last
+            sep = "" if not last or last.isspace() else " "
             out += sep + developmental_note(self._nickname)
-        return out
-
+        return self._out(out)
