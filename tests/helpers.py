@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -54,3 +56,21 @@ def promtool_check(body: str, *, allow: tuple[str, ...] = ()) -> None:
     findings = [line for line in (out.stdout + out.stderr).splitlines()
                 if line.strip() and not any(a in line for a in allow)]
     assert out.returncode == 0 or (allow and not findings), "\n".join(findings)
+
+
+async def log_line_with(stream: asyncio.StreamReader, event: str, timeout: float = 30.0) -> dict:
+    """The next JSON log record with this `event` on a child process's log stream (other
+    records and non-JSON lines are skipped); fails if the stream ends first or `timeout` passes."""
+    async def find() -> dict:
+        while True:
+            raw = await stream.readline()
+            if not raw:
+                raise AssertionError(f"process ended before {event}")
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if record.get("event") == event:
+                return record
+
+    return await asyncio.wait_for(find(), timeout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -15,24 +14,8 @@ from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc
 from services.common.clients import internal_channel
 from tests.conftest import ROOT
-from tests.helpers import INTERNAL_TOKEN
+from tests.helpers import INTERNAL_TOKEN, log_line_with
 from tests.integration.analytics.conftest import analytics_settings
-
-
-async def _line_with(stream, event: str, timeout: float = 30.0) -> dict:
-    async def find() -> dict:
-        while True:
-            raw = await stream.readline()
-            if not raw:
-                raise AssertionError(f"process ended before {event}")
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if record.get("event") == event:
-                return record
-
-    return await asyncio.wait_for(find(), timeout)
 
 
 async def _run(env: dict, *args: str) -> str:
@@ -59,8 +42,8 @@ async def test_migrate_serve_renorm_and_drain_on_sigterm(tmp_path):
         sys.executable, "-m", "services.analytics", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
-        port = (await _line_with(proc.stderr, "analytics.listening"))["port"]
-        await _line_with(proc.stderr, "server.serving")
+        port = (await log_line_with(proc.stderr, "analytics.listening"))["port"]
+        await log_line_with(proc.stderr, "server.serving")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest())
@@ -71,7 +54,7 @@ async def test_migrate_serve_renorm_and_drain_on_sigterm(tmp_path):
                 pb.ListGamesRequest())
             assert len(games.games) >= 6
         proc.send_signal(signal.SIGTERM)
-        await _line_with(proc.stderr, "server.stopped")
+        await log_line_with(proc.stderr, "server.stopped")
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
         if proc.returncode is None:

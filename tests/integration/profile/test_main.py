@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -15,24 +14,8 @@ from avatario.profile.v1 import profile_pb2 as pb
 from avatario.profile.v1 import profile_pb2_grpc
 from services.common.clients import internal_channel
 from tests.conftest import ROOT
-from tests.helpers import INTERNAL_TOKEN, TOKEN_PEPPER
+from tests.helpers import INTERNAL_TOKEN, TOKEN_PEPPER, log_line_with
 from tests.integration.profile.conftest import profile_settings
-
-
-async def _line_with(stream, event: str, timeout: float = 30.0) -> dict:
-    async def find() -> dict:
-        while True:
-            raw = await stream.readline()
-            if not raw:
-                raise AssertionError(f"process ended before {event}")
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if record.get("event") == event:
-                return record
-
-    return await asyncio.wait_for(find(), timeout)
 
 
 async def test_migrate_then_serve_then_drain_on_sigterm(tmp_path):
@@ -53,8 +36,8 @@ async def test_migrate_then_serve_then_drain_on_sigterm(tmp_path):
         sys.executable, "-m", "services.profile", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
-        port = (await _line_with(proc.stderr, "profile.listening"))["port"]
-        await _line_with(proc.stderr, "server.serving")
+        port = (await log_line_with(proc.stderr, "profile.listening"))["port"]
+        await log_line_with(proc.stderr, "server.serving")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest())
@@ -67,7 +50,7 @@ async def test_migrate_then_serve_then_drain_on_sigterm(tmp_path):
                 display_name="Main"))).parent
             assert parent.email == "main@example.org"
         proc.send_signal(signal.SIGTERM)
-        await _line_with(proc.stderr, "server.stopped")
+        await log_line_with(proc.stderr, "server.stopped")
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
         if proc.returncode is None:
