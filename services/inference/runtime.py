@@ -26,6 +26,11 @@ from services.inference.planner import (
     resolve_plan,
 )
 from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
+from services.inference.safety.model_opinion import (
+    ModelSecondOpinion,
+    OpinionMetrics,
+    opinion_enabled,
+)
 from services.inference.settings import InferenceSettings
 from services.inference.state_cache import StateCache
 from services.inference.tokenizer import Tokenizer, check_vocab, load_tokenizer
@@ -43,6 +48,8 @@ class Runtime:
     gpus: list[GpuInfo]
     engine: Engine
     cache: StateCache
+    # Layer 3 of the safety guard; None when off (setting, or a random demo model)
+    second_opinion: ModelSecondOpinion | None = None
 
 
 class EngineMetrics(EngineCallbacks):
@@ -82,6 +89,7 @@ class EngineMetrics(EngineCallbacks):
         self.safety = Counter("avatario_inference_safety_answers_total",
                               "Messages answered or replies rewritten by the safety guard.",
                               ["category"], registry=registry)
+        self.safety_opinion = OpinionMetrics(registry)
 
     def on_step(self, batch_size: int, step_seconds: float) -> None:
         self.batch.observe(batch_size)
@@ -178,6 +186,27 @@ def register_metrics(registry: CollectorRegistry, holder, inventory: GpuInventor
     return metrics
 
 
+def model_second_opinion(settings: InferenceSettings, engine: Engine, tokenizer: Tokenizer,
+                         metrics: EngineCallbacks | None = None) -> ModelSecondOpinion | None:
+    """The served model as the safety guard's second opinion (layer 3), or None when
+    `safety_model_opinion` is off, or auto with a random checkpoint (the devstack's demo
+    model: `checkpoint.is_random_checkpoint`)."""
+    mode = settings.safety_model_opinion
+    if not opinion_enabled(mode, settings.model_path):
+        log.info("inference.safety_opinion", enabled=False, mode=mode)
+        return None
+    try:
+        opinion = ModelSecondOpinion(
+            engine, tokenizer, tokenizer.chat_format,
+            deadline_s=settings.safety_model_opinion_deadline_s,
+            metrics=metrics.safety_opinion if isinstance(metrics, EngineMetrics) else None)
+    except ValueError as exc:
+        raise ConfigError(f"safety model opinion: {exc}") from exc
+    log.info("inference.safety_opinion", enabled=True, mode=mode,
+             deadline_s=opinion.deadline_s, label_token_ids=opinion.token_ids)
+    return opinion
+
+
 def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
                  metrics: EngineCallbacks | None = None) -> Runtime:
     """Blocking (seconds to minutes for big models): run it in a thread."""
@@ -224,5 +253,7 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
                           f"strategy {plan.strategy!r}): {exc}") from exc
     if isinstance(metrics, EngineMetrics):
         metrics.on_warmup(seconds)
+    opinion = model_second_opinion(settings, engine, tokenizer, metrics)  # ConfigError first
     engine.start()
-    return Runtime(settings, info, tokenizer, tokenizer.chat_format, plan, gpus, engine, cache)
+    return Runtime(settings, info, tokenizer, tokenizer.chat_format, plan, gpus, engine, cache,
+                   second_opinion=opinion)

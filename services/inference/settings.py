@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -41,4 +42,12 @@ class InferenceSettings(ServiceSettings):
         True, description="CPU fp32 layers: keep a oneDNN-packed copy of every matrix for "
         "batched decode (10-15% faster batches; as much host memory again as those matrices).")
     safety_country: str = Field("US", description="Emergency/crisis numbers used by the guard.")
+    # Layer 3 of the safety guard (services/inference/safety/model_opinion.py): the served
+    # model scores borderline messages. auto = on unless the checkpoint is marked as a random
+    # one by services.inference.checkpoint.build_random_checkpoint (the devstack demo model).
+    safety_model_opinion: Literal["off", "on", "auto"] = Field(
+        "auto", description="off | on | auto (on unless the checkpoint is a random demo model).")
+    safety_model_opinion_deadline_s: float = Field(
+        2.0, gt=0, le=60, description="Deadline of one second opinion; past it, the guard "
+        "decides without it.")
     shutdown_grace_s: float = Field(30.0, ge=0)
