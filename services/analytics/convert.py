@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from avatario.common.v1 import avatar_pb2, play_pb2, report_pb2
+from avatario.common.v1 import play_pb2, report_pb2
 from services.analytics.domain.catalog import FieldSpec, GameSpec
 from services.analytics.domain.report import ChildReport, ChildSummary
 from services.analytics.domain.scoring import AreaScore, DomainScore, PlayTime, TrendPoint
@@ -225,7 +225,8 @@ def summary_pb(s: ChildSummary) -> report_pb2.ChildSummary:
         sessions_last_four_weeks=s.sessions_last_four_weeks, text=s.text)
 
 
-def report_pb(r: ChildReport, avatar: avatar_pb2.Avatar | None) -> report_pb2.ChildReport:
+def report_pb(r: ChildReport) -> report_pb2.ChildReport:
+    """The report analytics owns; ChildReport.avatar is the gateway's to fill."""
     return report_pb2.ChildReport(
         child_id=r.child_id, generated_at=to_ts(r.generated_at),
         domain_scores=[_domain_score_pb(s) for s in r.domain_scores],
@@ -234,7 +235,7 @@ def report_pb(r: ChildReport, avatar: avatar_pb2.Avatar | None) -> report_pb2.Ch
         daily_play=[_play_pb(p) for p in r.daily_play],
         weekly_play=[_play_pb(p) for p in r.weekly_play],
         current_streak_days=r.current_streak_days, longest_streak_days=r.longest_streak_days,
-        avatar=avatar, flags=[flag_pb(f) for f in r.flags], summary=summary_pb(r.summary),
+        flags=[flag_pb(f) for f in r.flags], summary=summary_pb(r.summary),
         enough_data=r.enough_data, not_enough_data_reason=r.not_enough_data_reason)
 
 

@@ -22,12 +22,13 @@ import typer
 from prometheus_client import CollectorRegistry
 
 from avatario.analytics.v1 import analytics_pb2, analytics_pb2_grpc
+from services.analytics.clients.profile import ProfileClient
 from services.analytics.domain.catalog import load_catalog
 from services.analytics.domain.norms import check_norms_against_catalog, load_norms
+from services.analytics.domain.norms_keeper import Norms, NormsKeeper
 from services.analytics.domain.tips import load_tips
+from services.analytics.domain.xp import Backoff, XpOutbox
 from services.analytics.metrics import AnalyticsMetrics
-from services.analytics.norms_store import Norms, NormsKeeper
-from services.analytics.outbox import Backoff, ProfileClient, XpOutbox
 from services.analytics.repo import erase
 from services.analytics.servicer import AnalyticsServicer
 from services.analytics.settings import (

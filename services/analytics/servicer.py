@@ -1,18 +1,16 @@
-"""AnalyticsService: protobuf in, validation, domain + repository, protobuf out.
+"""AnalyticsService: protobuf in, validation, domain use cases, protobuf out.
 
 Decisions visible to callers:
 * ListGames lists every (game, version) of the catalog in catalog order; the
   mood check-in is not a game (it has no trials) and is submitted with
   SubmitMoodCheckIn, so it is not listed.
-* GetChildReport asks profile for the avatar in parallel; when profile cannot
-  answer within its deadline the report comes without an avatar rather than
-  failing (the avatar is decoration, the report is the point).
+* GetChildReport leaves ChildReport.avatar unset: the gateway, which has just
+  fetched the child from profile, fills it (analytics does not call back into
+  profile for a read).
 * A child id analytics knows under another family is NOT_FOUND on every call.
   A child analytics has never seen gets an empty report ("not enough data").
 * SubmitGameSession and SubmitMoodCheckIn need the family's active
-  CONSENT_SCOPE_GAMEPLAY_ANALYTICS, asked of profile on each write after the
-  input is validated: FAILED_PRECONDITION (ErrorInfo CONSENT_REQUIRED, metadata
-  scope) without it, UNAVAILABLE while profile cannot answer. Stored data stays
+  CONSENT_SCOPE_GAMEPLAY_ANALYTICS (domain/submissions.py). Stored data stays
   readable (reports, export) until it is erased.
 * SubmitGameSession answers xp_pending=true while profile has not taken the
   award; the outbox retries it. A retry of the submission tries again.
@@ -20,8 +18,6 @@ Decisions visible to callers:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -30,25 +26,17 @@ import structlog
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc as pb_grpc
-from avatario.common.v1 import family_pb2
 from services.analytics import convert, hashing, validate
 from services.analytics.domain.catalog import Catalog, validate_mood_checkin, validate_session
-from services.analytics.domain.ingest import score_session
+from services.analytics.domain.norms_keeper import Norms
+from services.analytics.domain.reporting import Reporter
+from services.analytics.domain.submissions import ConsentCheck, Submissions
 from services.analytics.domain.tips import TipLibrary
-from services.analytics.domain.types import (
-    Flag,
-    FlagKind,
-    FlagLevel,
-    Mood,
-    Session,
-    age_months,
-)
+from services.analytics.domain.types import Flag, FlagKind, FlagLevel, Mood, Session
 from services.analytics.domain.xapi import Actor, child_statements, pseudonymous_id
+from services.analytics.domain.xp import XpOutbox
 from services.analytics.metrics import AnalyticsMetrics
-from services.analytics.norms_store import Norms
-from services.analytics.outbox import ProfileClient, XpOutbox
 from services.analytics.repo import erase, ingest, reads
-from services.analytics.reports import Reporter
 from services.common.db import Database, in_transaction, read
 from services.common.errors import InvalidArgument
 from services.common.pagination import PageRequest, cursor_value, encode_token, parse_page
@@ -56,11 +44,6 @@ from services.common.timeutil import utcnow
 from services.common.validation import Violations
 
 log = structlog.get_logger("avatario.analytics")
-
-# Play writes (sessions, check-ins) need this consent, checked with profile on every
-# write (see ProfileClient.require_consent), not only by the gateway.
-PLAY_SCOPE = family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS
-
 
 def _page(items: list, page: PageRequest, start: int, cursor_of: Callable) -> tuple[list, str]:
     chunk = items[start:start + page.size]
@@ -85,20 +68,21 @@ def _flag_key(f: Flag) -> tuple[int, int, str]:
 class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
     def __init__(
         self, db: Database, *, catalog: Catalog, tips: TipLibrary, norms: Norms,
-        profile: ProfileClient, outbox: XpOutbox, xapi_key: bytes, xapi_home_page: str,
+        profile: ConsentCheck, outbox: XpOutbox, xapi_key: bytes, xapi_home_page: str,
         metrics: AnalyticsMetrics, clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.tips = tips
         self.norms = norms
-        self.profile = profile
         self.outbox = outbox
         self.xapi_key = xapi_key
         self.xapi_home_page = xapi_home_page
         self.metrics = metrics
         self.clock = clock
         self.reporter = Reporter(db, catalog, tips, norms)
+        self.submissions = Submissions(db, catalog=catalog, norms=norms, consent=profile,
+                                       outbox=outbox, metrics=metrics)
 
     # -- catalog -------------------------------------------------------------------
 
@@ -133,83 +117,29 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
     async def SubmitGameSession(self, request: pb.SubmitGameSessionRequest, context):
         now = self.clock()
         ref_pb, s = request.child, request.session
-        v = Violations()
-        validate.check_child(v, ref_pb, now)
-        validate.submission(v, ref_pb, s.session_id, s.child_id, item="session",
-                            id_field="session_id")
         raw = convert.session_from_pb(s, ref_pb.child_id)
-        problems = None
-        try:
-            validate_session(raw, self.catalog, now)
-        except InvalidArgument as exc:
-            problems = exc
-        validate.merged(v, problems, "session")
-        ref = validate.as_data(ref_pb)
-        await self.profile.require_consent(ref.family_id, PLAY_SCOPE)
-        game = self.catalog.get(raw.game_id, raw.game_version)
-        assert game is not None and raw.started_at is not None  # validated
-        table = self.norms.table
-        result = score_session(raw, game, table, ref.birth_year, ref.birth_month)
-        digest = hashing.session_hash(ref.family_id, ref.child_id, s)
-        reason = f"Played {game.title}"
-        stored = await in_transaction(self.db, lambda db_s: ingest.store_session(
-            db_s, ref=ref, raw=raw, result=result, content_hash=digest,
-            age_months=age_months(ref.birth_year, ref.birth_month, raw.started_at),
-            norms_version=table.version, reason=reason, now=now))
-        if stored.duplicate:
-            self.metrics.duplicates.labels("session").inc()
-        else:
-            self.metrics.sessions_ingested.labels(game.game_id).inc()
-        pending = stored.xp_pending
-        if pending:
-            pending = await self._award_now(ingest.Award(
-                ingest.session_source(raw.session_id), ref.family_id, ref.child_id,
-                stored.result.xp_awarded, reason))
+        ref = validate.submitted(ref_pb, s.session_id, s.child_id, item="session",
+                                 id_field="session_id", now=now,
+                                 domain_check=lambda: validate_session(raw, self.catalog, now))
+        done = await self.submissions.session(
+            ref, raw, content_hash=hashing.session_hash(ref.family_id, ref.child_id, s), now=now)
         return pb.SubmitGameSessionResponse(
-            result=convert.result_pb(stored.result, xp_pending=pending,
-                                     received_at=stored.received_at),
-            duplicate=stored.duplicate)
+            result=convert.result_pb(done.stored.result, xp_pending=done.xp_pending,
+                                     received_at=done.stored.received_at),
+            duplicate=done.stored.duplicate)
 
     async def SubmitMoodCheckIn(self, request: pb.SubmitMoodCheckInRequest, context):
         now = self.clock()
         ref_pb, c = request.child, request.checkin
-        v = Violations()
-        validate.check_child(v, ref_pb, now)
-        validate.submission(v, ref_pb, c.checkin_id, c.child_id, item="checkin",
-                            id_field="checkin_id")
         checkin = convert.checkin_from_pb(c, ref_pb.child_id)
-        problems = None
-        try:
-            validate_mood_checkin(checkin, self.catalog, now)
-        except InvalidArgument as exc:
-            problems = exc
-        validate.merged(v, problems, "checkin")
-        checkin = replace(checkin, mood=Mood(checkin.mood))
-        ref = validate.as_data(ref_pb)
-        await self.profile.require_consent(ref.family_id, PLAY_SCOPE)
-        digest = hashing.checkin_hash(ref.family_id, ref.child_id, c)
-        xp = self.catalog.mood.xp_per_checkin
-        stored = await in_transaction(self.db, lambda s: ingest.store_checkin(
-            s, ref=ref, checkin=checkin, content_hash=digest, xp=xp, now=now))
-        if stored.duplicate:
-            self.metrics.duplicates.labels("checkin").inc()
-        else:
-            self.metrics.checkins_ingested.inc()
-            if xp > 0:
-                await self._award_now(ingest.Award(
-                    ingest.checkin_source(checkin.checkin_id), ref.family_id, ref.child_id, xp,
-                    "mood check-in"))
+        ref = validate.submitted(
+            ref_pb, c.checkin_id, c.child_id, item="checkin", id_field="checkin_id", now=now,
+            domain_check=lambda: validate_mood_checkin(checkin, self.catalog, now))
+        stored = await self.submissions.checkin(
+            ref, replace(checkin, mood=Mood(checkin.mood)),
+            content_hash=hashing.checkin_hash(ref.family_id, ref.child_id, c), now=now)
         return pb.SubmitMoodCheckInResponse(checkin=convert.checkin_pb(stored.checkin),
                                             duplicate=stored.duplicate)
-
-    async def _award_now(self, award: ingest.Award) -> bool:
-        """Try the award once after the commit; True while it is still pending. The
-        submission is stored either way, so a failure here only leaves it to the outbox."""
-        try:
-            return await self.outbox.deliver(award, inline=True)
-        except Exception as exc:  # noqa: BLE001 - the outbox retries it
-            log.warning("xp.inline_failed", source_id=award.source_id, error=type(exc).__name__)
-            return True
 
     # -- reports -------------------------------------------------------------------
 
@@ -217,15 +147,8 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         now = self.clock()
         ref = validate.child_ref(request.child, now)
         as_of = validate.as_of(request, now)
-        avatar = asyncio.create_task(self.profile.avatar(ref.family_id, ref.child_id))
-        try:
-            evaluated = await self.reporter.evaluate(ref, as_of, now)
-        except BaseException:
-            avatar.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await avatar
-            raise
-        return pb.GetChildReportResponse(report=convert.report_pb(evaluated.report, await avatar))
+        evaluated = await self.reporter.evaluate(ref, as_of, now)
+        return pb.GetChildReportResponse(report=convert.report_pb(evaluated.report))
 
     async def ListFlags(self, request: pb.ListFlagsRequest, context):
         now = self.clock()

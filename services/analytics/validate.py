@@ -4,6 +4,7 @@ ownership of a submission, list filters. Each violation names its proto field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from avatario.analytics.v1 import analytics_pb2 as pb
@@ -71,6 +72,23 @@ def merged(v: Violations, more: InvalidArgument | None, item: str) -> None:
         extra = len(v.items) - MAX_VIOLATIONS + 1
         v.items[MAX_VIOLATIONS - 1:] = [(item, f"and {extra} more problems")]
     v.raise_if_any()
+
+
+def submitted(ref: pb.ChildRef, item_id: str, child_id: str, *, item: str, id_field: str,
+              now: datetime, domain_check: Callable[[], None]) -> ChildRefData:
+    """The checks every play write makes, all violations at once: the ChildRef, the
+    item's client id and child, and the domain's own checks (`domain_check` raises
+    InvalidArgument). Returns the ChildRef as data."""
+    v = Violations()
+    check_child(v, ref, now)
+    submission(v, ref, item_id, child_id, item=item, id_field=id_field)
+    problems = None
+    try:
+        domain_check()
+    except InvalidArgument as exc:
+        problems = exc
+    merged(v, problems, item)
+    return as_data(ref)
 
 
 def as_of(request: pb.GetChildReportRequest, now: datetime) -> datetime:

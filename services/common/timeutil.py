@@ -1,8 +1,8 @@
-"""datetime <-> google.protobuf.Timestamp/Duration, always timezone-aware UTC."""
+"""datetime <-> google.protobuf.Timestamp/Duration, always timezone-aware UTC; ages."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +17,12 @@ def utcnow() -> datetime:
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes (SQLite returns them) are taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def age_months(birth_year: int, birth_month: int, at: datetime | date) -> int:
+    """Completed months of age at `at`, from the birth year-month only (negative
+    before the birth month)."""
+    return (at.year - birth_year) * 12 + (at.month - birth_month)
 
 
 def to_ts(value: datetime | None) -> Timestamp | None:

@@ -156,6 +156,16 @@ def load_norms(path: Path | str = DEFAULT_NORMS_PATH) -> NormTable:
     return NormTable(parsed.norms_version, parsed.entries, parsed.description)
 
 
+def table_from_json(text: str) -> NormTable:
+    raw = json.loads(text)
+    return NormTable(raw["norms_version"], [NormEntry.model_validate(e) for e in raw["entries"]],
+                     raw.get("description", ""))
+
+
+def platform_band_count(table: NormTable) -> int:
+    return sum(1 for e in table.entries for b in e.bands if (b.status or e.status) == "platform")
+
+
 def check_norms_against_catalog(table: NormTable, games: Iterable[GameSpec]) -> None:
     """Every normed metric must be a declared, directed metric of a known game."""
     by_id = {g.game_id: g for g in games}

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
+
+from services.common.timeutil import age_months, as_utc
 
 
 class SkillArea(StrEnum):
@@ -259,16 +261,8 @@ class Flag:
 # -- helpers -------------------------------------------------------------------------
 
 
-def utc(dt: datetime) -> datetime:
-    """Aware UTC datetime (naive input is taken to be UTC)."""
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
-
-
-def age_months(birth_year: int, birth_month: int, at: datetime | date) -> int:
-    """Completed months of age at `at`, from the birth year-month only."""
-    return (at.year - birth_year) * 12 + (at.month - birth_month)
+# Aware UTC datetimes (naive input is taken to be UTC) and ages: the chassis' one copy.
+utc = as_utc
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import pytest
 from avatario.analytics.v1 import analytics_pb2 as pb
 from services.analytics import validate
 from services.analytics.domain.types import Flag, FlagKind, FlagLevel, SkillDomain
-from services.analytics.outbox import Backoff
+from services.analytics.domain.xp import Backoff
 from services.analytics.repo.flags import needs_update, with_stable_first_seen
 from services.analytics.repo.ingest import run_through
 from services.common.errors import InvalidArgument

@@ -1,4 +1,5 @@
-"""A child's report from the stored window: re-norm, build, keep flag state.
+"""A child's report from the stored window (use case over repo/ and domain/report.py):
+re-norm, build, keep flag state.
 
 `build_report` gets the last 10 weeks of results (re-normed when the norm
 table changed since ingestion), plus the newest older session without metrics
@@ -15,10 +16,10 @@ from datetime import datetime, timedelta
 
 from services.analytics.domain.catalog import Catalog
 from services.analytics.domain.norms import renorm_result
+from services.analytics.domain.norms_keeper import Norms
 from services.analytics.domain.report import ChildReport, build_report
 from services.analytics.domain.tips import TipLibrary
 from services.analytics.domain.types import SessionResult
-from services.analytics.norms_store import Norms
 from services.analytics.repo import flags as flag_repo
 from services.analytics.repo import reads
 from services.analytics.repo.ingest import ChildRefData

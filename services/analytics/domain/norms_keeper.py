@@ -1,5 +1,10 @@
 """The norm table in use, and platform norms recomputed from the population.
 
+Norms live in three layers: the table and its arithmetic (`domain/norms.py`,
+pure), the stored tables and the population query (`repo/norms.py`, SQL), and
+this use case: which table is in use, adopting tables other replicas stored and
+recomputing on a schedule.
+
 The service starts from the versioned norms file. `recompute` gathers one value
 per session and metric from the last `lookback` (age at the session, child),
 lets `norms.platform_norms` replace provisional bands that enough distinct
@@ -13,7 +18,6 @@ ingestion; reads re-norm them on the fly when the table version differs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,26 +26,18 @@ from datetime import datetime, timedelta
 import structlog
 
 from services.analytics.domain.norms import (
-    NormEntry,
     NormTable,
     accumulate_population,
+    platform_band_count,
     platform_norms,
+    table_from_json,
 )
 from services.analytics.metrics import AnalyticsMetrics
 from services.analytics.repo import norms as repo
 from services.common.db import Database, in_transaction
+from services.common.tasks import BackgroundTask
 
 log = structlog.get_logger("avatario.analytics.norms")
-
-
-def table_from_json(text: str) -> NormTable:
-    raw = json.loads(text)
-    return NormTable(raw["norms_version"], [NormEntry.model_validate(e) for e in raw["entries"]],
-                     raw.get("description", ""))
-
-
-def platform_band_count(table: NormTable) -> int:
-    return sum(1 for e in table.entries for b in e.bands if (b.status or e.status) == "platform")
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,7 @@ class NormsKeeper:
         self.norms, self.db, self.metrics = norms, db, metrics
         self.refresh_s, self.renorm_s = refresh_s, renorm_s
         self.min_children, self.lookback, self.clock = min_children, lookback, clock
-        self._task: asyncio.Task | None = None
+        self._worker = BackgroundTask(self.run, "norms-keeper")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,12 +131,7 @@ class NormsKeeper:
                             detail=str(exc)[:200])
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="norms-keeper")
+        self._worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._worker.stop()

@@ -16,99 +16,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-import grpc
 import structlog
 
-from avatario.common.v1 import avatar_pb2, family_pb2
-from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
 from services.analytics.metrics import AnalyticsMetrics
 from services.analytics.repo import outbox as repo
 from services.analytics.repo.ingest import ABANDONED, DONE, PENDING, Award, set_xp_status
 from services.common.db import Database, in_transaction, read
-from services.common.errors import NotFound, Unavailable, consent_required
+from services.common.tasks import BackgroundTask
 
 log = structlog.get_logger("avatario.analytics.xp")
 
-# Profile answers that a retry would not change.
-_FINAL = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.OUT_OF_RANGE,
-})
 PURGE_EVERY_S = 3600.0
-_MAX_CONSENT_ENTRIES = 10_000
 
 
-class ProfileClient:
-    """The profile calls analytics makes, each with a short deadline.
+class XpReceiver(Protocol):
+    """Who takes the awards (clients.profile.ProfileClient)."""
 
-    `require_consent` asks profile (the owner of consent records) on every play
-    write, so a withdrawal stops writes at once. `consent_ttl_s` > 0 lets a
-    positive answer be reused that long (an operator's choice of resilience to
-    short profile outages over immediacy: a withdrawal then takes effect within
-    the TTL); negative answers are never reused.
-    """
-
-    def __init__(self, channel: grpc.aio.Channel, deadline_s: float, *,
-                 consent_ttl_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.channel = channel
-        self.stub = profile_pb2_grpc.ProfileServiceStub(channel)
-        self.deadline_s = deadline_s
-        self.consent_ttl_s = consent_ttl_s
-        self._clock = clock
-        self._granted: dict[tuple[str, int], float] = {}
-
-    async def require_consent(self, family_id: str, scope: int) -> None:
-        """Return when the family's consent for `scope` is active; else raise
-        FAILED_PRECONDITION (ErrorInfo CONSENT_REQUIRED), NOT_FOUND (no such family)
-        or UNAVAILABLE (profile cannot say now: the caller retries)."""
-        key = (family_id, scope)
-        if self.consent_ttl_s > 0 and self._granted.get(key, 0.0) > self._clock():
-            return
-        try:
-            resp = await self.stub.ListConsents(profile_pb2.ListConsentsRequest(
-                family_id=family_id), timeout=self.deadline_s, wait_for_ready=False)
-        except grpc.aio.AioRpcError as err:
-            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise NotFound("family") from None
-            log.warning("profile.consent_unavailable", code=err.code().name)
-            raise Unavailable("cannot check the family's consent right now; retry") from None
-        if not any(c.scope == scope for c in resp.consents):
-            self._granted.pop(key, None)
-            raise consent_required(family_pb2.ConsentScope.Name(scope))
-        if self.consent_ttl_s > 0:
-            self._granted[key] = self._clock() + self.consent_ttl_s
-            if len(self._granted) > _MAX_CONSENT_ENTRIES:
-                self._granted.pop(next(iter(self._granted)))
+    deadline_s: float
 
     async def award_xp(self, award: Award) -> tuple[str, str]:
         """(status, error): DONE, PENDING (retry later) or ABANDONED."""
-        try:
-            await self.stub.AwardXp(profile_pb2.AwardXpRequest(
-                family_id=award.family_id, child_id=award.child_id, amount=award.amount,
-                source_id=award.source_id, reason=award.reason,
-            ), timeout=self.deadline_s, wait_for_ready=False)
-        except grpc.aio.AioRpcError as err:
-            status = ABANDONED if err.code() in _FINAL else PENDING
-            return status, f"{err.code().name}: {err.details() or ''}"
-        return DONE, ""
-
-    async def avatar(self, family_id: str, child_id: str) -> avatar_pb2.Avatar | None:
-        """The child's avatar, or None when profile cannot say right now."""
-        try:
-            resp = await self.stub.GetAvatar(profile_pb2.GetAvatarRequest(
-                family_id=family_id, child_id=child_id), timeout=self.deadline_s,
-                wait_for_ready=False)
-        except grpc.aio.AioRpcError as err:
-            log.warning("profile.avatar_unavailable", code=err.code().name)
-            return None
-        return resp.avatar
+        ...
 
 
 @dataclass(frozen=True)
@@ -123,7 +56,7 @@ class Backoff:
 
 
 class XpOutbox:
-    def __init__(self, db: Database, profile: ProfileClient, metrics: AnalyticsMetrics, *,
+    def __init__(self, db: Database, profile: XpReceiver, metrics: AnalyticsMetrics, *,
                  backoff: Backoff, poll_s: float, batch: int, retention: timedelta,
                  clock: Callable[[], datetime]) -> None:
         self.db = db
@@ -136,8 +69,17 @@ class XpOutbox:
         self.clock = clock
         self.lease = timedelta(seconds=max(30.0, 4 * profile.deadline_s))
         self._rng = random.Random()
-        self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._worker = BackgroundTask(self.run, "xp-outbox")
+
+    async def try_now(self, award: Award) -> bool:
+        """Try the award once after the commit; True while it is still pending. The
+        submission is stored either way, so a failure here only leaves it to the outbox."""
+        try:
+            return await self.deliver(award, inline=True)
+        except Exception as exc:  # noqa: BLE001 - the outbox retries it
+            log.warning("xp.inline_failed", source_id=award.source_id, error=type(exc).__name__)
+            return True
 
     async def deliver(self, award: Award, attempts_before: int = 0, *,
                       inline: bool = False) -> bool:
@@ -209,12 +151,7 @@ class XpOutbox:
             self._wake.clear()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="xp-outbox")
+        self._worker.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._worker.stop()

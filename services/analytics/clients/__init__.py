@@ -1,0 +1,1 @@
+"""Calls analytics makes to other services (protobuf stays in here)."""
