@@ -18,7 +18,10 @@ What it checks:
      sampling the [64, vocab] logits on the host;
   6. a split placement (first half of the layers `cuda fp16`, the rest and the head
      `cpu fp32`) on a small model: batched-vs-package logits across the device boundary;
-  7. the NVML metrics scrape: `NvmlCollector` through a CollectorRegistry to text.
+  7. the NVML metrics scrape: `NvmlCollector` through a CollectorRegistry to text;
+  8. the safety guard's model second opinion (issue 11, layer 3) on the synthetic model:
+     p50/p99 of `ModelSecondOpinion.score` next to a plain chat turn's time to first token
+     in the same run, and its label log-probs against the package's forward.
 
 Without CUDA it prints why and exits 2 without running anything, unless --allow-cpu, which
 runs every step on the CPU with a tiny fp32 model (a smoke test of this script).
@@ -192,6 +195,57 @@ def check_split(c: Checks, vocab: int, rtol: float) -> None:
           bm.batched and diff <= rtol * std)
 
 
+def check_model_opinion(c: Checks, model: Any, bm: Any, tokenizer: Any, repeats: int = 20
+                        ) -> None:
+    """Time the second opinion (one scoring prefill) against a chat turn's TTFT."""
+    from bench.bench_model_opinion import MESSAGES
+    from services.inference.engine import Engine, GenerationRequest
+    from services.inference.prompt import build_prompt
+    from services.inference.safety.model_opinion import ModelSecondOpinion, build_opinion_prompt
+    from services.inference.sampling import SamplingParams
+
+    def pct(v: list[float], q: float) -> float:
+        return sorted(v)[round(q * (len(v) - 1))]
+
+    async def run() -> tuple[list[float], list[float], torch.Tensor]:
+        eng = Engine(bm, tokenizer)
+        eng.start()
+        try:
+            op = ModelSecondOpinion(eng, tokenizer, "world", deadline_s=60.0)
+            one = SamplingParams(temperature=0.0, max_tokens=1)
+            ops, ttfts = [], []
+            for i in range(repeats + 2):  # the first two warm up
+                msg = MESSAGES[i % len(MESSAGES)]
+                t = time.perf_counter()
+                await op.score(msg)
+                dt = time.perf_counter() - t
+                fin = await eng.submit(GenerationRequest(
+                    f"c{i}", tokenizer.encode(build_prompt("world", None, [], msg)), one,
+                    use_cache=False, store_cache=False)).result()
+                if i >= 2:
+                    ops.append(dt)
+                    ttfts.append(fin.ttft_s)
+            got = await eng.score(op.prompt_tokens(MESSAGES[0]), op.token_ids)
+            return ops, ttfts, got
+        finally:
+            eng.stop()
+
+    ops, ttfts, got = asyncio.run(run())
+    label_ids = ModelSecondOpinion(None, tokenizer, "world").token_ids  # type: ignore[arg-type]
+    ref_logits, _ = model.forward(tokenizer.encode(build_opinion_prompt("world", MESSAGES[0])),
+                                  None)
+    ref = torch.log_softmax(ref_logits.float().cpu(), -1)[label_ids]
+    diff = float((got - ref).abs().max())
+    r = {"opinion_p50_ms": pct(ops, 0.5) * 1e3, "opinion_p99_ms": pct(ops, 0.99) * 1e3,
+         "chat_ttft_p50_ms": pct(ttfts, 0.5) * 1e3, "chat_ttft_p99_ms": pct(ttfts, 0.99) * 1e3,
+         "label_logprob_max_abs_diff": diff, "samples": repeats}
+    c.data["model_opinion"] = r
+    c.add("safety second opinion", f"p50 {r['opinion_p50_ms']:.1f} ms, p99 "
+          f"{r['opinion_p99_ms']:.1f} ms", f"chat TTFT p50 {r['chat_ttft_p50_ms']:.1f} ms "
+          f"(ratio {r['opinion_p50_ms'] / r['chat_ttft_p50_ms']:.2f}); label log-probs vs "
+          f"package max |diff| {diff:.2e}", diff <= 0.05)
+
+
 def check_nvml_scrape(c: Checks, expect_gpus: bool) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
@@ -280,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     check_logits(c, model, bm, device, fp16, args.rtol)
     check_throughput(c, model, bm, tokenizer, tokens)
     check_step_breakdown(c, bm)
+    check_model_opinion(c, model, bm, tokenizer, repeats=20 if cuda else 4)
     if cuda:
         del bm, model
         torch.cuda.empty_cache()
