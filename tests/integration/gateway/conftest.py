@@ -1,11 +1,9 @@
-"""A real gateway on port 0 in front of a real profile server on port 0 (and real
-analytics and inference servers once their modules exist), on SQLite and on
-PostgreSQL. Each test module migrates one pair of databases per backend; each
+"""A real gateway on port 0 in front of real profile and analytics servers on port 0
+(inference: a dead target, or the scripted fake), on SQLite and on PostgreSQL. Each test module migrates one pair of databases per backend; each
 test clears the tables and starts its own servers."""
 
 from __future__ import annotations
 
-import importlib.util
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import delete
 
+from services.analytics.main import MIGRATIONS as ANALYTICS_MIGRATIONS
+from services.analytics.main import build_analytics
+from services.analytics.models import CHILD_TABLES, NormVersion
+from services.analytics.settings import AnalyticsSettings
 from services.common import migrations
 from services.common.db import Database
 from services.gateway.main import MIGRATIONS as GATEWAY_MIGRATIONS
@@ -30,16 +32,6 @@ from tests.helpers import INTERNAL_TOKEN, TOKEN_PEPPER
 from tests.integration.gateway.support import DEAD_TARGET, Client, gateway_settings
 
 
-def have(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-HAVE_ANALYTICS = have("services.analytics.main")
-
-
 @dataclass
 class Urls:
     profile: str
@@ -49,22 +41,19 @@ class Urls:
 
 @contextmanager
 def migrated_urls(backend: str, tmp_path_factory):
-    """Profile and gateway databases migrated to head on `backend`."""
+    """Profile, gateway and analytics databases migrated to head on `backend`."""
     if backend == "sqlite":
         folder = tmp_path_factory.mktemp("gateway")
         urls = Urls(*(f"sqlite+aiosqlite:///{folder / (n + '.db')}"
                       for n in ("profile", "gateway", "analytics")))
         created: list[str] = []
     else:
-        created = [create_pg_database() for _ in range(3 if HAVE_ANALYTICS else 2)]
-        urls = Urls(*created, *([""] if not HAVE_ANALYTICS else []))
+        created = [create_pg_database() for _ in range(3)]
+        urls = Urls(*created)
     try:
         migrations.upgrade(Path(PROFILE_MIGRATIONS), urls.profile)
         migrations.upgrade(Path(GATEWAY_MIGRATIONS), urls.gateway)
-        if HAVE_ANALYTICS:
-            from services.analytics.main import MIGRATIONS as ANALYTICS_MIGRATIONS
-
-            migrations.upgrade(Path(ANALYTICS_MIGRATIONS), urls.analytics)
+        migrations.upgrade(Path(ANALYTICS_MIGRATIONS), urls.analytics)
         yield urls
     finally:
         for url in created:
@@ -100,7 +89,6 @@ class Stack:
     client: Client
     analytics_target: str = DEAD_TARGET
     inference_target: str = DEAD_TARGET
-    has_analytics: bool = False
     _cleanup: list[Any] = field(default_factory=list)
 
     @property
@@ -126,9 +114,6 @@ async def start_gateway(db_url: str, profile: str, **overrides) -> Gateway:
 
 
 async def start_analytics(url: str, profile_target: str):
-    from services.analytics.main import build_analytics
-    from services.analytics.settings import AnalyticsSettings
-
     settings = AnalyticsSettings(
         internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=0, metrics_port=None,
         database_url=url, log_json=False, profile_target=profile_target, renorm_interval_s=0,
@@ -141,11 +126,8 @@ async def start_analytics(url: str, profile_target: str):
 
 
 async def _clear(urls: Urls) -> None:
-    tables = [(urls.profile, ERASE_ORDER), (urls.gateway, (RefreshToken, SignIn))]
-    if HAVE_ANALYTICS:
-        from services.analytics.models import CHILD_TABLES, NormVersion
-
-        tables.append((urls.analytics, (*CHILD_TABLES, NormVersion)))
+    tables = [(urls.profile, ERASE_ORDER), (urls.gateway, (RefreshToken, SignIn)),
+              (urls.analytics, (*CHILD_TABLES, NormVersion))]
     for url, models in tables:
         db = Database(url, pool_size=1)
         async with db.transaction() as session:
@@ -192,25 +174,24 @@ async def shared_stack(db_urls):
 
 @asynccontextmanager
 async def running_stack(db_urls: Urls, inference_target: str = DEAD_TARGET):
-    """Clear the tables, start profile and a gateway in front of it."""
+    """Clear the tables, start profile, analytics and a gateway in front of them."""
     await _clear(db_urls)
     pdb = Database(db_urls.profile, pool_size=4)
     profile, pport = await build_profile(profile_settings(db_urls.profile), pdb)
     await profile.start()
     await profile.set_serving()
     ptarget = f"127.0.0.1:{pport}"
-    analytics = await start_analytics(db_urls.analytics, ptarget) if HAVE_ANALYTICS else None
-    atarget = f"127.0.0.1:{analytics.port}" if analytics else DEAD_TARGET
+    analytics = await start_analytics(db_urls.analytics, ptarget)
+    atarget = f"127.0.0.1:{analytics.port}"
     gw = await start_gateway(db_urls.gateway, ptarget, inference=inference_target,
                              analytics=atarget)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}")
     s = Stack(db_urls, ptarget, gw, Client(channel), analytics_target=atarget,
-              inference_target=inference_target, has_analytics=analytics is not None)
+              inference_target=inference_target)
     try:
         yield s
     finally:
-        if analytics is not None:
-            await analytics.server.stop(0)
+        await analytics.server.stop(0)
         for extra_gw, extra_channel in s._cleanup:
             await extra_channel.close()
             await extra_gw.server.stop(0)

@@ -166,8 +166,6 @@ async def call(client, case: Bad, request, metadata):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 async def test_bad_input(shared_stack, case: Bad):
-    if case.analytics and not shared_stack.has_analytics:
-        pytest.skip("validated by analytics; services.analytics.main is not available yet")
     fam = await new_family(shared_stack.client)
     metadata = () if case.anonymous else fam.client.md
     await fails(call(shared_stack.client, case, case.build(fam), metadata),

@@ -1,6 +1,9 @@
 """Chat through the gateway with the real inference node (a tiny random RWKV-4
 model on CPU): streaming, the stored turns, the safety guard's answers passing
-through, a client cancelling mid-stream, and erasure reaching the state cache."""
+through, a client cancelling mid-stream, and erasure reaching the state cache.
+
+Replies are greedy (temperature 0) from a seeded model, so they are the same on every run:
+12 tokens end with FINISH_REASON_LENGTH, in several chunks."""
 
 from __future__ import annotations
 
@@ -12,19 +15,22 @@ import pytest_asyncio
 
 from avatario.common.v1 import chat_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
+from services.inference import main as inference_main
+from services.inference.checkpoint import build_random_checkpoint
+from services.inference.settings import InferenceSettings
 from tests.helpers import INTERNAL_TOKEN
 from tests.integration.gateway.conftest import running_stack
 from tests.integration.gateway.support import PASSWORD, new_family, new_id
 
-inference_main = pytest.importorskip("services.inference.main")
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 FR = chat_pb2
+# The cancel test asks for this many tokens: generating them all takes the tiny model far
+# longer than a cancel takes to arrive, so the cancel always lands mid-reply.
+LONG_REPLY = 2048
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from services.inference.checkpoint import build_random_checkpoint
-
     path = tmp_path_factory.mktemp("model") / "tiny.pth"
     build_random_checkpoint(path, n_layer=2, n_embd=32, vocab_size=65536, seed=5)
     return path
@@ -32,11 +38,9 @@ def tiny_model(tmp_path_factory):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def node(tiny_model):
-    from services.inference.settings import InferenceSettings
-
     settings = InferenceSettings(internal_token=INTERNAL_TOKEN, port=0, metrics_port=None,
                                  model_path=tiny_model, tokenizer="world", strategy="cpu fp32",
-                                 max_tokens_limit=256, default_max_tokens=16, log_json=False)
+                                 max_tokens_limit=LONG_REPLY, default_max_tokens=16, log_json=False)
     n = await inference_main.build_server(settings)
     yield n
     await n.server.stop(0)
@@ -48,8 +52,8 @@ async def live(db_urls, node):
         yield s
 
 
-async def chat_setup(stack):
-    fam = await new_family(stack.client)
+async def chat_setup(client):
+    fam = await new_family(client)
     conv = (await fam.client.chat.CreateConversation(gw.CreateConversationRequest(
         child_id=fam.child_id), metadata=fam.client.md)).conversation
     return fam, conv.conversation_id
@@ -76,25 +80,27 @@ async def stored(fam, conv_id):
 
 
 async def test_a_turn_streams_from_the_model_and_is_stored(live):
-    fam, conv_id = await chat_setup(live)
+    fam, conv_id = await chat_setup(live.client)
     texts, done = await collect(fam.client.chat.Chat(ask(conv_id, "How is reading going?"),
                                                      metadata=fam.client.md))
-    assert done is not None and done.finish_reason in (
-        FR.FINISH_REASON_STOP, FR.FINISH_REASON_LENGTH, FR.FINISH_REASON_STOP_SEQUENCE,
-        FR.FINISH_REASON_SAFETY, FR.FINISH_REASON_ERROR)
-    assert done.stats.completion_tokens >= 0
+    assert done.finish_reason == FR.FINISH_REASON_LENGTH
+    assert done.stats.completion_tokens == 12 and done.stats.prompt_tokens > 0
+    assert len(texts) > 1 and "".join(texts) == done.text and done.text.strip()
     msgs = await stored(fam, conv_id)
     assert [m.role for m in msgs] == [FR.ROLE_PARENT, FR.ROLE_ASSISTANT]
     assert msgs[1].text == done.text and msgs[1].finish_reason == done.finish_reason
+    assert msgs[1].complete
     # A second turn works on top of the first.
     _, second = await collect(fam.client.chat.Chat(ask(conv_id, "And sleep?"),
                                                    metadata=fam.client.md))
-    assert second is not None
+    assert second.finish_reason == FR.FINISH_REASON_LENGTH
+    assert second.stats.completion_tokens == 12
+    assert second.stats.prompt_tokens > done.stats.prompt_tokens  # the history came along
     assert len(await stored(fam, conv_id)) == 4
 
 
 async def test_the_safety_guard_answer_passes_through_and_is_stored(live):
-    fam, conv_id = await chat_setup(live)
+    fam, conv_id = await chat_setup(live.client)
     texts, done = await collect(fam.client.chat.Chat(
         ask(conv_id, "My son said he wants to hurt himself"), metadata=fam.client.md))
     assert done.finish_reason == FR.FINISH_REASON_SAFETY and done.safety_category == "crisis"
@@ -103,32 +109,45 @@ async def test_the_safety_guard_answer_passes_through_and_is_stored(live):
     assert msgs[1].complete and msgs[1].finish_reason == FR.FINISH_REASON_SAFETY
 
 
-async def test_client_cancel_with_the_real_model(live):
-    fam, conv_id = await chat_setup(live)
-    call = fam.client.chat.Chat(ask(conv_id, "Tell me a long story", max_tokens=256),
+def cancelled_generations(node) -> float:
+    return sum(s.value for m in node.metrics.requests.collect() for s in m.samples
+               if s.name.endswith("_total") and s.labels["finish_reason"] == "cancelled")
+
+
+async def eventually(check, what: str, tries: int = 200, pause_s: float = 0.05):
+    for _ in range(tries):
+        if result := await check():
+            return result
+        await asyncio.sleep(pause_s)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def test_client_cancel_with_the_real_model(live, node):
+    _, client = await live.extra_gateway(chat_max_tokens=LONG_REPLY)
+    fam, conv_id = await chat_setup(client)
+    engine = node.runtime.engine
+    cancelled_before = cancelled_generations(node)
+    call = fam.client.chat.Chat(ask(conv_id, "Tell me a long story", max_tokens=LONG_REPLY),
                                 metadata=fam.client.md)
     first = await call.read()
     call.cancel()
-    if first.HasField("done"):
-        pytest.skip("the random model finished in one chunk")
-    for _ in range(100):
-        msgs = await stored(fam, conv_id)
-        if msgs:
-            break
-        await asyncio.sleep(0.05)
-    assert msgs[1].finish_reason in (FR.FINISH_REASON_CANCELLED, FR.FINISH_REASON_STOP,
-                                     FR.FINISH_REASON_LENGTH, FR.FINISH_REASON_STOP_SEQUENCE)
-    if msgs[1].finish_reason == FR.FINISH_REASON_CANCELLED:
-        assert not msgs[1].complete and msgs[1].text.startswith(first.text)
+    assert first.text and not first.HasField("done")
+    msgs = await eventually(lambda: stored(fam, conv_id), "the cancelled turn to be stored")
+    assert [m.role for m in msgs] == [FR.ROLE_PARENT, FR.ROLE_ASSISTANT]
+    assert msgs[1].finish_reason == FR.FINISH_REASON_CANCELLED
+    assert not msgs[1].complete and msgs[1].text.startswith(first.text)
+
+    # The node stopped generating: the engine ended the request as cancelled, its slot is free.
+    async def freed() -> bool:
+        return engine.outstanding() == 0 and cancelled_generations(node) == cancelled_before + 1
+    await eventually(freed, "the engine to cancel the generation")
     # The next turn works.
     _, done = await collect(fam.client.chat.Chat(ask(conv_id, "Thanks"), metadata=fam.client.md))
-    assert done is not None
+    assert done.finish_reason == FR.FINISH_REASON_LENGTH and done.stats.completion_tokens == 12
 
 
 async def test_erasure_reaches_the_state_cache(live):
-    if not live.has_analytics:
-        pytest.skip("erasure needs analytics; services.analytics.main is not available yet")
-    fam, conv_id = await chat_setup(live)
+    fam, conv_id = await chat_setup(live.client)
     await collect(fam.client.chat.Chat(ask(conv_id, "Hello"), metadata=fam.client.md))
     resp = await fam.client.privacy.EraseFamily(gw.EraseFamilyRequest(password=PASSWORD),
                                                 metadata=fam.client.md)

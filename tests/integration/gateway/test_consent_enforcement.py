@@ -40,7 +40,6 @@ from tests.integration.gateway.support import (
     pair_device,
 )
 
-pytest.importorskip("services.analytics.main")
 C = grpc.StatusCode
 SCOPE_NAME = {s: family_pb2.ConsentScope.Name(s) for s in (CHILD, ANALYTICS, CHAT)}
 

@@ -22,7 +22,6 @@ from tests.integration.gateway.support import (
 )
 
 C = grpc.StatusCode
-pytest.importorskip("services.analytics.main")
 
 
 # The gateway talks to the scripted inference fake (conftest `fake`).
