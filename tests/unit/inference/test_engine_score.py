@@ -48,6 +48,14 @@ async def test_scores_equal_the_package_forward(make_engine, model_fp32, length:
     assert float((got - ref).abs().max()) <= 1e-4
 
 
+async def test_scores_on_a_split_placement(make_engine, tiny_ckpt, load_model) -> None:
+    model = load_model(tiny_ckpt, "cpu fp32 *3 -> cpu fp32")
+    eng = make_engine(model)
+    tokens = _prompt(random.Random(8), 33)
+    got = await eng.score(tokens)
+    assert float((got - _reference(model, tokens)).abs().max()) <= 1e-4
+
+
 async def test_scores_in_one_prefill_round_with_others(make_engine, model_fp32) -> None:
     """Several scoring requests (and a chat) prefilled together in one pass: each equals the
     package forward of its own tokens alone."""
