@@ -184,8 +184,10 @@ async def test_backpressure_cancellation_and_deadline(model_path):
             with pytest.raises(asyncio.CancelledError):
                 await reader
             await _wait_for(lambda: engine.outstanding() == 0)
-            _, final = await _collect(stub.Chat(_req(new_id(), "Now there is room")))
-            assert final.text is not None
+            text, final = await _collect(stub.Chat(_req(new_id(), "Now there is room")))
+            # The freed slot serves a whole reply: greedy, max_tokens 8, none of it held back.
+            assert final.finish_reason == chat_pb2.FINISH_REASON_LENGTH
+            assert final.stats.completion_tokens == 8 and final.text == text and text.strip()
 
             with pytest.raises(grpc.aio.AioRpcError) as ei:
                 # 4096 tokens take seconds even for the tiny model: the deadline hits first.
