@@ -7,7 +7,8 @@ import json
 from avatario.common.v1 import avatar_pb2, chat_pb2, family_pb2
 from avatario.profile.v1 import profile_pb2
 from services.common.timeutil import to_ts
-from services.profile import catalog, models, progression
+from services.profile import models
+from services.profile.domain import catalog, progression
 
 
 def parent(row: models.Parent) -> family_pb2.Parent:

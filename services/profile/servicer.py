@@ -18,7 +18,8 @@ from services.common.interceptors import CALLER_KEY
 from services.common.pagination import cursor_value, encode_token, parse_page
 from services.common.timeutil import to_ts, utcnow
 from services.common.validation import normalize_email
-from services.profile import catalog, convert, validate
+from services.profile import convert, validate
+from services.profile.domain import avatars, catalog
 from services.profile.metrics import ProfileMetrics
 from services.profile.passwords import Passwords
 from services.profile.repo import chat, children, devices, family, parents
@@ -175,7 +176,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def CustomizeAvatar(self, request: pb.CustomizeAvatarRequest, context):
         validate.customize_avatar(request)
         now = self.clock()
-        state = await in_transaction(self.db, lambda s: children.customize_avatar(
+        state = await in_transaction(self.db, lambda s: avatars.customize_avatar(
             s, family_id=request.family_id, child_id=request.child_id,
             item_ids=list(request.item_ids), now=now))
         return pb.CustomizeAvatarResponse(avatar=convert.avatar(state.avatar, state.item_ids))
@@ -183,7 +184,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     async def AwardXp(self, request: pb.AwardXpRequest, context):
         validate.award_xp(request)
         now = self.clock()
-        result = await in_transaction(self.db, lambda s: children.award_xp(
+        result = await in_transaction(self.db, lambda s: avatars.award_xp(
             s, family_id=request.family_id, child_id=request.child_id, amount=request.amount,
             source_id=request.source_id, reason=request.reason.strip(), now=now))
         self.metrics.xp_awards.labels("applied" if result.applied else "duplicate").inc()

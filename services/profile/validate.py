@@ -11,7 +11,8 @@ from datetime import datetime
 
 from avatario.profile.v1 import profile_pb2 as pb
 from services.common.validation import Violations
-from services.profile import catalog, passwords, rules, tokens
+from services.profile import passwords, tokens
+from services.profile.domain import catalog, rules
 
 EMAIL_PASSWORD_MAX = passwords.MAX_LEN
 

@@ -13,8 +13,8 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from avatario.common.v1 import family_pb2
 from services.common.errors import NotFound, consent_required
+from services.profile.domain.enums import ConsentScope
 from services.profile.models import AuditEvent, Base, Child, Consent, Family, Parent, new_id
 
 T = TypeVar("T")
@@ -68,7 +68,7 @@ async def active_consent(session: AsyncSession, family_id: str, scope: int) -> C
 
 async def require_consent(session: AsyncSession, family_id: str, scope: int) -> None:
     if await active_consent(session, family_id, scope) is None:
-        raise consent_required(family_pb2.ConsentScope.Name(scope))
+        raise consent_required(ConsentScope(scope).name)
 
 
 # -- audit ----------------------------------------------------------------------

@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from avatario.common.v1 import chat_pb2
 from services.common.errors import AlreadyExists
 from services.common.pagination import Page, PageRequest, cursor_value, cut_page, time_page
-from services.profile import rules
+from services.profile.domain import rules
+from services.profile.domain.enums import Role
 from services.profile.models import ChatMessage, Conversation, new_id
 from services.profile.repo.base import (
     get_child,
@@ -62,8 +62,8 @@ class Turn:
 def _same_turn(existing: list[ChatMessage], conv_id: str, user_text: str, reply: str,
                finish_reason: int) -> bool:
     by_role = {m.role: m for m in existing}
-    user = by_role.get(chat_pb2.ROLE_PARENT)
-    bot = by_role.get(chat_pb2.ROLE_ASSISTANT)
+    user = by_role.get(Role.ROLE_PARENT)
+    bot = by_role.get(Role.ROLE_ASSISTANT)
     return (
         user is not None and bot is not None and user.conversation_id == conv_id
         and user.text == user_text and bot.text == reply and bot.finish_reason == finish_reason
@@ -95,12 +95,12 @@ async def append_turn(
     seq = conv.turn_count * 2
     user = ChatMessage(
         id=new_id(), family_id=family_id, conversation_id=conv.id, turn_id=turn_id, seq=seq,
-        role=chat_pb2.ROLE_PARENT, text=user_message, finish_reason=0, complete=True,
+        role=Role.ROLE_PARENT, text=user_message, finish_reason=0, complete=True,
         created_at=now,
     )
     bot = ChatMessage(
         id=new_id(), family_id=family_id, conversation_id=conv.id, turn_id=turn_id,
-        seq=seq + 1, role=chat_pb2.ROLE_ASSISTANT, text=assistant_message,
+        seq=seq + 1, role=Role.ROLE_ASSISTANT, text=assistant_message,
         finish_reason=finish_reason, complete=rules.is_complete(finish_reason), created_at=now,
     )
     session.add_all([user, bot])

@@ -12,7 +12,9 @@ from services.common.db import insert_ignore
 from services.common.errors import AlreadyExists
 from services.common.pagination import Page, PageRequest, time_page
 from services.common.validation import Violations
-from services.profile import catalog, progression, rules
+from services.profile.domain import rules
+from services.profile.domain.catalog import DEFAULT_ITEMS
+from services.profile.domain.rules import CHILD_DATA_SCOPE
 from services.profile.models import Avatar, AvatarEquippedItem, Child, XpAward, new_id
 from services.profile.repo.base import (
     audit,
@@ -36,7 +38,7 @@ async def create_child(
     birth_month: int, now: datetime,
 ) -> Child:
     await get_parent(session, family_id, parent_id)
-    await require_consent(session, family_id, rules.CHILD_DATA_SCOPE)
+    await require_consent(session, family_id, CHILD_DATA_SCOPE)
     child = Child(
         id=new_id(), family_id=family_id, nickname=nickname, birth_year=birth_year,
         birth_month=birth_month, created_at=now, updated_at=now,
@@ -47,7 +49,7 @@ async def create_child(
     await session.flush()
     session.add_all(
         AvatarEquippedItem(child_id=child.id, item_id=item_id, family_id=family_id, position=i)
-        for i, item_id in enumerate(catalog.DEFAULT_ITEMS)
+        for i, item_id in enumerate(DEFAULT_ITEMS)
     )
     audit(session, family_id=family_id, actor=parent_actor(parent_id), action="child.created",
           target_id=child.id, now=now)
@@ -72,7 +74,7 @@ async def update_child(
     else:
         actor = service_actor(caller)
     child = await get_child(session, family_id, child_id)
-    await require_consent(session, family_id, rules.CHILD_DATA_SCOPE)
+    await require_consent(session, family_id, CHILD_DATA_SCOPE)
     changed: list[str] = []
     if birth_year is not None or birth_month is not None:
         year = child.birth_year if birth_year is None else birth_year
@@ -115,40 +117,37 @@ async def equipped_ids(session: AsyncSession, child_id: str) -> list[str]:
     return list((await session.execute(stmt)).scalars().all())
 
 
-async def customize_avatar(
-    session: AsyncSession, *, family_id: str, child_id: str, item_ids: list[str], now: datetime,
-) -> AvatarState:
+async def lock_avatar(session: AsyncSession, family_id: str, child_id: str) -> Avatar:
+    """The child's avatar row, locked so a concurrent customize or award sees a
+    settled level (child-data consent required)."""
     await get_child(session, family_id, child_id)
-    await require_consent(session, family_id, rules.CHILD_DATA_SCOPE)
-    # Lock the avatar row so a concurrent customize or award sees a settled level.
-    avatar = (await session.execute(
+    await require_consent(session, family_id, CHILD_DATA_SCOPE)
+    return (await session.execute(
         select(Avatar).where(Avatar.child_id == child_id).with_for_update()
     )).scalar_one()
-    level = progression.level_for_xp(avatar.xp)
-    items = catalog.check_outfit(item_ids, level)
-    await session.execute(delete(AvatarEquippedItem).where(AvatarEquippedItem.child_id == child_id))
+
+
+async def dress(session: AsyncSession, avatar: Avatar, item_ids: list[str],
+                now: datetime) -> AvatarState:
+    """Replace what the (locked) avatar wears, in this order."""
+    await session.execute(delete(AvatarEquippedItem).where(
+        AvatarEquippedItem.child_id == avatar.child_id))
     session.add_all(
-        AvatarEquippedItem(child_id=child_id, item_id=item.item_id, family_id=family_id,
-                           position=i)
-        for i, item in enumerate(items)
+        AvatarEquippedItem(child_id=avatar.child_id, item_id=item_id,
+                           family_id=avatar.family_id, position=i)
+        for i, item_id in enumerate(item_ids)
     )
     avatar.updated_at = now
     await session.flush()
-    return AvatarState(avatar, [item.item_id for item in items])
+    return AvatarState(avatar, list(item_ids))
 
 
-@dataclass(frozen=True)
-class AwardResult:
-    state: AvatarState
-    applied: bool
-    leveled_up: bool
-
-
-async def award_xp(
+async def add_xp_once(
     session: AsyncSession, *, family_id: str, child_id: str, amount: int, source_id: str,
     reason: str, now: datetime,
-) -> AwardResult:
-    """Add XP once per (child, source_id).
+) -> int | None:
+    """Add XP once per (child, source_id); the avatar's new XP, or None when the
+    source id was already awarded (with the same amount; another is ALREADY_EXISTS).
 
     The award row is inserted first with ON CONFLICT DO NOTHING: of two
     concurrent awards with one source id exactly one inserts (the other waits
@@ -156,7 +155,7 @@ async def award_xp(
     XP, with an atomic `xp = xp + amount`.
     """
     await get_child(session, family_id, child_id)
-    await require_consent(session, family_id, rules.CHILD_DATA_SCOPE)
+    await require_consent(session, family_id, CHILD_DATA_SCOPE)
     inserted = await insert_ignore(session, XpAward, dict(
         id=new_id(), family_id=family_id, child_id=child_id, source_id=source_id,
         amount=amount, reason=reason, awarded_at=now,
@@ -169,14 +168,11 @@ async def award_xp(
             raise AlreadyExists(
                 f"source_id {source_id!r} was already awarded with a different amount"
             )
-        return AwardResult(await load_avatar(session, family_id, child_id), False, False)
-    new_xp = (await session.execute(
+        return None
+    return (await session.execute(
         update(Avatar).where(Avatar.child_id == child_id)
         .values(xp=Avatar.xp + amount, updated_at=now).returning(Avatar.xp)
     )).scalar_one()
-    before = progression.level_for_xp(new_xp - amount)
-    after = progression.level_for_xp(new_xp)
-    return AwardResult(await load_avatar(session, family_id, child_id), True, after > before)
 
 
 async def list_xp_awards(session: AsyncSession, family_id: str) -> list[XpAward]:

@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import NotFound, Unauthenticated
 from services.common.pagination import Page, PageRequest, time_page
-from services.profile import rules, tokens
+from services.profile import tokens
+from services.profile.domain import rules
 from services.profile.models import Device, PairingCode, new_id
 from services.profile.repo.base import (
     audit,

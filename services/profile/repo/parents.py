@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from avatario.common.v1 import family_pb2
 from services.common.db import insert_ignore
 from services.common.errors import Aborted, AlreadyExists, NotFound
+from services.profile.domain.enums import ConsentScope
 from services.profile.models import Consent, Family, Parent, new_id
 from services.profile.repo.base import (
     audit,
@@ -96,7 +96,7 @@ async def record_consent(
         await session.flush()
         audit(session, family_id=family_id, actor=parent_actor(parent_id),
               action="consent.recorded", target_id=consent.id, now=now,
-              details={"scope": family_pb2.ConsentScope.Name(scope),
+              details={"scope": ConsentScope(scope).name,
                        "policy_version": policy_version})
         out.append(consent)
     return out
@@ -111,12 +111,12 @@ async def withdraw_consent(
                               Consent.withdrawn_at.is_(None)).with_for_update()
     )).scalar_one_or_none()
     if current is None:
-        raise NotFound("consent", f"no active consent for {family_pb2.ConsentScope.Name(scope)}")
+        raise NotFound("consent", f"no active consent for {ConsentScope(scope).name}")
     current.withdrawn_at = now
     current.withdrawn_by = parent_id
     audit(session, family_id=family_id, actor=parent_actor(parent_id),
           action="consent.withdrawn", target_id=current.id, now=now,
-          details={"scope": family_pb2.ConsentScope.Name(scope)})
+          details={"scope": ConsentScope(scope).name})
     return current
 
 

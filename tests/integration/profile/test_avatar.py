@@ -10,9 +10,8 @@ import pytest
 from avatario.common.v1 import avatar_pb2
 from avatario.profile.v1 import profile_pb2 as pb
 from services.common.db import in_transaction
-from services.profile import catalog, progression
+from services.profile.domain import avatars, catalog, progression
 from services.profile.models import Avatar, XpAward
-from services.profile.repo import children as children_repo
 from tests.integration.profile.support import (
     CHAT,
     CHILD,
@@ -202,7 +201,7 @@ async def test_concurrent_awards_on_separate_sessions(profile):
     fam = await new_family(profile)
 
     async def one(source, amount=25):
-        return await in_transaction(profile.db, lambda s: children_repo.award_xp(
+        return await in_transaction(profile.db, lambda s: avatars.award_xp(
             s, family_id=fam.family_id, child_id=fam.child_id, amount=amount,
             source_id=source, reason="", now=profile.clock()))
 
@@ -231,7 +230,7 @@ async def test_a_second_award_waits_for_the_first_and_then_counts_nothing(profil
     fam = await new_family(profile)
 
     def award_in(session):
-        return children_repo.award_xp(
+        return avatars.award_xp(
             session, family_id=fam.family_id, child_id=fam.child_id, amount=30,
             source_id="session:interleaved", reason="", now=profile.clock())
 

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.profile import catalog, progression
-from services.profile.catalog import ACCESSORY, BASE, COLOR, OUTFIT
+from services.profile.domain import catalog, progression
+from services.profile.domain.catalog import ACCESSORY, BASE, COLOR, OUTFIT
 
 
 def test_catalog_shape():

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from avatario.common.v1 import avatar_pb2
-from services.profile import progression as pg
+from services.profile.domain import progression as pg
 
 
 def test_curve_endpoints():

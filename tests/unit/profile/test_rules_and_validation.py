@@ -8,7 +8,8 @@ from avatario.common.v1 import chat_pb2
 from avatario.profile.v1 import profile_pb2 as pb
 from services.common.errors import InvalidArgument
 from services.common.validation import Violations
-from services.profile import rules, validate
+from services.profile import validate
+from services.profile.domain import rules
 
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
 FAMILY = "3f1c2a9e-8a7b-4c1d-9e2f-0a1b2c3d4e5f"

@@ -11,19 +11,19 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from avatario.common.v1 import avatar_pb2
+from services.profile.domain.enums import EvolutionStage
 
 MIN_LEVEL = 1
 MAX_LEVEL = 30
 XP_STEP = 100
 
 # (first level of the stage, stage), ascending.
-STAGES: tuple[tuple[int, int], ...] = (
-    (1, avatar_pb2.EVOLUTION_STAGE_EGG),
-    (3, avatar_pb2.EVOLUTION_STAGE_HATCHLING),
-    (8, avatar_pb2.EVOLUTION_STAGE_EXPLORER),
-    (15, avatar_pb2.EVOLUTION_STAGE_ADVENTURER),
-    (23, avatar_pb2.EVOLUTION_STAGE_CHAMPION),
+STAGES: tuple[tuple[int, EvolutionStage], ...] = (
+    (1, EvolutionStage.EVOLUTION_STAGE_EGG),
+    (3, EvolutionStage.EVOLUTION_STAGE_HATCHLING),
+    (8, EvolutionStage.EVOLUTION_STAGE_EXPLORER),
+    (15, EvolutionStage.EVOLUTION_STAGE_ADVENTURER),
+    (23, EvolutionStage.EVOLUTION_STAGE_CHAMPION),
 )
 
 
@@ -53,7 +53,7 @@ def level_for_xp(xp: int) -> int:
     return bisect_right(_THRESHOLDS, xp)  # thresholds[0] == 0, so the result is >= 1
 
 
-def stage_for_level(level: int) -> int:
+def stage_for_level(level: int) -> EvolutionStage:
     _check_level(level)
     stage = STAGES[0][1]
     for first, s in STAGES:
@@ -66,7 +66,7 @@ def stage_for_level(level: int) -> int:
 class Progress:
     xp: int
     level: int
-    stage: int
+    stage: EvolutionStage
     xp_into_level: int
     xp_for_next_level: int
 

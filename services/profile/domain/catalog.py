@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from avatario.common.v1 import avatar_pb2
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.profile.domain.enums import AvatarSlot
 
-BASE = avatar_pb2.AVATAR_SLOT_BASE
-COLOR = avatar_pb2.AVATAR_SLOT_COLOR
-OUTFIT = avatar_pb2.AVATAR_SLOT_OUTFIT
-ACCESSORY = avatar_pb2.AVATAR_SLOT_ACCESSORY
+BASE = AvatarSlot.AVATAR_SLOT_BASE
+COLOR = AvatarSlot.AVATAR_SLOT_COLOR
+OUTFIT = AvatarSlot.AVATAR_SLOT_OUTFIT
+ACCESSORY = AvatarSlot.AVATAR_SLOT_ACCESSORY
 
 MAX_PER_SLOT = {BASE: 1, COLOR: 1, OUTFIT: 1, ACCESSORY: 3}
 MAX_ITEMS = sum(MAX_PER_SLOT.values())
@@ -25,12 +25,12 @@ ITEM_ID_MAX_LEN = 64
 @dataclass(frozen=True)
 class CatalogItem:
     item_id: str
-    slot: int
+    slot: AvatarSlot
     name: str
     unlock_level: int
 
 
-def _items(slot: int, rows: list[tuple[str, str, int]]) -> list[CatalogItem]:
+def _items(slot: AvatarSlot, rows: list[tuple[str, str, int]]) -> list[CatalogItem]:
     return [CatalogItem(item_id, slot, name, level) for item_id, name, level in rows]
 
 
@@ -94,7 +94,7 @@ def check_outfit(item_ids: list[str], level: int) -> list[CatalogItem]:
         raise InvalidArgument.field("item_ids", f"must hold at most {MAX_ITEMS} items")
     items: list[CatalogItem] = []
     seen: set[str] = set()
-    per_slot: Counter[int] = Counter()
+    per_slot: Counter[AvatarSlot] = Counter()
     for i, item_id in enumerate(item_ids):
         field = f"item_ids[{i}]"
         item = BY_ID.get(item_id)
@@ -107,7 +107,7 @@ def check_outfit(item_ids: list[str], level: int) -> list[CatalogItem]:
         seen.add(item_id)
         per_slot[item.slot] += 1
         if per_slot[item.slot] > MAX_PER_SLOT[item.slot]:
-            slot = avatar_pb2.AvatarSlot.Name(item.slot)
+            slot = AvatarSlot(item.slot).name
             problems.append((field, f"at most {MAX_PER_SLOT[item.slot]} item(s) in {slot}"))
             continue
         items.append(item)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from avatario.common.v1 import chat_pb2, family_pb2
+from services.common.timeutil import age_months
 from services.common.validation import Violations
+from services.profile.domain.enums import ConsentScope, FinishReason
 
 MIN_AGE_YEARS = 2
 MAX_AGE_YEARS = 14
@@ -26,19 +27,16 @@ XP_AWARD_MAX = 10_000
 POLICY_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 SOURCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/-]*$")
 
-CONSENT_SCOPES = frozenset(family_pb2.ConsentScope.values()) - {0}
+CONSENT_SCOPES = frozenset(ConsentScope)
 # Child-data writes (children, avatars, XP, pairing) need this scope.
-CHILD_DATA_SCOPE = family_pb2.CONSENT_SCOPE_CHILD_PROFILE
+CHILD_DATA_SCOPE = ConsentScope.CONSENT_SCOPE_CHILD_PROFILE
 # Conversation writes need this scope.
-CHAT_SCOPE = family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT
+CHAT_SCOPE = ConsentScope.CONSENT_SCOPE_CHAT_ASSISTANT
 
-FINISH_REASONS = frozenset(chat_pb2.FinishReason.values()) - {0}
+FINISH_REASONS = frozenset(FinishReason)
 # Replies that ended early are stored, marked incomplete.
-INCOMPLETE_REASONS = frozenset({chat_pb2.FINISH_REASON_CANCELLED, chat_pb2.FINISH_REASON_ERROR})
-
-
-def age_in_months(year: int, month: int, at: datetime) -> int:
-    return (at.year * 12 + at.month) - (year * 12 + month)
+INCOMPLETE_REASONS = frozenset({FinishReason.FINISH_REASON_CANCELLED,
+                                FinishReason.FINISH_REASON_ERROR})
 
 
 def check_birth(v: Violations, year: int, month: int, at: datetime) -> bool:
@@ -61,7 +59,7 @@ def check_birth(v: Violations, year: int, month: int, at: datetime) -> bool:
         ok = False
     if not ok:
         return False
-    age = age_in_months(year, month, at)
+    age = age_months(year, month, at)
     if age < 0:
         v.add("birth_year" if year > at.year else "birth_month", "must not be in the future")
         return False
