@@ -9,14 +9,18 @@ with the child's device credential.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
+
 from avatario.common.v1 import play_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
+from avatario_tools.cli.api import ApiError
 from avatario_tools.simulation import simulator
 from services.analytics.convert import checkin_pb, session_pb
 from services.analytics.domain.catalog import load_catalog
@@ -81,20 +85,37 @@ class PlayResult:
     pending_xp: int = 0
 
 
+MAX_ATTEMPTS = 6  # per submission, when the gateway says RESOURCE_EXHAUSTED with a retry delay
+
+
+async def _submit(api, child_id: str, fn: Callable, request):
+    """One submission as the device, waiting out the gateway's rate limit as its RetryInfo says
+    (a replayed submission is idempotent: same session or check-in id)."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return await api.as_device(child_id, fn, request)
+        except ApiError as err:
+            if (err.code != grpc.StatusCode.RESOURCE_EXHAUSTED or not err.retry_after
+                    or attempt == MAX_ATTEMPTS):
+                raise
+            await asyncio.sleep(err.retry_after)
+    raise AssertionError("unreachable")
+
+
 async def play(api, child_id: str, the_plan: Plan,
                progress: Callable[[str], None] | None = None) -> PlayResult:
     """Submit the plan in time order as the child's device."""
     result = PlayResult()
     for _, kind, item in the_plan.events():
         if kind == "session":
-            resp = await api.as_device(child_id, api.play.SubmitGameSession,
-                                       gw.SubmitGameSessionRequest(session=item))
+            resp = await _submit(api, child_id, api.play.SubmitGameSession,
+                                 gw.SubmitGameSessionRequest(session=item))
             result.sessions += 1
             result.xp += resp.result.xp_awarded
             result.pending_xp += int(resp.result.xp_pending)
         else:
-            resp = await api.as_device(child_id, api.play.SubmitMoodCheckIn,
-                                       gw.SubmitMoodCheckInRequest(checkin=item))
+            resp = await _submit(api, child_id, api.play.SubmitMoodCheckIn,
+                                 gw.SubmitMoodCheckInRequest(checkin=item))
             result.checkins += 1
         result.duplicates += int(resp.duplicate)
         if progress:

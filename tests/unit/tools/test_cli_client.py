@@ -1,16 +1,23 @@
 """The CLI's pieces without a network: the credentials file, sparklines, the
-simulator-to-proto conversion, and the report view."""
+simulator-to-proto conversion, playing a plan (rate limits waited out), and the
+report view."""
 
 from __future__ import annotations
 
 import stat
+import types
 import uuid
 
+import grpc
+import pytest
 from rich.console import Console
 
 from avatario.common.v1 import report_pb2
+from avatario.gateway.v1 import gateway_pb2 as gw
+from avatario_tools.cli import simulate
+from avatario_tools.cli.api import ApiError
 from avatario_tools.cli.report_view import render_report, sparkline
-from avatario_tools.cli.simulate import plan
+from avatario_tools.cli.simulate import plan, play
 from avatario_tools.cli.store import CredentialStore, config_dir
 
 
@@ -74,3 +81,67 @@ def test_report_view_renders_empty_and_full_reports():
     text = console.export_text()
     assert "Not enough data yet" in text and "Memory games" in text and "Play memory games" in text
     assert "never a diagnosis" in text
+
+
+class _Device:
+    """An Api stand-in: submissions answer from a script of errors, then succeed."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.calls = []
+        self.play = types.SimpleNamespace(SubmitGameSession="session", SubmitMoodCheckIn="checkin")
+
+    async def as_device(self, child_id, fn, request):
+        self.calls.append((fn, request))
+        if self.errors:
+            raise self.errors.pop(0)
+        if fn == "session":
+            return gw.SubmitGameSessionResponse(
+                result={"session_id": request.session.session_id, "xp_awarded": 10})
+        return gw.SubmitMoodCheckInResponse()
+
+
+@pytest.fixture
+def slept(monkeypatch):
+    waits = []
+
+    async def sleep(delay):
+        waits.append(delay)
+
+    monkeypatch.setattr(simulate.asyncio, "sleep", sleep)
+    return waits
+
+
+def _busy(delay=0.5):
+    return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many requests", retry_after=delay)
+
+
+async def test_play_waits_out_the_rate_limit_and_resubmits_the_same_session(slept):
+    the_plan = plan(str(uuid.uuid4()), 2018, 3, sessions=3, weeks=1, seed=1)
+    api = _Device([_busy(0.5), _busy(1.0)])
+    result = await play(api, "child", the_plan)
+    assert slept == [0.5, 1.0]
+    assert result.sessions == len(the_plan.sessions) and result.checkins == len(the_plan.checkins)
+    assert result.xp == 10 * len(the_plan.sessions)
+    assert len(api.calls) == len(the_plan.events()) + 2
+    assert api.calls[0] == api.calls[1] == api.calls[2]  # the same request, replayed
+
+
+@pytest.mark.parametrize("error", [
+    ApiError(grpc.StatusCode.INVALID_ARGUMENT, "bad session", [("session.trials", "empty")]),
+    ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full"),  # no RetryInfo: not retried
+])
+async def test_play_does_not_retry_other_refusals(slept, error):
+    the_plan = plan(str(uuid.uuid4()), 2018, 3, sessions=2, weeks=1, seed=2)
+    with pytest.raises(ApiError) as raised:
+        await play(_Device([error]), "child", the_plan)
+    assert raised.value is error and slept == []
+
+
+async def test_play_gives_up_after_a_bounded_number_of_waits(slept):
+    the_plan = plan(str(uuid.uuid4()), 2018, 3, sessions=1, weeks=1, seed=3)
+    api = _Device([_busy() for _ in range(simulate.MAX_ATTEMPTS)])
+    with pytest.raises(ApiError) as raised:
+        await play(api, "child", the_plan)
+    assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert len(slept) == simulate.MAX_ATTEMPTS - 1 and len(api.calls) == simulate.MAX_ATTEMPTS
