@@ -19,6 +19,8 @@ from services.inference.gpu import GpuInventory
 from services.inference.planner import ConfigError
 from services.inference.runtime import Runtime, load_runtime, register_metrics
 from services.inference.safety import guard_from_config
+from services.inference.safety.classifier import Classifier
+from services.inference.safety.layered import LayeredGuard
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
 
@@ -37,12 +39,12 @@ class InferenceNode:
         self.port = 0
 
     async def build(self) -> tuple[Server, int]:
-        guard = guard_from_config(self.settings.safety_country)  # ConfigError early
+        self.guard = build_guard(self.settings)  # ConfigError early
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
         self.metrics = register_metrics(registry, lambda: self.runtime, self.inventory)
-        servicer = InferenceServicer(lambda: self.runtime, guard, self.metrics)
+        servicer = InferenceServicer(lambda: self.runtime, self.guard, self.metrics)
         self.server, self.port = await create_server(
             name="inference", settings=self.settings, registry=registry,
             services=[Registration(inference_pb2_grpc.add_InferenceServiceServicer_to_server,
@@ -53,11 +55,24 @@ class InferenceNode:
     async def load(self) -> None:
         self.runtime = await asyncio.to_thread(load_runtime, self.settings, self.inventory,
                                                self.metrics)
+        # Layer 3 of the input guard, when the runtime offers one (a real model, not the demo).
+        self.guard.attach_second_opinion(getattr(self.runtime, "second_opinion", None))
 
     async def _stop_engine(self) -> None:
         if self.runtime is not None:
             await self.runtime.engine.astop(grace_s=0.0)
         self.inventory.close()
+
+
+def build_guard(settings: InferenceSettings) -> LayeredGuard:
+    """The layered input guard: rules, the classifier (loaded and checked here, at start)."""
+    rules = guard_from_config(settings.safety_country)
+    classifier = (Classifier.load(settings.safety_classifier_dir)
+                  if settings.safety_classifier else None)
+    log.info("inference.safety_guard", classifier=classifier is not None,
+             thresholds={c: (t.answer, t.borderline) for c, t in classifier.thresholds.items()}
+             if classifier else None)
+    return LayeredGuard(rules, classifier, model_threshold=settings.safety_model_threshold)
 
 
 async def build_server(settings: InferenceSettings, *, load: bool = True) -> InferenceNode:

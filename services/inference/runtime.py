@@ -89,6 +89,16 @@ class EngineMetrics(EngineCallbacks):
         self.safety = Counter("avatario_inference_safety_answers_total",
                               "Messages answered or replies rewritten by the safety guard.",
                               ["category"], registry=registry)
+        self.safety_decisions = Counter(
+            "avatario_inference_safety_decisions_total",
+            "Input guard decisions per chat message: the layer that decided (rules, classifier, "
+            "model, none), the category (none when passed) and the outcome (answer, "
+            "borderline, pass).", ["layer", "category", "decision"], registry=registry)
+        self.safety_guard_seconds = Histogram(
+            "avatario_inference_safety_guard_seconds",
+            "Input guard time per chat message (every layer consulted, layer 3 included).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry)
         self.safety_opinion = OpinionMetrics(registry)
 
     def on_step(self, batch_size: int, step_seconds: float) -> None:

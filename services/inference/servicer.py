@@ -22,6 +22,7 @@ from services.inference.engine import (
 from services.inference.prompt import stop_sequences
 from services.inference.runtime import EngineMetrics, Runtime
 from services.inference.safety import OutputStreamGuard, SafetyGuard
+from services.inference.safety.layered import Assessment, LayeredGuard
 
 log = structlog.get_logger("avatario.inference")
 
@@ -40,11 +41,22 @@ def _chunk(text: str) -> inference_pb2.ChatResponse:
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, runtime: Callable[[], Runtime | None], guard: SafetyGuard,
+    def __init__(self, runtime: Callable[[], Runtime | None], guard: LayeredGuard | SafetyGuard,
                  metrics: EngineMetrics | None = None) -> None:
         self._runtime = runtime
-        self._guard = guard
+        # Every chat goes through the layered guard (rules alone when given a SafetyGuard).
+        self._guard = guard if isinstance(guard, LayeredGuard) else LayeredGuard(guard, None)
         self._metrics = metrics
+
+    async def _assess(self, message: str) -> Assessment:
+        t0 = time.perf_counter()
+        a = await self._guard.assess(message)
+        if self._metrics:
+            self._metrics.safety_guard_seconds.observe(time.perf_counter() - t0)
+            category = a.verdict.category if a.verdict else a.borderline or "none"
+            decision = "answer" if a.verdict else "borderline" if a.borderline else "pass"
+            self._metrics.safety_decisions.labels(a.layer, category, decision).inc()
+        return a
 
     def _rt(self) -> Runtime:
         rt = self._runtime()
@@ -59,10 +71,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         limits = ChatLimits(s.max_history_turns, s.max_tokens_limit, s.default_max_tokens,
                             s.max_prompt_tokens)
         validate_chat(request, limits)
-        verdict = self._guard.check_input(request.message)
+        assessment = await self._assess(request.message)
+        verdict = assessment.verdict
         if verdict is not None:
             # Crisis, abuse, emergencies, dosing: a fixed answer; the model is not called.
-            log.info("inference.safety_answer", category=verdict.category)
+            log.info("inference.safety_answer", category=verdict.category,
+                     layer=assessment.layer)
             if self._metrics:
                 self._metrics.safety.labels(verdict.category).inc()
             yield _chunk(verdict.answer)
@@ -78,7 +92,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         handle = rt.engine.submit(GenerationRequest(
             conversation_id=request.conversation_id, prompt_tokens=tokens, params=params,
             deadline=deadline))
-        out = OutputStreamGuard(self._guard, nickname=request.child.nickname or None)
+        borderline = assessment.borderline
+        if borderline is not None:
+            log.info("inference.safety_borderline", category=borderline)
+        out = OutputStreamGuard(self._guard.rules, nickname=request.child.nickname or None)
         sent: list[str] = []
         finished = False
         try:
@@ -99,19 +116,32 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if rest:
                     sent.append(rest)
                     yield _chunk(rest)
-                yield inference_pb2.ChatResponse(final=self._final(event, "".join(sent), out))
+                if borderline is not None:
+                    # Borderline: the model's reply, then one line with the help line.
+                    line = self._guard.help_line(borderline)
+                    line = f"\n\n{line}" if sent else line
+                    sent.append(line)
+                    yield _chunk(line)
+                yield inference_pb2.ChatResponse(
+                    final=self._final(event, "".join(sent), out, borderline))
         finally:
             if not finished:  # the client went away: free the slot within one step
                 handle.cancel()
 
-    def _final(self, ev: FinishEvent, text: str, out: OutputStreamGuard) -> inference_pb2.ChatFinal:
+    def _final(self, ev: FinishEvent, text: str, out: OutputStreamGuard,
+               borderline: str | None = None) -> inference_pb2.ChatFinal:
         reason = FINISH[ev.reason]
+        category = ""
         if out.category is not None:
             reason = chat_pb2.FINISH_REASON_SAFETY
+            category = out.category
             if self._metrics:
                 self._metrics.safety.labels(out.category).inc()
+        elif borderline is not None:
+            # The model's own reply (its finish reason kept) with a help line appended.
+            category = f"{borderline}_borderline"
         return inference_pb2.ChatFinal(
-            finish_reason=reason, text=text, safety_category=out.category or "",
+            finish_reason=reason, text=text, safety_category=category,
             stats=chat_pb2.GenerationStats(
                 prompt_tokens=ev.prompt_tokens, completion_tokens=ev.completion_tokens,
                 cached_tokens=ev.cached_tokens, cache_hit=ev.cache_hit,

@@ -42,6 +42,13 @@ class InferenceSettings(ServiceSettings):
         True, description="CPU fp32 layers: keep a oneDNN-packed copy of every matrix for "
         "batched decode (10-15% faster batches; as much host memory again as those matrices).")
     safety_country: str = Field("US", description="Emergency/crisis numbers used by the guard.")
+    safety_classifier: bool = Field(
+        True, description="Layer 2 of the input guard (the trained classifier); false: rules only.")
+    safety_classifier_dir: Path | None = Field(
+        None, description="Folder with classifier.json + classifier.npz; empty: the built-in model.")
+    safety_model_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Layer 3: a second-opinion score at or above this turns a "
+        "borderline message into the fixed answer.")
     # Layer 3 of the safety guard (services/inference/safety/model_opinion.py): the served
     # model scores borderline messages. auto = on unless the checkpoint is marked as a random
     # one by services.inference.checkpoint.build_random_checkpoint (the devstack demo model).
