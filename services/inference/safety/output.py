@@ -193,13 +193,17 @@ def find_claim(sentence: str, nickname: str | None = None) -> Claim | None:
     if") is not one.
     """
     text = _norm_out(sentence)
+    first: re.Match[str] | None = None  # the claim that begins first: nothing before it stays
     for p in _claim_patterns(nickname or None):
         m = p.search(text)
         if m and not _HEDGE_RE.search(text, 0, m.start()):
-            cond = m.groupdict().get("cond") or ""
-            cond = cond.upper() if cond in _ABBREV else cond
-            return Claim(_raw_offset(sentence, text, m.start()), cond)
-    return None
+            if first is None or m.start() < first.start():
+                first = m
+    if first is None:
+        return None
+    cond = first.groupdict().get("cond") or ""
+    cond = cond.upper() if cond in _ABBREV else cond
+    return Claim(_raw_offset(sentence, text, first.start()), cond)
 
 
 def rewrite_sentence(sentence: str, claim: Claim, *, first: bool) -> str:
