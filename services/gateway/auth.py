@@ -43,8 +43,8 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.common.validation import normalize_email
-from services.gateway.backends import Backend
 from services.gateway.cache import TtlCache
+from services.gateway.clients.backends import Backend
 from services.gateway.ratelimit import Limit, RateLimits
 from services.gateway.tokens import TokenService
 

@@ -43,7 +43,6 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import grpc
 import structlog
@@ -56,12 +55,13 @@ from avatario.inference.v1 import inference_pb2 as inf
 from avatario.profile.v1 import profile_pb2 as pf
 from services.common.errors import AlreadyExists, DomainError, Unavailable, consent_required
 from services.common.interceptors import outside_call
-from services.common.timeutil import utcnow
+from services.common.timeutil import age_months, utcnow
 from services.common.validation import Violations
 from services.gateway.auth import ParentPrincipal
-from services.gateway.backends import BackendFailure
+from services.gateway.clients.backends import BackendFailure
+from services.gateway.clients.calls import all_pages, child_ref, gather_all
+from services.gateway.deps import Deps
 from services.gateway.ratelimit import StreamLimiter
-from services.gateway.servicers.base import Deps, all_pages, child_ref, gather_all
 
 log = structlog.get_logger("avatario.gateway.chat")
 
@@ -87,10 +87,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def clean(text: str) -> str:
     return _CONTROL.sub("", text)
-
-
-def age_months(year: int, month: int, now: datetime) -> int:
-    return max(0, (now.year * 12 + now.month) - (year * 12 + month))
 
 
 def turns_of(messages: list[chat_pb2.ChatMessage]):
@@ -188,7 +184,7 @@ class ChatOrchestrator:
             turns.append(chat_pb2.ChatTurn(role=FR.ROLE_ASSISTANT, text=bot.text))
         context = chat_pb2.ChildContext(
             child_id=child.child_id, nickname=child.nickname,
-            age_months=(age_months(child.birth_year, child.birth_month, utcnow())
+            age_months=(max(0, age_months(child.birth_year, child.birth_month, utcnow()))
                         if child.birth_year else 0), summary=summary)
         return TurnContext(conversation.conversation_id, context, turns, replay)
 

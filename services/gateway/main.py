@@ -10,7 +10,6 @@ and are built once here. Tests call `build_gateway(settings)` with port 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from avatario.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common import dataservice
 from services.common.db import Database
 from services.common.server import Registration, Server, create_server, read_bytes, serve
+from services.common.tasks import BackgroundTask
 from services.gateway.auth import (
     Authenticator,
     ClientAddresses,
@@ -31,9 +31,10 @@ from services.gateway.auth import (
     Limits,
     guard,
 )
-from services.gateway.backends import Backends
 from services.gateway.cache import TtlCache
 from services.gateway.chat import ChatOrchestrator
+from services.gateway.clients.backends import Backends
+from services.gateway.deps import Deps
 from services.gateway.ratelimit import (
     Limit,
     RateLimits,
@@ -42,7 +43,6 @@ from services.gateway.ratelimit import (
     token_bucket_window,
 )
 from services.gateway.servicers.account import AuthServicer, FamilyServicer, PrivacyServicer
-from services.gateway.servicers.base import Deps
 from services.gateway.servicers.chat import ChatServicer
 from services.gateway.servicers.play import (
     AvatarServicer,
@@ -183,14 +183,13 @@ async def _serve(settings: GatewaySettings) -> None:
     log.info("gateway.listening", host=settings.host, port=built.port, tls=settings.public_tls,
              rate_limits="shared" if built.gate.limits.store.shared else "per-replica")
     db = built.deps.tokens.db
-    purger = asyncio.create_task(_purge_forever(built.deps.tokens))
+    purger = BackgroundTask(lambda: _purge_forever(built.deps.tokens), "token-purge")
+    purger.start()
     try:
         await serve(built.server, ready=lambda: dataservice.wait_until_migrated(
             db, MIGRATIONS, name="gateway", timeout_s=settings.ready_timeout_s))
     finally:
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        await purger.stop()
         await built.server.stop(0)  # no-op after a normal drain
 
 

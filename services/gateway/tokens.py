@@ -28,13 +28,13 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 import structlog
-from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Database
 from services.common.errors import Unauthenticated
 from services.common.timeutil import utcnow
-from services.gateway.models import RefreshToken, SignIn
+from services.gateway.models import SignIn
+from services.gateway.repo import tokens as repo
 
 log = structlog.get_logger("avatario.gateway.tokens")
 
@@ -160,46 +160,6 @@ def new_refresh_token() -> str:
     return REFRESH_PREFIX + secrets.token_urlsafe(32)
 
 
-# -- repository functions (the caller owns the transaction) -----------------------
-
-
-async def find_refresh(session: AsyncSession, token_hash: str) -> tuple[RefreshToken, SignIn] | None:
-    row = (await session.execute(
-        select(RefreshToken, SignIn).join(SignIn, SignIn.id == RefreshToken.sign_in_id)
-        .where(RefreshToken.token_hash == token_hash)
-    )).first()
-    return None if row is None else (row[0], row[1])
-
-
-async def revoke_sign_ins(session: AsyncSession, where, reason: str, now: datetime) -> list[str]:
-    ids = list((await session.execute(
-        select(SignIn.id).where(where, SignIn.revoked_at.is_(None))
-    )).scalars().all())
-    if ids:
-        await session.execute(
-            update(SignIn).where(SignIn.id.in_(ids)).values(revoked_at=now, revoked_reason=reason)
-        )
-    return ids
-
-
-async def revoked_since(session: AsyncSession, since: datetime) -> list[str]:
-    return list((await session.execute(
-        select(SignIn.id).where(SignIn.revoked_at.is_not(None), SignIn.revoked_at >= since)
-    )).scalars().all())
-
-
-async def purge(session: AsyncSession, now: datetime, keep_revoked: timedelta) -> int:
-    """Drop expired refresh tokens and sign-ins nothing can use any more."""
-    n = (await session.execute(delete(RefreshToken).where(RefreshToken.expires_at < now))).rowcount
-    live = select(RefreshToken.sign_in_id)
-    n += (await session.execute(delete(SignIn).where(
-        SignIn.id.not_in(live),
-        (SignIn.revoked_at < now - keep_revoked) | SignIn.revoked_at.is_(None),
-        SignIn.created_at < now - keep_revoked,
-    ))).rowcount
-    return n or 0
-
-
 class RevocationView:
     """The ids of sign-ins revoked recently enough that their access tokens could
     still be unexpired. Revocations on this instance apply at once; others are
@@ -234,7 +194,7 @@ class RevocationView:
         started = time.monotonic()
         try:
             async with self.db.session() as session:
-                ids = await revoked_since(session, self.clock() - self.window)
+                ids = await repo.revoked_since(session, self.clock() - self.window)
         except Exception as exc:  # noqa: BLE001 - keep serving with the last view
             log.warning("revocations.reload_failed", error=type(exc).__name__)
             self._loaded_at = started
@@ -257,10 +217,7 @@ class TokenService:
     def _pair(self, session: AsyncSession, sign_in: SignIn, now: datetime) -> TokenPair:
         refresh = new_refresh_token()
         expires = now + self.refresh_ttl
-        session.add(RefreshToken(
-            id=str(uuid.uuid4()), sign_in_id=sign_in.id, token_hash=hash_refresh(refresh),
-            issued_at=now, expires_at=expires,
-        ))
+        repo.add_refresh(session, sign_in.id, hash_refresh(refresh), now, expires)
         access, access_exp = self.codec.issue(sign_in.parent_id, sign_in.family_id, sign_in.id,
                                               now=now)
         return TokenPair(access, access_exp, refresh, expires.replace(microsecond=0))
@@ -269,10 +226,7 @@ class TokenService:
         """A new sign-in (token family) with its first pair."""
         now = self.clock()
         async with self.db.transaction() as session:
-            sign_in = SignIn(id=str(uuid.uuid4()), parent_id=parent_id, family_id=family_id,
-                             created_at=now)
-            session.add(sign_in)
-            await session.flush()
+            sign_in = await repo.add_sign_in(session, parent_id, family_id, now)
             return self._pair(session, sign_in, now)
 
     async def verify_access(self, token: str) -> AccessClaims:
@@ -295,7 +249,7 @@ class TokenService:
         token_hash = hash_refresh(refresh_token)
         now = self.clock()
         async with self.db.session() as session:
-            found = await find_refresh(session, token_hash)
+            found = await repo.find_refresh(session, token_hash)
         if found is None:
             raise Unauthenticated("invalid refresh token")
         token, sign_in = found
@@ -307,15 +261,9 @@ class TokenService:
             await self.revoke_sign_in(sign_in.id, "parent_gone")
             raise Unauthenticated("refresh token expired or revoked")
         async with self.db.transaction() as session:
-            claimed = (await session.execute(
-                update(RefreshToken)
-                .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
-                .values(used_at=now)
-            )).rowcount
-            live = (await session.execute(
-                select(SignIn).where(SignIn.id == sign_in.id, SignIn.revoked_at.is_(None))
-            )).scalar_one_or_none()
-            if claimed == 1 and live is not None:
+            claimed = await repo.claim_refresh(session, token.id, now)
+            live = await repo.live_sign_in(session, sign_in.id)
+            if claimed and live is not None:
                 pair = self._pair(session, live, now)
                 return Refreshed(pair, live.parent_id, live.family_id)
         # Lost a race with another exchange of the same token, or revoked meanwhile.
@@ -329,29 +277,29 @@ class TokenService:
 
     async def _revoke(self, where, reason: str) -> list[str]:
         async with self.db.transaction() as session:
-            ids = await revoke_sign_ins(session, where, reason, self.clock())
+            ids = await repo.revoke_sign_ins(session, where, reason, self.clock())
         self.revocations.add(ids)
         return ids
 
     async def revoke_sign_in(self, sign_in_id: str, reason: str) -> list[str]:
-        return await self._revoke(SignIn.id == sign_in_id, reason)
+        return await self._revoke(repo.sign_in_is(sign_in_id), reason)
 
     async def sign_out(self, parent_id: str, sign_in_id: str, refresh_token: str = "") -> None:
         """Revoke the caller's sign-in, and the refresh token's if it is the caller's."""
         ids = [sign_in_id]
         if refresh_token and _REFRESH_RE.fullmatch(refresh_token):
             async with self.db.session() as session:
-                found = await find_refresh(session, hash_refresh(refresh_token))
+                found = await repo.find_refresh(session, hash_refresh(refresh_token))
             if found is not None and found[1].parent_id == parent_id:
                 ids.append(found[1].id)
-        await self._revoke(SignIn.id.in_(ids) & (SignIn.parent_id == parent_id), "sign_out")
+        await self._revoke(repo.parents_sign_ins(parent_id, among=ids), "sign_out")
 
     async def revoke_parent(self, parent_id: str, reason: str) -> list[str]:
-        return await self._revoke(SignIn.parent_id == parent_id, reason)
+        return await self._revoke(repo.parents_sign_ins(parent_id), reason)
 
     async def revoke_family(self, family_id: str, reason: str) -> list[str]:
-        return await self._revoke(SignIn.family_id == family_id, reason)
+        return await self._revoke(repo.family_sign_ins(family_id), reason)
 
     async def purge(self) -> int:
         async with self.db.transaction() as session:
-            return await purge(session, self.clock(), self.codec.ttl + timedelta(hours=1))
+            return await repo.purge(session, self.clock(), self.codec.ttl + timedelta(hours=1))

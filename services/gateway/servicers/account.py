@@ -18,13 +18,9 @@ from services.common.errors import (
     Unauthenticated,
 )
 from services.gateway.auth import ParentPrincipal
-from services.gateway.servicers.base import (
-    Deps,
-    all_pages,
-    auth_tokens,
-    child_ref,
-    gather_all,
-)
+from services.gateway.clients.calls import all_pages, child_ref, gather_all
+from services.gateway.deps import Deps
+from services.gateway.servicers.base import auth_tokens
 
 log = structlog.get_logger("avatario.gateway")
 FORGET_BATCH = 1000

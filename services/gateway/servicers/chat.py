@@ -5,7 +5,7 @@ from __future__ import annotations
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.profile.v1 import profile_pb2 as pf
 from services.gateway.chat import ChatOrchestrator
-from services.gateway.servicers.base import Deps
+from services.gateway.deps import Deps
 
 
 class ChatServicer:

@@ -1,12 +1,28 @@
-"""AvatarService, DeviceService, PlayService and ReportService."""
+"""AvatarService, DeviceService, PlayService and ReportService.
+
+GetChildReport composes what two owners hold: the report from analytics and,
+asked of profile at the same time, the child's avatar (ChildReport.avatar). When
+profile cannot answer the report comes without an avatar rather than failing.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+import structlog
+
 from avatario.analytics.v1 import analytics_pb2 as an
+from avatario.common.v1 import avatar_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.profile.v1 import profile_pb2 as pf
+from services.common.errors import DomainError
 from services.gateway.auth import own_child
-from services.gateway.servicers.base import Deps, child_ref, get_child
+from services.gateway.clients.backends import BackendFailure
+from services.gateway.clients.calls import child_ref, get_child
+from services.gateway.deps import Deps
+
+log = structlog.get_logger("avatario.gateway.play")
 
 
 class AvatarServicer:
@@ -66,26 +82,27 @@ class PlayServicer:
         return gw.ListGamesResponse(games=resp.games, next_page_token=resp.next_page_token)
 
     async def SubmitGameSession(self, request: gw.SubmitGameSessionRequest, context, who):
-        child = await get_child(self.d, who, request.session.child_id, "session.child_id")
-        session = type(request.session)()
-        session.CopyFrom(request.session)
-        session.child_id = child.child_id
-        resp = await self.d.analytics.call(
-            "SubmitGameSession", an.SubmitGameSessionRequest(child=child_ref(child), session=session),
-            remap={"child.child_id": "session.child_id"})
-        self.d.forget_child_context(child.family_id, child.child_id)
+        resp = await self._submit(who, "SubmitGameSession", an.SubmitGameSessionRequest,
+                                  "session", request.session)
         return gw.SubmitGameSessionResponse(result=resp.result, duplicate=resp.duplicate)
 
     async def SubmitMoodCheckIn(self, request: gw.SubmitMoodCheckInRequest, context, who):
-        child = await get_child(self.d, who, request.checkin.child_id, "checkin.child_id")
-        checkin = type(request.checkin)()
-        checkin.CopyFrom(request.checkin)
-        checkin.child_id = child.child_id
-        resp = await self.d.analytics.call(
-            "SubmitMoodCheckIn", an.SubmitMoodCheckInRequest(child=child_ref(child), checkin=checkin),
-            remap={"child.child_id": "checkin.child_id"})
-        self.d.forget_child_context(child.family_id, child.child_id)
+        resp = await self._submit(who, "SubmitMoodCheckIn", an.SubmitMoodCheckInRequest,
+                                  "checkin", request.checkin)
         return gw.SubmitMoodCheckInResponse(checkin=resp.checkin, duplicate=resp.duplicate)
+
+    async def _submit(self, who, method: str, request_cls, item: str, submitted):
+        """A play write for the caller's child: the item goes to analytics with the
+        child's ChildRef and its own child_id set; errors name the public fields."""
+        child = await get_child(self.d.profile, who, submitted.child_id, f"{item}.child_id")
+        copy = type(submitted)()
+        copy.CopyFrom(submitted)
+        copy.child_id = child.child_id
+        resp = await self.d.analytics.call(
+            method, request_cls(child=child_ref(child), **{item: copy}),
+            remap={"child.child_id": f"{item}.child_id"})
+        self.d.forget_child_context(child.family_id, child.child_id)
+        return resp
 
 
 class ReportServicer:
@@ -93,14 +110,36 @@ class ReportServicer:
         self.d = deps
 
     async def GetChildReport(self, request: gw.GetChildReportRequest, context, who):
-        child = await get_child(self.d, who, request.child_id)
-        resp = await self.d.analytics.call(
-            "GetChildReport", an.GetChildReportRequest(child=child_ref(child)),
-            remap={"child.child_id": "child_id"})
-        return gw.GetChildReportResponse(report=resp.report)
+        child = await get_child(self.d.profile, who, request.child_id)
+        avatar = asyncio.create_task(self._avatar(child))
+        try:
+            resp = await self.d.analytics.call(
+                "GetChildReport", an.GetChildReportRequest(child=child_ref(child)),
+                remap={"child.child_id": "child_id"})
+        except BaseException:
+            avatar.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await avatar
+            raise
+        report = resp.report
+        found = await avatar
+        if found is not None:
+            report.avatar.CopyFrom(found)
+        return gw.GetChildReportResponse(report=report)
+
+    async def _avatar(self, child: family_pb2.Child) -> avatar_pb2.Avatar | None:
+        """The child's avatar, asked of profile while analytics builds the report; None
+        when profile cannot answer (the avatar is decoration, the report is the point)."""
+        try:
+            resp = await self.d.profile.call("GetAvatar", pf.GetAvatarRequest(
+                family_id=child.family_id, child_id=child.child_id))
+        except (DomainError, BackendFailure) as exc:
+            log.warning("report.avatar_unavailable", error=type(exc).__name__)
+            return None
+        return resp.avatar
 
     async def ListFlags(self, request: gw.ListFlagsRequest, context, who):
-        child = await get_child(self.d, who, request.child_id)
+        child = await get_child(self.d.profile, who, request.child_id)
         resp = await self.d.analytics.call("ListFlags", an.ListFlagsRequest(
             child=child_ref(child), page_size=request.page_size, page_token=request.page_token),
             remap={"child.child_id": "child_id"})

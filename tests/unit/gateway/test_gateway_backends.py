@@ -11,7 +11,7 @@ import pytest
 
 from services.common import errors, interceptors
 from services.common.status import status_code
-from services.gateway.backends import call_timeout, translate
+from services.gateway.clients.backends import call_timeout, translate
 
 
 def _err(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
@@ -65,6 +65,6 @@ def test_a_backend_client_error_passes_through_with_its_code_and_message(code):
 
 
 def test_a_backend_bug_is_not_passed_through():
-    from services.gateway.backends import BackendFailure
+    from services.gateway.clients.backends import BackendFailure
 
     assert isinstance(translate("profile", _err(grpc.StatusCode.INTERNAL, "boom")), BackendFailure)

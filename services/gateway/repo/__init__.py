@@ -1,0 +1,1 @@
+"""The gateway's SQL: sign-ins and refresh tokens (the caller owns the transaction)."""
