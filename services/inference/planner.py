@@ -10,6 +10,13 @@ never moves it), so it is counted as host memory, not in any segment.
 `parse_strategy` validates an explicit one with the same grammar and slot arithmetic as the
 package, so a bad configuration fails at start-up with a readable message instead of an
 assertion deep inside the loader.
+
+Why the grammar and the arithmetic are restated here: rwkv 0.8.32 has no parser to call. Its
+regex and its slot arithmetic are local code in `RWKV.__init__`, which runs them only while
+loading the weights onto the devices; the planner needs the answer before that (to choose, to
+fail early, to estimate memory per device, on machines without the GPUs named). Where the
+package's own answer exists, after loading, `package_placements` reads it (`model.strategy`),
+and the tests check slot by slot that both agree.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ __all__ = [
     "explicit_plan",
     "layer_devices",
     "layer_placements",
+    "package_placements",
     "parse_strategy",
     "plan_strategy",
     "resolve_plan",
@@ -360,6 +368,22 @@ def layer_placements(plan: Plan | Sequence[Segment]) -> list[LayerPlacement]:
         LayerPlacement(s.device, s.dtype, _is_streamed(s, k, slots))
         for s in segments
         for k in range(s.layer_count)
+    ]
+
+
+_PACKAGE_ATYPES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+
+
+def package_placements(model: Any) -> list[LayerPlacement]:
+    """The placement the `rwkv` package computed while loading `model` (`rwkv.model.RWKV`): its
+    `model.strategy`, one entry per slot, in the terms of `layer_placements`."""
+    return [
+        LayerPlacement(
+            str(s.device),
+            _PACKAGE_ATYPES[str(s.atype)] + ("i8" if str(s.wtype) == "torch.uint8" else ""),
+            bool(s.stream),
+        )
+        for s in model.strategy
     ]
 
 
