@@ -6,16 +6,22 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from services.common.status import field_violations, retry_delay_s
 
+ROOT = Path(__file__).resolve().parent.parent
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 # Profile's required HMAC key for pairing codes and device tokens.
 TOKEN_PEPPER = "test-token-pepper-0123456789"
@@ -74,3 +80,40 @@ async def log_line_with(stream: asyncio.StreamReader, event: str, timeout: float
                 return record
 
     return await asyncio.wait_for(find(), timeout)
+
+
+async def run_module(module: str, env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    """`python -m module args` to the end; its output (stdout and stderr). Fails unless it
+    exits 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+@asynccontextmanager
+async def serving_process(module: str, env: dict[str, str], service: str) -> AsyncIterator[int]:
+    """`python -m module` (serve) as a process, configured by `env` (JSON logs on stderr).
+    Yields its gRPC port once it logged `<service>.listening` and `server.serving` and its
+    health service says SERVING. On leaving: SIGTERM, `server.stopped` is logged and the
+    process exits 0 (killed instead when the body failed)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        port = (await log_line_with(proc.stderr, f"{service}.listening"))["port"]
+        await log_line_with(proc.stderr, "server.serving")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        yield port
+        proc.send_signal(signal.SIGTERM)
+        await log_line_with(proc.stderr, "server.stopped")
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
