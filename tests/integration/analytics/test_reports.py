@@ -38,7 +38,7 @@ def expected_report(kid, sim, as_of) -> report_pb2.ChildReport:
     results = score_child(sim, CATALOG, NORMS)
     rep = build_report(kid.ref.child_id, kid.ref.birth_year, kid.ref.birth_month, results,
                        sim.checkins, as_of, CATALOG, TIPS)
-    return convert.report_pb(rep, None)
+    return convert.report_pb(rep)
 
 
 async def report(stub, kid, as_of=None) -> report_pb2.ChildReport:

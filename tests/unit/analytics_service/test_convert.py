@@ -89,7 +89,7 @@ def test_a_report_converts_completely():
     c = sim.child
     rep = build_report(c.child_id, c.birth_year, c.birth_month, results, sim.checkins,
                        START + timedelta(weeks=8), CATALOG, load_tips())
-    msg = convert.report_pb(rep, None)
+    msg = convert.report_pb(rep)
     assert not msg.HasField("avatar") and len(msg.domain_scores) == 6
     assert len(msg.weekly_trends) == 48 and len(msg.area_scores) == 3
     assert msg.summary.text == rep.summary.text
