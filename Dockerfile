@@ -45,6 +45,9 @@ COPY scripts/gen_protos.py scripts/gen_protos.py
 COPY protos protos
 RUN python scripts/gen_protos.py
 COPY services services
+# The operator tools (the `avatario` CLI the console script points at, the dev stack,
+# simulation); no service imports them.
+COPY avatario_tools avatario_tools
 RUN pip install . && python -m compileall -q /opt/venv/lib \
  && mkdir -p /out/tls
 
