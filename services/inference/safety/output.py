@@ -173,16 +173,27 @@ class Claim:
 
 
 def _raw_offset(sentence: str, norm: str, pos: int) -> int:
-    """The raw start of the word holding `pos` of the sentence's normalised view (0 if unsure)."""
-    words = [(m.start(), _norm_out(m.group())) for m in _RAW_WORD.finditer(sentence)]
-    if not " ".join(w for _, w in words if w).startswith(norm):
-        return 0  # a view cut at SCAN_CHARS mid-word, say: rewrite the whole sentence
+    """Where the word at `pos` of the sentence's normalised view begins in the raw sentence.
+
+    The raw word (with the whitespace after it) that holds it, and within that word the
+    longest start whose view is still only the words before `pos` ("x.he" -> "he"). 0 if the
+    views disagree (a view cut at SCAN_CHARS mid-word, say): the whole sentence is rewritten.
+    """
+    words = [(m.start(), m.group(), _norm_out(m.group())) for m in _RAW_WORD.finditer(sentence)]
+    if not " ".join(w for _, _, w in words if w).startswith(norm):
+        return 0
     end = -1
-    for start, w in words:
-        if w:
+    for start, raw, w in words:
+        if not w:
+            continue
+        if end + len(w) + 1 <= pos:
             end += len(w) + 1
-            if end > pos:
-                return start
+            continue
+        before = w[: pos - end - 1].rstrip()  # the view of this raw word before the claim
+        j = 0
+        while before and j < len(raw) and before.startswith(_norm_out(raw[: j + 1])):
+            j += 1
+        return start + j
     return 0
 
 
@@ -240,6 +251,7 @@ def _partial_patterns(nickname: str | None) -> tuple[regex.Pattern[str], ...]:
     return tuple(regex.compile(p.pattern) for p in _claim_patterns(nickname))
 
 
+_LETTERS = re.compile(r"[A-Za-z]+")
 _SENTENCE_END = re.compile(r"(?:[.!?][\"')\]]*[ \t]+|\n)$")
 
 
@@ -256,8 +268,9 @@ class OutputStreamGuard:
     sentence's normalised view is tried with `regex` partial matching (a match that ran into
     the end of the text so far counts as possible); a pattern whose earliest possible start
     has a hedge before it is out for the rest of the sentence (the claim check ignores hedged
-    claims). Only whole words are sent, the last one once whitespace follows it, because the
-    normalised view of a word-in-progress may still change. When the sentence ends, the claim
+    claims). Words are normalised one by one (the view never joins text across whitespace);
+    the word under way is sent before whitespace follows it only if it is plain ASCII
+    letters, whose view cannot change but grow. When the sentence ends, the claim
     check of `check_output` runs on the whole sentence, and a claim is rewritten from its
     first word on, which was never sent: the words before it stay, as in `check_output`. A
     sentence longer than half the normaliser's window is held to its end, as before.
@@ -323,7 +336,8 @@ class OutputStreamGuard:
         text = self._buffer
         cut = max(text.rfind(" "), text.rfind("\t"), text.rfind("\r"), text.rfind("\n")) + 1
         if cut <= self._scanned:
-            return ""
+            free = not self._norm or self._hold > len(self._norm)  # nothing held back
+            return self._release_word(text, cut) if free else ""
         for m in _RAW_WORD.finditer(text, self._scanned, cut):
             word = _norm_out(m.group())
             if word:
@@ -347,14 +361,30 @@ class OutputStreamGuard:
                 hold = start
         self._live = live
         if hold is None:
-            self._hold = len(norm) + 1 if norm else 0
-            release = cut
-        else:
-            self._hold = hold
-            k = bisect_right(self._ends, hold)
-            release = self._starts[k] if k < len(self._starts) else cut
-        release = max(release, self._sent)
-        out, self._sent = text[self._sent : release], release
+            self._hold = len(norm) + 1
+            return self._release_word(text, cut)
+        self._hold = hold
+        k = bisect_right(self._ends, hold)
+        return self._send(text, self._starts[k] if k < len(self._starts) else cut)
+
+    def _release_word(self, text: str, cut: int) -> str:
+        """Everything up to `cut` is free; the word under way too, if it is ASCII letters
+        (its view can then only grow: it is lower case, whatever follows) and no claim can
+        begin with it."""
+        word = text[cut:]
+        if word and _LETTERS.fullmatch(word):
+            norm = f"{self._norm} {word.lower()}" if self._norm else word.lower()
+            pos = len(self._norm) + 1 if self._norm else 0
+            patterns = _partial_patterns(self._nickname)
+            live = self._live if self._live is not None else range(len(patterns))
+            hedged = bool(_HEDGE_RE.search(norm, 0, pos))
+            if hedged or not any(patterns[i].match(norm, pos, partial=True) for i in live):
+                return self._send(text, len(text))
+        return self._send(text, cut)
+
+    def _send(self, text: str, upto: int) -> str:
+        upto = max(upto, self._sent)
+        out, self._sent = text[self._sent : upto], upto
         return out
 
     def _out(self, text: str) -> str:

@@ -124,10 +124,16 @@ def test_words_are_sent_before_the_sentence_ends() -> None:
     guard = OutputStreamGuard(GUARD, nickname="Mia")
     tokens = ["Here", " are", " some", " ideas", " to", " try", " at", " home", " with"]
     sent = [guard.feed(t) for t in tokens]
-    assert "".join(sent) == "Here are some ideas to try at home "  # the last word may go on
-    assert sum(1 for s in sent if s) == len(tokens) - 1  # one chunk per word
-    assert guard.feed(" puzzles.") == "with "
+    assert "".join(sent) == "".join(tokens)  # all of it before the full stop
+    # a chunk per token as it comes, but for a word that could begin a claim: "to" (as in
+    # "Tourette's is what she has"), "at" ("attention deficit disorder is what...")
+    assert sent == [*tokens[:4], " ", "to try", " ", "at home", " with"]
+    assert guard.feed(" puzzles.") == " "  # "puzzles." may go on ("puzzles.com")
     assert guard.finish() == "puzzles."
+    # A word under way that is not plain letters waits for the whitespace after it.
+    guard = OutputStreamGuard(GUARD, nickname="Mia")
+    assert [guard.feed(t) for t in ["Try", " 4", "x", "4", " games"]] == [
+        "Try", " ", "", "", "4x4 games"]
 
 
 def test_sentence_holding_is_kept_behind_a_flag() -> None:
@@ -141,22 +147,22 @@ def test_sentence_holding_is_kept_behind_a_flag() -> None:
     [
         (["Great", " question,", " your", " child", " is"], "your"),
         (["Great", " question,", " your", " child", " is", " very"], "your"),  # very likely...
-        (["Great", " question,", " your", " child", " is", " very", " kind", " and"], "and"),
+        (["Great", " question,", " your", " child", " is", " very", " kind", " and"], None),
         (["I", " think", " Mia", " has"], "Mia"),
         (["It", " sounds", " like", " a"], "It"),
         (["Classic"], "Classic"),
         (["These", " behaviours", " are", " classic", " signs"], "These"),
     ],
 )
-def test_held_while_a_claim_can_still_form(tokens: list[str], held_from: str) -> None:
+def test_held_while_a_claim_can_still_form(tokens: list[str], held_from: str | None) -> None:
     guard = OutputStreamGuard(GUARD, nickname="Mia")
     sent = "".join(guard.feed(t) for t in tokens)
     text = "".join(tokens)
-    assert sent == text[: text.index(held_from)]
+    assert sent == (text if held_from is None else text[: text.index(held_from)])
 
 
 def test_nickname_patterns_hold_only_that_name() -> None:
-    for nickname, sent in (("Mia", "Today "), (None, "Today Mia ")):
+    for nickname, sent in (("Mia", "Today "), (None, "Today Mia has")):
         guard = OutputStreamGuard(GUARD, nickname=nickname)
         assert "".join(guard.feed(t) for t in ["Today", " Mia", " has"]) == sent
 
@@ -165,8 +171,8 @@ def test_a_hedge_releases_what_follows_it() -> None:
     guard = OutputStreamGuard(GUARD, nickname="Mia")
     tokens = ["Only", " a", " doctor", " can", " tell", " whether", " your", " child", " has", " ADHD"]
     sent = "".join(guard.feed(t) for t in tokens)
-    assert sent == "Only a doctor can tell whether your child has "
-    assert guard.finish() == "ADHD" and guard.category is None
+    assert sent == "".join(tokens)
+    assert guard.finish() == "" and guard.category is None
 
 
 def test_a_claim_after_sent_words_is_rewritten_from_its_first_word() -> None:
@@ -187,7 +193,7 @@ def test_a_claim_after_sent_words_is_rewritten_from_its_first_word() -> None:
 def test_junk_without_sentence_ends_streams_per_word() -> None:
     # Random weights emit text like this: sentence holding sent it all at the very end.
     tokens = [" gal", "ore", " mixture", " qu", " 1992", " otherwise", " Lanc", " rebound"] * 30
-    for early, min_chunks in ((True, 200), (False, 0)):
+    for early, min_chunks in ((True, 230), (False, 0)):
         guard = OutputStreamGuard(GUARD, nickname="Mia", early_release=early)
         chunks = [c for c in (guard.feed(t) for t in tokens) if c]
         assert len(chunks) >= min_chunks and (early or not chunks)
@@ -217,3 +223,13 @@ def test_regex_patterns_match_as_re_does(text: str, nickname: str | None) -> Non
     for p, q in zip(_claim_patterns(nickname), _partial_patterns(nickname), strict=True):
         m, n = p.search(view), q.search(view)
         assert (m and m.span()) == (n and n.span())
+
+
+def test_a_claim_inside_a_raw_word_keeps_what_was_sent_before_it() -> None:
+    # "x" goes out as a word under way; ".he has ADHD" then makes "x.he" one raw word
+    guard = OutputStreamGuard(GUARD, nickname="Mia")
+    out = [guard.feed(t) for t in ["Great", " x", ".he", " has", " ADHD", ". "]]
+    assert out[:2] == ["Great", " x"]
+    joined = "".join(out) + guard.finish()
+    assert joined.startswith("Great x.Only a qualified professional")
+    assert joined.strip() == GUARD.check_output("Great x.he has ADHD. ", nickname="Mia")[0]
