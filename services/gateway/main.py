@@ -116,6 +116,7 @@ async def build_gateway(settings: GatewaySettings, *, db: Database | None = None
     registry = CollectorRegistry()
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
     backends = Backends.create(settings, registry)
+    await backends.inference.start()  # the first lookup of the inference replicas
     access_ttl = timedelta(seconds=settings.access_ttl_s)
     codec = JwtCodec(settings.signing_keys, settings.jwt_active_kid, issuer=settings.jwt_issuer,
                      audience=settings.jwt_audience, ttl=access_ttl, leeway_s=settings.jwt_leeway_s)

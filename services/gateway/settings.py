@@ -24,7 +24,9 @@ from typing import Annotated
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.common.settings import ServiceSettings
+from services.gateway.clients.discovery import parse_targets
 from services.gateway.ratelimit import parse_limits, storage_uri
 
 _CONFIG = SettingsConfigDict(env_prefix="AVATARIO_GATEWAY_", extra="ignore", populate_by_name=True)
@@ -58,7 +60,18 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     # Backends (host:port).
     profile_target: str = "127.0.0.1:50052"
     analytics_target: str = "127.0.0.1:50053"
+    # The inference fleet: host:port[,host:port...]. Every address a host resolves to
+    # is one replica (a headless Service name in Kubernetes: one per pod); see
+    # services/gateway/clients/fleet.py and docs/operations.md, "Scale the inference fleet".
     inference_target: str = "127.0.0.1:50054"
+    # Replicas are looked up again this often, and after a connection fails (at most
+    # once per inference_refresh_min_interval_s).
+    inference_refresh_s: float = Field(10.0, gt=0, le=3600)
+    inference_refresh_min_interval_s: float = Field(1.0, ge=0, le=60)
+    # A call finding no SERVING replica waits this long for one (gateway start, restarts).
+    inference_wait_for_replica_s: float = Field(2.0, ge=0, le=30)
+    # Conversations whose last replica each gateway remembers, to count moves (metrics).
+    inference_route_memory: int = Field(50_000, ge=0, le=10_000_000)
 
     # Tokens. Keys are {"kid": "secret", ...} (HS256, >= 32 bytes each); every
     # configured kid verifies, the active one signs, so keys rotate by adding a
@@ -112,7 +125,9 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
 
     # Chat.
     max_chat_streams_per_parent: int = Field(2, ge=1, le=64)
-    chat_message_max_chars: int = Field(4000, ge=1, le=8000)
+    # A parent's message, in characters: at most the contract's limit, which the inference
+    # node enforces too (services/common/limits.py); may be lowered, never raised.
+    chat_message_max_chars: int = Field(CHAT_MESSAGE_MAX_CHARS, ge=1, le=CHAT_MESSAGE_MAX_CHARS)
     chat_max_tokens: int = Field(512, ge=1, le=4096, description="Upper bound of a reply.")
     chat_default_max_tokens: int = Field(300, ge=1, le=4096,
                                          description="When the client leaves max_tokens 0.")
@@ -154,6 +169,12 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
             # on the public port; a deployment with internal mTLS needs public TLS.
             raise ValueError("with internal mTLS configured, configure public_tls_* too")
         return self
+
+    @field_validator("inference_target")
+    @classmethod
+    def _check_inference_target(cls, value: str) -> str:
+        parse_targets(value)
+        return value
 
     @field_validator("password_rate_limit")
     @classmethod

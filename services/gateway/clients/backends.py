@@ -5,6 +5,9 @@ the translation of backend errors into what the public API answers.
   FAILED_PRECONDITION, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ABORTED,
   OUT_OF_RANGE) pass through with their code and details; BadRequest field
   paths are remapped where the public request is shaped differently.
+* Inference is a fleet of replicas (clients/fleet.py): one channel per replica,
+  each conversation routed to one of them by rendezvous hashing of its id,
+  erasure sent to all of them.
 * UNAVAILABLE and CANCELLED become UNAVAILABLE at once (channels do not wait
   for ready: a down backend fails fast).
 * DEADLINE_EXCEEDED stays DEADLINE_EXCEEDED: the backend did not answer in
@@ -29,12 +32,14 @@ from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry, Counter
 
 from avatario.analytics.v1 import analytics_pb2, analytics_pb2_grpc
-from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
+from avatario.inference.v1 import inference_pb2
 from avatario.profile.v1 import profile_pb2, profile_pb2_grpc
 from services.common import errors
 from services.common.clients import internal_channel, retry_service_config
 from services.common.interceptors import call_time_remaining
 from services.common.status import error_for_code, error_info, field_violations, retry_delay_s
+from services.gateway.clients.discovery import Resolver, parse_targets
+from services.gateway.clients.fleet import FleetConfig, InferenceFleet
 from services.gateway.settings import GatewaySettings
 
 log = structlog.get_logger("avatario.gateway.backends")
@@ -170,7 +175,7 @@ class Backend:
 class Backends:
     profile: Backend
     analytics: Backend
-    inference: Backend
+    inference: InferenceFleet
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     @classmethod
@@ -201,12 +206,30 @@ class Backends:
                        profile_pb2_grpc.ProfileServiceStub, PROFILE_IDEMPOTENT)
         analytics = make("analytics", settings.analytics_target, analytics_pb2, "AnalyticsService",
                          analytics_pb2_grpc.AnalyticsServiceStub, ANALYTICS_IDEMPOTENT)
-        inference = make("inference", settings.inference_target, inference_pb2,
-                         "InferenceService", inference_pb2_grpc.InferenceServiceStub,
-                         INFERENCE_IDEMPOTENT)
-        return cls(profile, analytics, inference,
-                   [profile.channel, analytics.channel, inference.channel])
+        inference_config = retry_service_config(
+            inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+            INFERENCE_IDEMPOTENT, max_attempts=3)
+
+        def connect(address: str, server_name: str | None) -> grpc.aio.Channel:
+            return internal_channel(address, settings, caller="gateway", options=opts,
+                                    service_config=inference_config, tls_server_name=server_name)
+
+        def inference_failed(err: grpc.aio.AioRpcError, **kw) -> Exception:
+            counter.labels("inference", err.code().name).inc()
+            return translate("inference", err, **kw)
+
+        inference = InferenceFleet(
+            Resolver(parse_targets(settings.inference_target)), connect,
+            deadline_s=settings.backend_deadline_s, failed=inference_failed, registry=registry,
+            config=FleetConfig(
+                refresh_s=settings.inference_refresh_s,
+                refresh_min_interval_s=settings.inference_refresh_min_interval_s,
+                departed_grace_s=settings.chat_deadline_s + 10,
+                wait_for_replica_s=settings.inference_wait_for_replica_s,
+                remembered=settings.inference_route_memory))
+        return cls(profile, analytics, inference, [profile.channel, analytics.channel])
 
     async def close(self) -> None:
+        await self.inference.close()
         for channel in self.channels:
             await channel.close()
