@@ -3,7 +3,8 @@
 Migrates the SQLite databases, builds a small demo RWKV-4 checkpoint when no
 model is configured, starts profile, analytics, inference and gateway as
 supervised local processes (logs prefixed, readiness awaited through health
-checks), runs the scripted demo through the public API, and keeps the stack up
+checks; `--inference-replicas 2` runs two inference processes behind the gateway,
+`--state-store-url redis://...` gives them the shared state tier), runs the scripted demo through the public API, and keeps the stack up
 until Ctrl-C (or exits after the demo with --exit-after-demo).
 """
 
@@ -63,12 +64,15 @@ def _demo_model(var: Path, console: Console) -> Path:
 
 async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None, tokenizer: str,
                 strategy: str, demo: bool, exit_after_demo: bool, sessions: int, weeks: int,
-                log_level: str, verbose: bool) -> int:
+                log_level: str, verbose: bool, inference_replicas: int = 1,
+                state_store_url: str | None = None) -> int:
     console = Console()
     var.mkdir(parents=True, exist_ok=True)
     sec = _secrets(var)
     cfg = StackConfig(
-        var=var, ports=consecutive_ports(base_port), metrics_ports=consecutive_ports(metrics_base),
+        var=var, ports=consecutive_ports(base_port, inference_replicas),
+        metrics_ports=consecutive_ports(metrics_base, inference_replicas),
+        inference_replicas=inference_replicas, state_store_url=state_store_url or None,
         database_urls=StackConfig.sqlite(var), model=model or _demo_model(var, console),
         tokenizer=tokenizer, strategy=strategy, internal_token=sec["internal_token"],
         jwt_signing_keys=sec["jwt_signing_keys"], jwt_active_kid=sec["jwt_active_kid"],
@@ -123,7 +127,9 @@ async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None
 @app.command()
 def run(
     var: Path = typer.Option(ROOT / "var", help="Where SQLite files, the demo model and local secrets live."),
-    base_port: int = typer.Option(50051, help="gRPC ports: gateway, profile, analytics, inference from here."),
+    base_port: int = typer.Option(
+        50051, help="gRPC ports: gateway, profile, analytics, inference (then the other "
+                    "inference replicas) from here."),
     metrics_base_port: int = typer.Option(9101, help="Metrics ports, in the same order."),
     model: Path | None = typer.Option(None, envvar="AVATARIO_DEVSTACK_MODEL",
                                       help="An RWKV-4 .pth (e.g. a Raven 7B); default: a small random demo model."),
@@ -137,9 +143,18 @@ def run(
     weeks: int = typer.Option(8, help="Simulated weeks the sessions spread over."),
     log_level: str = typer.Option("INFO"),
     verbose: bool = typer.Option(False, help="Show debug logs of the services."),
+    inference_replicas: int = typer.Option(
+        1, min=1, max=16, envvar="AVATARIO_DEVSTACK_INFERENCE_REPLICAS",
+        help="Inference processes (inference-1..N) behind the gateway, which routes each "
+             "conversation to one of them."),
+    state_store_url: str = typer.Option(
+        "", envvar="AVATARIO_DEVSTACK_STATE_STORE_URL",
+        help="Shared conversation-state tier of the inference replicas, e.g. "
+             "redis://127.0.0.1:6379/0; empty: none (each replica caches only locally)."),
 ) -> None:
     raise typer.Exit(asyncio.run(_main(var, base_port, metrics_base_port, model, tokenizer, strategy,
-                                       demo, exit_after_demo, sessions, weeks, log_level, verbose)))
+                                       demo, exit_after_demo, sessions, weeks, log_level, verbose,
+                                       inference_replicas, state_store_url)))
 
 
 if __name__ == "__main__":

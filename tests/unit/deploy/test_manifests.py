@@ -403,7 +403,9 @@ def test_configmap_env_files_follow_the_conventions(name: str):
     expected = {"gateway": {"profile", "analytics", "inference"}, "analytics": {"profile"}}
     assert set(targets) == expected.get(name, set())
     for svc, target in targets.items():
-        assert target == f"{svc}:{SERVICES[svc][0]}"
+        # inference: the headless Service, which resolves to every replica (issue 13)
+        host = "inference-replicas" if svc == "inference" else svc
+        assert target == f"{host}:{SERVICES[svc][0]}"
 
 
 def test_dev_overlay_generates_every_secret_the_base_reads():
@@ -510,7 +512,7 @@ def test_network_policies_allow_exactly_the_service_map():
         ("analytics", 50053): {"gateway"},
         ("inference", 50054): {"gateway"},
         **{(s, m): {"prometheus"} for s, (_, m) in SERVICES.items()},
-        ("redis", 6379): {"gateway"},
+        ("redis", 6379): {"gateway", "inference"},
     }
     for (dst, port), allowed in callers.items():
         for src in NETPOL_PODS:
@@ -699,6 +701,10 @@ def test_prometheus_scrapes_every_service_as_its_own_job():
     conf = load_docs(DEPLOY / "prometheus" / "prometheus.yml")[0]
     jobs = {j["job_name"]: j for j in conf["scrape_configs"]}
     for name, (_, metrics_port) in SERVICES.items():
+        if name == "inference":  # every replica behind the name, each its own instance
+            (sd,) = jobs[name]["dns_sd_configs"]
+            assert (sd["names"], sd["type"], sd["port"]) == ([name], "A", metrics_port)
+            continue
         targets = [t for sc in jobs[name]["static_configs"] for t in sc["targets"]]
         assert targets == [f"{name}:{metrics_port}"]
     assert conf["rule_files"] == ["alerts.yml"]
