@@ -111,13 +111,14 @@ def train(
     from avatario_tools.train.model import read_raw
 
     try:
-        tokens, text_vocab = _data(data, val, tokenizer, val_fraction)
         if init is not None:
             file_shape, _ = read_raw(init)
-            n_layer, n_embd, vocab = file_shape.n_layer, file_shape.n_embd, file_shape.vocab_size
+            n_layer, n_embd = file_shape.n_layer, file_shape.n_embd
         else:
             n_layer, n_embd = parse_shape(shape)
-            vocab = _vocab(vocab_size, text_vocab, tokenizer)
+        tokens, text_vocab = _data(data, val, tokenizer, val_fraction)
+        vocab = (file_shape.vocab_size if init is not None
+                 else _vocab(vocab_size, text_vocab, tokenizer))
         cfg = TrainConfig(
             n_layer=n_layer, n_embd=n_embd, vocab_size=vocab, ctx_len=ctx_len,
             batch_size=batch_size, steps=steps, lr=lr, lr_final=lr_final, warmup=warmup,
@@ -153,8 +154,8 @@ def lora(
     from avatario_tools.train.model import read_raw
 
     try:
-        tokens, _ = _data(data, val, tokenizer, val_fraction)
         shape, _ = read_raw(base)
+        tokens, _ = _data(data, val, tokenizer, val_fraction)
         cfg = TrainConfig(
             n_layer=shape.n_layer, n_embd=shape.n_embd, vocab_size=shape.vocab_size,
             ctx_len=ctx_len, batch_size=batch_size, steps=steps, lr=lr, lr_final=lr_final,

@@ -1,4 +1,4 @@
-"""The inference node: `python -m services.inference serve`.
+"""The inference node: `python -m services.inference serve [--lora PATH[:ALPHA]]`.
 
 The gRPC server starts at once with health NOT_SERVING; the model loads in a worker
 thread (the event loop never blocks on torch); health turns SERVING when the engine
@@ -7,6 +7,7 @@ runs. A configuration error stops the process with a clear message.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 
@@ -101,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else "serve"
     if command != "serve":
-        print(f"unknown command {command!r}; use: serve", file=sys.stderr)
+        print(f"unknown command {command!r}; use: serve [--lora PATH[:ALPHA]]", file=sys.stderr)
         return 2
-    settings = InferenceSettings()  # built once, here
+    parser = argparse.ArgumentParser(prog="python -m services.inference serve")
+    parser.add_argument("--lora", default=None, metavar="PATH[:ALPHA]",
+                        help="LoRA adapter merged at load (overrides AVATARIO_INFERENCE_LORA)")
+    options = parser.parse_args(args[1:])
+    overrides = {"lora": options.lora} if options.lora is not None else {}
+    settings = InferenceSettings(**overrides)  # built once, here
     configure_logging(settings.log_level, json=settings.log_json, service="inference")
     try:
         asyncio.run(_serve(settings))

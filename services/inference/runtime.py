@@ -18,6 +18,7 @@ from services.inference.checkpoint import CheckpointInfo, inspect_checkpoint
 from services.inference.convert import check_converted
 from services.inference.engine import Engine, EngineCallbacks, EngineConfig, FinishEvent
 from services.inference.gpu import GpuInventory, NvmlCollector
+from services.inference.lora import LoraError, load_adapter, merged_load, parse_spec
 from services.inference.planner import (
     ConfigError,
     GpuInfo,
@@ -217,6 +218,26 @@ def model_second_opinion(settings: InferenceSettings, engine: Engine, tokenizer:
     return opinion
 
 
+def _load_model(settings: InferenceSettings, path, strategy: str, info: CheckpointInfo):
+    """The rwkv model, with the LoRA adapter of `settings.lora` merged before the package
+    reads the weights (services/inference/lora.py)."""
+    if not settings.lora:
+        return load_rwkv(path, strategy)
+    try:
+        adapter_path, alpha = parse_spec(settings.lora)
+        if info.converted_strategy is not None:
+            raise LoraError(f"{path} is pre-converted ({info.converted_strategy!r}); a LoRA "
+                            "adapter merges into the raw .pth only")
+        adapter = load_adapter(adapter_path)
+        with merged_load(path, adapter, alpha):
+            model = load_rwkv(path, strategy)
+    except LoraError as exc:
+        raise ConfigError(f"lora: {exc}") from exc
+    log.info("inference.lora", adapter=str(adapter_path), rank=adapter.rank,
+             alpha=adapter.alpha if alpha is None else alpha, matrices=len(adapter.tensors) // 2)
+    return model
+
+
 def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
                  metrics: EngineCallbacks | None = None) -> Runtime:
     """Blocking (seconds to minutes for big models): run it in a thread."""
@@ -237,7 +258,7 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
         check_converted(path, plan.strategy)
     log.info("inference.plan", strategy=plan.strategy, reason=plan.reason,
              gpus=len(gpus), plan="\n" + plan.describe())
-    model = load_rwkv(path, plan.strategy)
+    model = _load_model(settings, path, plan.strategy, info)
     batched = BatchedRWKV(model, onednn=None if settings.onednn else False,
                           packed_weights=settings.cpu_packed_weights)
     log.info("inference.batched_decode", batched=batched.batched,

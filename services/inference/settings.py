@@ -24,6 +24,9 @@ class InferenceSettings(ServiceSettings):
     tokenizer: str = Field(
         "world", description='Path to a tokenizers JSON (Raven: 20B_tokenizer.json) or "world".'
     )
+    lora: str = Field(
+        "", description="LoRA adapter merged into the raw checkpoint at load: path[:alpha] "
+        "(alpha: the LoRA alpha, default the trained one; services/inference/lora.py).")
     chat_format: str = Field("", description='"raven" or "world"; empty: from the tokenizer.')
     strategy: str = Field("", description="rwkv strategy string; empty: the planner decides.")
     cpu_first_layers: int = Field(0, ge=0, description="Planner option: first N layers on CPU.")
