@@ -14,7 +14,9 @@ Per chat it records:
 
 Random weights emit text without sentence ends, which is where sentence holding sent
 nothing until the very end. The table gives median and p90 of both times, their ratio
-(median client / median server, the issue's goal is <= 1.3) and chunks per 300 tokens.
+(median client / median server, the issue's goal is <= 1.3), the median gap between them
+per chat (the gateway's own work before the node is called: auth, context, history, plus
+what the guard holds back), and chunks per 300 tokens.
 
 A second table times `OutputStreamGuard.feed` alone (µs per feed, early vs holding) on a
 300-token junk reply and on an English reply, token by token.
@@ -152,6 +154,8 @@ def summarize(mode: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "client_ttft_p50_ms": 1000 * statistics.median(client),
         "client_ttft_p90_ms": 1000 * percentile(client, 0.9),
         "ratio_p50": statistics.median(client) / statistics.median(server),
+        "gap_p50_ms": 1000 * statistics.median(
+            r["client_ttft_s"] - r["server_ttft_s"] for r in rows if r["client_ttft_s"]),
         "chunks_per_300_tokens": statistics.median(per300) if per300 else 0.0,
         "tokens_p50": statistics.median(r["tokens"] for r in rows),
     }
@@ -192,15 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     from services.inference.checkpoint import build_random_checkpoint
 
     model = Path(tempfile.mkdtemp(prefix="bench-stream-model-")) / "small-world.pth"
-    build_random_checkpoint(model, n_layer=6, n_embd=512, vocab_size=65536, seed=11)
+    layers, embd = (int(x) for x in os.environ.get("BENCH_STREAM_MODEL", "12x768").split("x"))
+    build_random_checkpoint(model, n_layer=layers, n_embd=embd, vocab_size=65536, seed=11)
     raw = {mode: asyncio.run(run_stack(model, mode, console)) for mode in MODES}
     rows = [summarize(mode, raw[mode]) for mode in MODES]
     print_table(f"Time to first text, outside client through the gateway ({CHATS} chats of "
-                f"up to {TOKENS} tokens; random 6x512 model, cpu fp32)", rows)
+                f"up to {TOKENS} tokens; random {layers}x{embd} model, cpu fp32)", rows)
     cost = feed_cost()
     print_table("OutputStreamGuard.feed cost, token by token", cost)
     path = write_result("stream_latency", rows, chats=CHATS, max_tokens=TOKENS,
-                        model="random RWKV-4 6 layers x 512, world vocabulary, cpu fp32",
+                        model=f"random RWKV-4 {layers} layers x {embd}, world vocabulary, cpu fp32",
                         feed_cost=cost, per_chat=raw)
     console.print(f"wrote {path}")
     return 0
