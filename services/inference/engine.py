@@ -20,6 +20,20 @@ Build the next turn's prompt by concatenating per-segment encodings so it starts
 tokens; any other prompt is a clean miss (full prefill), never a wrong resume. Cancelled or
 failed replies are not cached (an older entry stays valid for its own prefix).
 
+Settled replies (`GenerationRequest.settle_reply`). The text a caller sends back as history
+is often not the engine's text: the safety guard rewrites claims and appends notes, control
+characters are dropped, a reply with a blank line is normalised. Closing the turn with the
+engine's text then makes the next turn miss. With `settle_reply`, a reply that ends with
+'stop', 'stop_sequence' or 'length' keeps its final state (`FinishEvent.closable`) until the
+caller settles it: `await handle.close_turn(reply_tokens)` closes the turn with exactly
+those tokens (the tokens the next prompt will hold for the reply) + terminator, from the
+live state when they continue what was sampled, else from the post-prompt state, and
+returns the number of tokens the cached state consumed (0: not cached).
+
+Tiers (`FinishEvent.cache_tier`): "local" when the state cache resumed the prompt, "shared"
+when `GenerationRequest.resume` (an entry read from the shared state store by the caller)
+did, "miss" when the whole prompt was prefilled; "" when the request does not use the cache.
+
 Scoring requests (`GenerationRequest.score_only`, or `Engine.score`): the prompt is prefilled
 on a fresh state (the state cache is neither read nor written), through the same queue,
 slots, prefill rounds, deadlines and cancellation as a chat; nothing is sampled. The request
@@ -54,7 +68,7 @@ from services.inference.sampling import (
     Tokenizer,
     sample_batch,
 )
-from services.inference.state_cache import StateCache, prefix_hash
+from services.inference.state_cache import CacheEntry, StateCache, prefix_hash, resumes
 
 __all__ = [
     "Engine",
@@ -67,11 +81,13 @@ __all__ = [
     "RequestHandle",
     "ScoreFailed",
     "TokenEvent",
+    "CacheTier",
 ]
 
 log = structlog.get_logger("avatario.inference.engine")
 
 FinishReason = Literal["stop", "length", "stop_sequence", "cancelled", "error", "scored"]
+CacheTier = Literal["local", "shared", "miss", ""]
 _CACHEABLE = ("stop", "length", "stop_sequence")
 DEADLINE_EXCEEDED = "deadline_exceeded"  # FinishEvent.detail of a request stopped at its deadline
 
@@ -117,6 +133,11 @@ class GenerationRequest:
     # with the logits after the prompt, or the log-probs of these ids when given.
     score_only: bool = False
     score_token_ids: tuple[int, ...] | None = None
+    # The shared tier: an entry the caller read from the shared store, used when the local
+    # cache misses and it resumes the prompt (hash-checked like a local entry).
+    resume: CacheEntry | None = None
+    # The caller closes the turn with the settled reply's tokens (see the module docstring).
+    settle_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +159,8 @@ class FinishEvent:
     detail: str = ""  # e.g. DEADLINE_EXCEEDED, or the error message
     cached_state_tokens: int = 0  # tokens the state stored for the next turn consumed (0: none)
     scores: torch.Tensor | None = None  # reason "scored": logits [vocab] or log-probs [ids]
+    cache_tier: CacheTier = ""  # where the prompt's state came from (module docstring)
+    closable: bool = False  # settle_reply: the handle's close_turn can cache the turn
 
 
 Event = TokenEvent | FinishEvent
@@ -167,6 +190,10 @@ class EngineCallbacks:
         """Seconds between each decoding sequence's previous token and the one just sampled
         (one value per sequence in the step)."""
 
+    def on_cache_lookup(self, tier: str) -> None:
+        """A request using the cache was admitted: the tier that served it (local, shared,
+        miss)."""
+
 
 class RequestHandle:
     """Caller's side of one request: `async for event in handle`, `cancel()`."""
@@ -179,11 +206,26 @@ class RequestHandle:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self.cancelled = False
         self.final: FinishEvent | None = None
+        self._parked: _Seq | None = None  # settle_reply: the ended sequence awaiting close_turn
 
     def cancel(self) -> None:
         """Ask the engine to drop this request; its slot frees within one engine step."""
         self.cancelled = True
+        self._parked = None
         self._engine._wake.set()
+
+    async def close_turn(self, reply_tokens: Sequence[int] | None) -> int:
+        """Settle a `closable` reply: cache the state after prompt + reply_tokens +
+        terminator. Returns the tokens that state consumed, 0 when nothing was cached (not
+        closable, None given, an erased conversation, over the budget, engine stopping)."""
+        s, self._parked = self._parked, None
+        if s is None or reply_tokens is None:
+            return 0
+        future: asyncio.Future[int] = self._loop.create_future()
+        s.close_future = future
+        if not self._engine._submit_close(s, list(reply_tokens)):
+            return 0
+        return await future
 
     def _deliver(self, ev: Event) -> None:  # engine thread
         try:
@@ -232,6 +274,8 @@ class _Seq:
         self.ids_since_event: list[int] = []
         self.cache_hit = False
         self.cached_tokens = 0
+        self.cache_tier: CacheTier = ""
+        self.close_future: asyncio.Future[int] | None = None  # settle_reply: close_turn's
         self.reason: FinishReason | None = None
         self.done = False
         self.detail = ""
@@ -260,6 +304,7 @@ class Engine:
         self.clock = clock
         self._terminator = list(tokenizer.encode(self.config.turn_end)) if self.config.turn_end else []
         self._inbox: queue.SimpleQueue[_Seq] = queue.SimpleQueue()
+        self._close_inbox: queue.SimpleQueue[tuple[_Seq, list[int]]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._outstanding = 0
@@ -392,8 +437,19 @@ class Engine:
         reply = list(self.tokenizer.encode(reply_text)) if reply_text else []
         return [*prompt_tokens, *reply, *term]
 
-    def forget(self, conversation_ids: Sequence[str]) -> int:
-        return self.cache.forget(conversation_ids) if self.cache is not None else 0
+    def forget(self, conversation_ids: Sequence[str], *, tombstone: bool = False) -> int:
+        if self.cache is None:
+            return 0
+        return self.cache.forget(conversation_ids, tombstone=tombstone)
+
+    def _submit_close(self, s: _Seq, reply_tokens: list[int]) -> bool:
+        """Queue a parked sequence's turn closing (from RequestHandle.close_turn)."""
+        with self._lock:
+            if not self._accepting:
+                return False
+            self._close_inbox.put((s, reply_tokens))  # under the lock, as in submit
+        self._wake.set()
+        return True
 
     def queue_depth(self) -> int:
         """Requests accepted but not yet admitted to a running slot (approximate)."""
@@ -416,6 +472,12 @@ class Engine:
         if self._thread is not None:
             self._thread.join(join_timeout)
             self._thread = None
+        while True:  # closings that came after the thread's last look: nothing cached
+            try:
+                s, _ = self._close_inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._resolve_close(s, 0)
 
     async def astop(self, grace_s: float = 0.0) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.stop, grace_s)
@@ -466,7 +528,13 @@ class Engine:
             try:
                 self._waiting.append(self._inbox.get_nowait())
             except queue.Empty:
+                break
+        while True:
+            try:
+                s, reply = self._close_inbox.get_nowait()
+            except queue.Empty:
                 return
+            self._close(s, reply)
 
     def _step(self) -> bool:
         self._reap()
@@ -508,6 +576,14 @@ class Engine:
         entry = None
         if self.cache is not None and s.req.use_cache and not s.req.score_only:
             entry = self.cache.lookup(s.req.conversation_id, prompt)
+            s.cache_tier = "local"
+            shared = s.req.resume
+            if entry is None and shared is not None and resumes(shared, prompt):
+                entry, s.cache_tier = shared, "shared"
+            if entry is None:
+                s.cache_tier = "miss"
+            s.req.resume = None  # the request holds no state copy past its admission
+            self._cb("on_cache_lookup", s.cache_tier)
         if entry is not None:
             s.cache_hit = True
             s.cached_tokens = entry.token_count
@@ -545,7 +621,9 @@ class Engine:
         for group in (self._closing, self._prefilling):
             for s in [s for s in group if not s.todo]:
                 group.remove(s)
-                if s.prefill_failed:  # a failed turn closing keeps the reply's reason
+                if s.prefill_failed and s.close_future is not None:
+                    self._resolve_close(s, 0)  # a settled reply's closing failed: not cached
+                elif s.prefill_failed:  # a failed turn closing keeps the reply's reason
                     self._finalize(s, s.reason or "error")
                 elif group is self._closing:
                     self._store_and_finalize(s)
@@ -669,40 +747,88 @@ class Engine:
             s.ids_since_event = []
 
     def _end(self, s: _Seq, state: State | None) -> None:
-        """Generation ended: queue turn-closing prefill for the cache, or finalize now."""
+        """Generation ended: queue turn-closing prefill for the cache, park the state for
+        the caller's close_turn (settle_reply), or finalize now."""
         assert s.reason is not None
         if state is None or self.cache is None or not s.req.store_cache:
             self._finalize(s, s.reason)
             return
-        prompt = s.req.prompt_tokens
-        s.close_tokens = self.turn_tokens(prompt, "".join(s.text), s.req.turn_terminator_tokens)
-        target = s.close_tokens[len(prompt) :]
-        fed = s.generated[: s.fed]
-        if target[: len(fed)] == fed:  # usual case: continue from the live state
-            s.state, s.todo = state, target[len(fed) :]
-        else:  # tokenisation of the reply differs from what was sampled: redo from the prompt
-            s.state, s.todo = s.prompt_state, list(target)
+        s.state = state
+        if s.req.settle_reply:
+            s.handle._parked = s
+            self._finalize(s, s.reason, closable=True)
+            return
+        reply = self.tokenizer.encode(text) if (text := "".join(s.text)) else []
+        self._prepare_close(s, list(reply))
         if s.todo:
             self._closing.append(s)
         else:
             self._store_and_finalize(s)
 
+    def _close(self, s: _Seq, reply: list[int]) -> None:
+        """A parked sequence's close_turn: prefill what the settled reply needs, then store."""
+        if s.state is None or s.prompt_state is None:
+            self._resolve_close(s, 0)
+            return
+        self._prepare_close(s, reply)
+        if s.todo:
+            self._closing.append(s)
+        else:
+            self._store_and_finalize(s)
+
+    def _prepare_close(self, s: _Seq, reply: list[int]) -> None:
+        """Set the tokens the cached state will have consumed (prompt + reply + terminator)
+        and what is left to prefill for them: from the live state when the reply continues
+        what was sampled and fed, else from the post-prompt state."""
+        prompt = s.req.prompt_tokens
+        term = self._terminator if s.req.turn_terminator_tokens is None else s.req.turn_terminator_tokens
+        s.close_tokens = [*prompt, *reply, *term]
+        assert s.state is not None
+        state = s.state
+        target = s.close_tokens[len(prompt) :]
+        fed = s.generated[: s.fed]
+        if target[: len(fed)] == fed:  # usual case: continue from the live state
+            s.state, s.todo = state, target[len(fed) :]
+        else:  # the reply's tokens differ from what was sampled: redo from the prompt
+            s.state, s.todo = s.prompt_state, list(target)
+            s.logits = None  # the live state's logits are not the redone state's
+
     def _store_and_finalize(self, s: _Seq) -> None:
         assert self.cache is not None and s.close_tokens is not None and s.state is not None
         toks = s.close_tokens
         logits = s.logits if s.logits is not None and s.logits.dim() == 1 else None
-        if self.cache.put(s.req.conversation_id, s.state, logits, len(toks), prefix_hash(toks)):
-            self._finalize(s, s.reason or "stop", cached_state_tokens=len(toks))
+        stored = self.cache.put(s.req.conversation_id, s.state, logits, len(toks),
+                                prefix_hash(toks))
+        n = len(toks) if stored else 0
+        if s.close_future is not None:  # a settled reply: its FinishEvent went out already
+            self._resolve_close(s, n)
         else:
-            self._finalize(s, s.reason or "stop")
+            self._finalize(s, s.reason or "stop", cached_state_tokens=n)
+
+    def _resolve_close(self, s: _Seq, n: int) -> None:
+        """Answer a close_turn (engine thread) and drop the sequence's states."""
+        fut, s.close_future = s.close_future, None
+        s.state = s.prompt_state = s.logits = None
+        if fut is None:
+            return
+
+        def done() -> None:
+            if not fut.done():
+                fut.set_result(n)
+
+        try:
+            s.handle._loop.call_soon_threadsafe(done)
+        except RuntimeError:  # loop closed: nobody waits
+            pass
 
     def _finalize(self, s: _Seq, reason: FinishReason, cached_state_tokens: int = 0,
-                  scores: torch.Tensor | None = None) -> None:
+                  scores: torch.Tensor | None = None, closable: bool = False) -> None:
         if s.done:
             return
         s.done = True
         s.reason = reason
-        s.state = s.prompt_state = s.logits = None
+        if not closable:  # a parked reply keeps its states for close_turn
+            s.state = s.prompt_state = s.logits = None
         n = len(s.generated)
         dt = s.t_last - s.t_first
         ev = FinishEvent(
@@ -717,6 +843,8 @@ class Engine:
             detail=s.detail,
             cached_state_tokens=cached_state_tokens,
             scores=scores,
+            cache_tier=s.cache_tier,
+            closable=closable,
         )
         with self._lock:
             self._outstanding -= 1
@@ -729,6 +857,8 @@ class Engine:
         for group in (self._prefilling, self._decoding, self._closing):
             for s in group:
                 s.detail = msg
+                if s.close_future is not None:
+                    self._resolve_close(s, 0)
                 self._finalize(s, "error" if s.reason not in _CACHEABLE else s.reason)
             group.clear()
         self._batch = self.bm.new_batch()

@@ -62,6 +62,7 @@ class InferenceNode:
     async def _stop_engine(self) -> None:
         if self.runtime is not None:
             await self.runtime.engine.astop(grace_s=0.0)
+            await self.runtime.states.aclose()  # pending shared-store writes, then close
         self.inventory.close()
 
 

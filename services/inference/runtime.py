@@ -33,7 +33,13 @@ from services.inference.safety.model_opinion import (
     opinion_enabled,
 )
 from services.inference.settings import InferenceSettings
-from services.inference.state_cache import StateCache
+from services.inference.state_cache import StateCache, Tombstones
+from services.inference.state_store import (
+    RedisStateStore,
+    StateTier,
+    model_fingerprint,
+    vocabulary_digest,
+)
 from services.inference.tokenizer import Tokenizer, check_vocab, load_tokenizer
 
 log = structlog.get_logger("avatario.inference")
@@ -51,6 +57,12 @@ class Runtime:
     cache: StateCache
     # Layer 3 of the safety guard; None when off (setting, or a random demo model)
     second_opinion: ModelSecondOpinion | None = None
+    # The local cache and the optional shared store (services/inference/state_store.py)
+    states: StateTier = None  # type: ignore[assignment]  # None: the local cache alone
+
+    def __post_init__(self) -> None:
+        if self.states is None:
+            self.states = StateTier(self.cache, None, b"")
 
 
 class EngineMetrics(EngineCallbacks):
@@ -101,6 +113,28 @@ class EngineMetrics(EngineCallbacks):
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=registry)
         self.safety_opinion = OpinionMetrics(registry)
+        self.cache_lookups = Counter(
+            "avatario_inference_state_cache_lookups_total",
+            "Chat turns by the tier their prompt state came from: local (this replica's "
+            "cache), shared (the shared state store), miss (the history was re-prefilled).",
+            ["tier"], registry=registry)
+        for tier in ("local", "shared", "miss"):
+            self.cache_lookups.labels(tier)
+        self.store_errors = Counter(
+            "avatario_inference_state_store_errors_total",
+            "Shared state store calls that failed (the turn re-prefills or the state is not "
+            "shared), by operation (get, put, forget) and kind (timeout, connection, error, "
+            "backoff: skipped after a recent failure).", ["op", "kind"], registry=registry)
+        self.store_seconds_hist = Histogram(
+            "avatario_inference_state_store_seconds",
+            "Duration of shared state store calls by operation.", ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=registry)
+        self.store_rejected_total = Counter(
+            "avatario_inference_state_store_rejected_total",
+            "Shared entries not used or not written: fingerprint (another model, vocabulary "
+            "or placement), format, corrupt, prefix (the history diverged), size (over the "
+            "entry cap).", ["reason"], registry=registry)
 
     def on_step(self, batch_size: int, step_seconds: float) -> None:
         self.batch.observe(batch_size)
@@ -123,6 +157,19 @@ class EngineMetrics(EngineCallbacks):
 
     def on_warmup(self, seconds: float) -> None:
         self.warmup.set(seconds)
+
+    def on_cache_lookup(self, tier: str) -> None:
+        self.cache_lookups.labels(tier).inc()
+
+    # StoreMetrics (services.inference.state_store)
+    def store_seconds(self, op: str, seconds: float) -> None:
+        self.store_seconds_hist.labels(op).observe(seconds)
+
+    def store_error(self, op: str, kind: str) -> None:
+        self.store_errors.labels(op, kind).inc()
+
+    def store_rejected(self, reason: str) -> None:
+        self.store_rejected_total.labels(reason).inc()
 
     def on_finish(self, event: FinishEvent) -> None:
         self.requests.labels(event.reason).inc()
@@ -159,6 +206,9 @@ class RuntimeCollector(Collector):
             ("avatario_inference_state_cache_bytes", "Bytes held by cached states.", s.used_bytes),
             ("avatario_inference_state_cache_budget_bytes", "State cache budget.", s.budget_bytes),
             ("avatario_inference_state_cache_entries", "Cached conversations.", s.entries),
+            ("avatario_inference_state_tombstones",
+             "Erased conversation ids this replica remembers (their turns are refused).",
+             s.tombstones),
         ]:
             g = GaugeMetricFamily(name, doc)
             g.add_metric([], value)
@@ -264,7 +314,7 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
     log.info("inference.batched_decode", batched=batched.batched,
              fallback_reason=batched.fallback_reason, onednn=batched.onednn,
              packed_weights=batched.packed_weights, extra_host_bytes=batched.extra_bytes)
-    cache = StateCache(settings.state_cache_bytes)
+    cache = StateCache(settings.state_cache_bytes, Tombstones(settings.state_tombstone_s))
     engine = Engine(
         batched, tokenizer, cache=cache, callbacks=metrics,
         config=EngineConfig(
@@ -285,6 +335,30 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
     if isinstance(metrics, EngineMetrics):
         metrics.on_warmup(seconds)
     opinion = model_second_opinion(settings, engine, tokenizer, metrics)  # ConfigError first
+    states = state_tier(settings, cache, model, batched, tokenizer, plan.strategy, metrics)
     engine.start()
     return Runtime(settings, info, tokenizer, tokenizer.chat_format, plan, gpus, engine, cache,
-                   second_opinion=opinion)
+                   second_opinion=opinion, states=states)
+
+
+def state_tier(settings: InferenceSettings, cache: StateCache, model: object,
+               batched: BatchedRWKV, tokenizer: Tokenizer, strategy: str,
+               metrics: EngineCallbacks | None = None) -> StateTier:
+    """The local cache with the shared store when `state_store_url` is set. The store is
+    connected lazily: a store that is down at start degrades like one that goes down later."""
+    url = settings.state_store_url.get_secret_value() if settings.state_store_url else ""
+    store = None
+    fingerprint = b""
+    if url:
+        placement = [(str(t.device), str(t.dtype), t.numel()) for t in batched.zero_state()]
+        fingerprint = model_fingerprint(getattr(model, "w", {}), vocabulary_digest(tokenizer),
+                                        placement, strategy)
+        store = RedisStateStore(
+            url, prefix=settings.state_store_prefix, ttl_s=settings.state_store_ttl_s,
+            tombstone_s=settings.state_tombstone_s, timeout_s=settings.state_store_timeout_s,
+            retry_s=settings.state_store_retry_s)
+        log.info("inference.state_store", prefix=settings.state_store_prefix,
+                 fingerprint=fingerprint.hex(), ttl_s=settings.state_store_ttl_s,
+                 max_entry_bytes=settings.state_store_max_entry_bytes)
+    return StateTier(cache, store, fingerprint, max_entry_bytes=settings.state_store_max_entry_bytes,
+                     metrics=metrics if isinstance(metrics, EngineMetrics) else None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -39,6 +39,23 @@ class InferenceSettings(ServiceSettings):
     max_prompt_tokens: int = Field(16384, ge=256)
     max_history_turns: int = Field(200, ge=0)
     state_cache_bytes: int = Field(1 << 30, ge=0, description="Conversation state cache budget.")
+    # The shared state tier (services/inference/state_store.py): empty = off, as before.
+    state_store_url: SecretStr | None = Field(
+        None, description="redis:// or rediss:// URL of the shared conversation state store; "
+        "empty: no shared tier.")
+    state_store_prefix: str = Field("avatario:inference:", min_length=1,
+                                    description="Key prefix in the shared store.")
+    state_store_ttl_s: float = Field(86400.0, gt=0, description="Lifetime of a shared entry.")
+    state_store_timeout_s: float = Field(
+        0.25, gt=0, le=10, description="Connect/read timeout of one shared-store call; past it "
+        "the turn re-prefills.")
+    state_store_retry_s: float = Field(
+        2.0, ge=0, le=300, description="After a shared-store failure, skip it for this long.")
+    state_store_max_entry_bytes: int = Field(
+        64 << 20, ge=1024, description="Largest state written to the shared store.")
+    state_tombstone_s: float = Field(
+        3600.0, gt=0, description="How long an erased conversation's id is remembered (its "
+        "turns refused, its state never stored again); longer than any chat lasts.")
     onednn: bool = Field(
         True, description="CPU fp32 products through oneDNN (checked at start); false: BLAS.")
     cpu_packed_weights: bool = Field(

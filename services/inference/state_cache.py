@@ -3,20 +3,25 @@
 An entry records the state after consuming a token sequence, the logits that followed,
 how many tokens that was, and a hash of exactly those tokens. A later prompt whose first
 `token_count` tokens hash the same can resume from the state and prefill only the rest.
+
+Tombstones (erasure): `forget(ids, tombstone=True)` drops the entries and remembers the
+ids for `Tombstones.ttl_s`; while an id is remembered `put` refuses its state, so a turn
+that was still running when its family was erased cannot put the state back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["CacheEntry", "CacheStats", "PrefixHasher", "StateCache", "prefix_hash"]
+__all__ = ["CacheEntry", "CacheStats", "PrefixHasher", "StateCache", "Tombstones", "prefix_hash", "resumes"]
 
 _DIGEST = 16
 
@@ -69,6 +74,45 @@ class CacheEntry:
         return n
 
 
+class Tombstones:
+    """Erased conversation ids, each remembered for `ttl_s` seconds (thread-safe).
+
+    Insertion order is expiry order (one TTL for all), so pruning pops from the front."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        self.ttl_s = float(ttl_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def _prune(self, now: float) -> None:
+        while self._until:
+            cid, until = next(iter(self._until.items()))
+            if until > now:
+                return
+            del self._until[cid]
+
+    def add(self, conv_ids: Iterable[str]) -> None:
+        with self._lock:
+            now = self._clock()
+            self._prune(now)
+            for cid in conv_ids:
+                self._until.pop(cid, None)  # re-added: moves to the back with a new expiry
+                self._until[cid] = now + self.ttl_s
+
+    def __contains__(self, conv_id: object) -> bool:
+        with self._lock:
+            until = self._until.get(conv_id)  # type: ignore[call-overload]
+            return until is not None and until > self._clock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._prune(self._clock())
+            return len(self._until)
+
+
 @dataclass(frozen=True, slots=True)
 class CacheStats:
     entries: int
@@ -78,15 +122,17 @@ class CacheStats:
     misses: int
     evictions: int
     rejected: int  # entries larger than the whole budget
+    tombstones: int = 0  # erased conversation ids remembered
 
 
 class StateCache:
     """Thread-safe LRU of CacheEntry by conversation id, bounded by total tensor bytes."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, tombstones: Tombstones | None = None) -> None:
         if budget_bytes < 0:
             raise ValueError("budget_bytes must be >= 0")
         self.budget_bytes = int(budget_bytes)
+        self.tombstones = tombstones if tombstones is not None else Tombstones(3600.0)
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._used = 0
@@ -103,7 +149,10 @@ class StateCache:
         token_count: int,
         prefix_hash: str,
     ) -> bool:
-        """Store a CPU copy (replacing any entry for conv_id); False when over the budget."""
+        """Store a CPU copy (replacing any entry for conv_id); False when over the budget
+        or when conv_id was erased (a tombstone)."""
+        if conv_id in self.tombstones:
+            return False
         entry = CacheEntry(
             state=tuple(t.detach().to("cpu", copy=True) for t in state),
             logits=None if logits is None else logits.detach().to("cpu", torch.float32, copy=True),
@@ -115,6 +164,8 @@ class StateCache:
             old = self._entries.pop(conv_id, None)
             if old is not None:
                 self._used -= old.nbytes
+            if conv_id in self.tombstones:  # erased while the copy was made
+                return False
             if size > self.budget_bytes:
                 self._rejected += 1
                 return False
@@ -148,16 +199,24 @@ class StateCache:
         An entry that consumed all of `tokens` matches only if it kept its logits.
         """
         e = self.peek(conv_id)
-        if e is None or e.token_count > len(tokens) or (
-            e.token_count == len(tokens) and e.logits is None
-        ):
+        if e is None or not resumes(e, tokens, check_hash=False):
             with self._lock:
                 self._misses += 1
             return None
         return self.get(conv_id, prefix_hash(tokens[: e.token_count]))
 
-    def forget(self, conv_ids: Iterable[str]) -> int:
-        """Drop entries; returns how many existed."""
+    def would_hit(self, conv_id: str, tokens: Sequence[int]) -> bool:
+        """Whether `lookup` would hit now, without counting or touching LRU order."""
+        e = self.peek(conv_id)
+        return e is not None and resumes(e, tokens)
+
+    def forget(self, conv_ids: Iterable[str], *, tombstone: bool = False) -> int:
+        """Drop entries; returns how many existed. With `tombstone` (erasure), also refuse
+        their state for the tombstones' TTL (set before the entries go, so a concurrent
+        `put` cannot slip in between)."""
+        conv_ids = list(conv_ids)
+        if tombstone:
+            self.tombstones.add(conv_ids)
         n = 0
         with self._lock:
             for cid in conv_ids:
@@ -195,4 +254,14 @@ class StateCache:
                 misses=self._misses,
                 evictions=self._evictions,
                 rejected=self._rejected,
+                tombstones=len(self.tombstones),
             )
+
+
+def resumes(entry: CacheEntry, tokens: Sequence[int], *, check_hash: bool = True) -> bool:
+    """Whether `entry` consumed a prefix of `tokens` and can resume them: a strict prefix,
+    or all of them when it kept the logits that followed; the prefix hash-checked."""
+    n = entry.token_count
+    if n > len(tokens) or (n == len(tokens) and entry.logits is None):
+        return False
+    return not check_hash or prefix_hash(tokens[:n]) == entry.prefix_hash
