@@ -36,7 +36,7 @@ import torch
 from bench.common import print_table, write_result
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.engine import Engine, GenerationRequest
-from services.inference.prompt import build_prompt
+from services.inference.prompt import ChildContext, PromptBuilder
 from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
 from services.inference.safety.model_opinion import ModelSecondOpinion, build_opinion_prompt
 from services.inference.sampling import SamplingParams
@@ -62,11 +62,6 @@ CHILD = {"nickname": "Sam", "age_months": 96,
          "summary": "Memory games: steady. Emotion games: fewer correct than last month."}
 
 
-class _Child:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self.__dict__.update(d)
-
-
 def _pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
@@ -74,7 +69,8 @@ def _pct(values: list[float], q: float) -> float:
 
 async def _measure(eng: Engine, tokenizer: Any, repeats: int) -> dict[str, Any]:
     opinion = ModelSecondOpinion(eng, tokenizer, "world", deadline_s=60.0)
-    child = _Child(CHILD)
+    child = ChildContext(**CHILD)
+    chat = PromptBuilder(tokenizer, "world")  # the servicer's prompt for a first turn
     greedy = SamplingParams(temperature=0.0, max_tokens=1)
     op_s: list[float] = []
     ttft_s: list[float] = []
@@ -83,8 +79,8 @@ async def _measure(eng: Engine, tokenizer: Any, repeats: int) -> dict[str, Any]:
     # warm both paths (JIT profiling of new prompt lengths, allocator)
     for msg in MESSAGES[:2]:
         await opinion.score(msg)
-        await eng.submit(GenerationRequest("w", tokenizer.encode(build_prompt(
-            "world", child, [], msg)), greedy, use_cache=False, store_cache=False)).result()
+        await eng.submit(GenerationRequest("w", chat.tokens(msg, child=child, max_tokens=4096),
+                                           greedy, use_cache=False, store_cache=False)).result()
     for i in range(repeats):
         msg = MESSAGES[i % len(MESSAGES)]
         t0 = time.perf_counter()
@@ -92,7 +88,7 @@ async def _measure(eng: Engine, tokenizer: Any, repeats: int) -> dict[str, Any]:
         op_s.append(time.perf_counter() - t0)
         assert scores, "the second opinion gave no answer"
         op_tokens.append(len(tokenizer.encode(build_opinion_prompt("world", msg))))
-        prompt = tokenizer.encode(build_prompt("world", child, [], msg))
+        prompt = chat.tokens(msg, child=child, max_tokens=4096)
         chat_tokens.append(len(prompt))
         fin = await eng.submit(GenerationRequest(f"c{i}", prompt, greedy, use_cache=False,
                                                  store_cache=False)).result()

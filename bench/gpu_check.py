@@ -200,7 +200,7 @@ def check_model_opinion(c: Checks, model: Any, bm: Any, tokenizer: Any, repeats:
     """Time the second opinion (one scoring prefill) against a chat turn's TTFT."""
     from bench.bench_model_opinion import MESSAGES
     from services.inference.engine import Engine, GenerationRequest
-    from services.inference.prompt import build_prompt
+    from services.inference.prompt import PromptBuilder
     from services.inference.safety.model_opinion import ModelSecondOpinion, build_opinion_prompt
     from services.inference.sampling import SamplingParams
 
@@ -220,7 +220,7 @@ def check_model_opinion(c: Checks, model: Any, bm: Any, tokenizer: Any, repeats:
                 await op.score(msg)
                 dt = time.perf_counter() - t
                 fin = await eng.submit(GenerationRequest(
-                    f"c{i}", tokenizer.encode(build_prompt("world", None, [], msg)), one,
+                    f"c{i}", PromptBuilder(tokenizer, "world").tokens(msg, max_tokens=4096), one,
                     use_cache=False, store_cache=False)).result()
                 if i >= 2:
                     ops.append(dt)

@@ -24,6 +24,7 @@ from typing import Annotated
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.common.settings import ServiceSettings
 from services.gateway.clients.discovery import parse_targets
 from services.gateway.ratelimit import parse_limits, storage_uri
@@ -124,7 +125,9 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
 
     # Chat.
     max_chat_streams_per_parent: int = Field(2, ge=1, le=64)
-    chat_message_max_chars: int = Field(4000, ge=1, le=8000)
+    # A parent's message, in characters: at most the contract's limit, which the inference
+    # node enforces too (services/common/limits.py); may be lowered, never raised.
+    chat_message_max_chars: int = Field(CHAT_MESSAGE_MAX_CHARS, ge=1, le=CHAT_MESSAGE_MAX_CHARS)
     chat_max_tokens: int = Field(512, ge=1, le=4096, description="Upper bound of a reply.")
     chat_default_max_tokens: int = Field(300, ge=1, le=4096,
                                          description="When the client leaves max_tokens 0.")

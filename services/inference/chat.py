@@ -1,15 +1,5 @@
-"""Chat requests -> prompt tokens for the engine, and protobuf <-> domain translation.
-
-Token layout (segment by segment, so a cached conversation state is a token prefix
-of the next turn's prompt; see services.inference.engine's cache contract):
-
-    enc(header) + per prior turn [enc("{user}: msg\\n\\n{bot}:"), enc(reply), enc("\\n\\n")]
-                + enc("{user}: new\\n\\n{bot}:")
-
-The engine closes a finished turn with exactly enc(reply) + enc("\\n\\n"), so when the
-caller sends the reply back verbatim as history, the next turn prefills only its new
-message. Any difference (an edited or replaced reply, a changed child summary) is a
-clean cache miss and a full prefill, never a wrong resume.
+"""Chat requests: protobuf <-> domain for the servicer (validation, sampling parameters, and
+the request's message, history and child for the one prompt builder, services.inference.prompt).
 """
 
 from __future__ import annotations
@@ -18,19 +8,11 @@ from dataclasses import dataclass
 
 from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2
-from services.common.errors import InvalidArgument
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.common.validation import Violations
-from services.inference.prompt import (
-    TURN_END,
-    ChildContext,
-    build_turn_suffix,
-    normalize_message,
-    prompt_header,
-    speakers,
-)
+from services.inference.prompt import NICKNAME_MAX_CHARS, ChildContext, PromptBuilder, Role
 from services.inference.sampling import SamplingParams
 
-MAX_MESSAGE_CHARS = 4000
 MAX_REPLY_CHARS = 16000
 MAX_SUMMARY_CHARS = 4000
 
@@ -46,7 +28,7 @@ class ChatLimits:
 def validate_chat(req: inference_pb2.ChatRequest, limits: ChatLimits) -> None:
     v = Violations()
     v.uuid("conversation_id", req.conversation_id)
-    v.text("message", req.message, max_len=MAX_MESSAGE_CHARS, multiline=True)
+    v.text("message", req.message, max_len=CHAT_MESSAGE_MAX_CHARS, multiline=True)
     if len(req.history) > limits.max_history_turns:
         v.add("history", f"at most {limits.max_history_turns} turns")
     for i, turn in enumerate(req.history):
@@ -58,8 +40,8 @@ def validate_chat(req: inference_pb2.ChatRequest, limits: ChatLimits) -> None:
         c = req.child
         if not 0 <= c.age_months <= 18 * 12:
             v.add("child.age_months", "must be between 0 and 216")
-        if len(c.nickname) > 40:
-            v.add("child.nickname", "must be at most 40 characters")
+        if len(c.nickname) > NICKNAME_MAX_CHARS:
+            v.add("child.nickname", f"must be at most {NICKNAME_MAX_CHARS} characters")
         if len(c.summary) > MAX_SUMMARY_CHARS:
             v.add("child.summary", f"must be at most {MAX_SUMMARY_CHARS} characters")
     v.raise_if_any()
@@ -85,52 +67,23 @@ def sampling_from_pb(p: chat_pb2.GenerationParams, limits: ChatLimits,
     return params
 
 
-class PromptBuilder:
-    def __init__(self, tokenizer, chat_format: str) -> None:
-        self.tok = tokenizer
-        self.fmt = chat_format
-        self.user, self.bot = speakers(chat_format)
-        self._terminator = list(tokenizer.encode(TURN_END))
-
-    def child(self, req: inference_pb2.ChatRequest) -> ChildContext | None:
-        if not req.HasField("child"):
-            return None
-        c = req.child
-        return ChildContext(nickname=c.nickname, age_months=c.age_months, summary=c.summary)
-
-    def tokens(self, req: inference_pb2.ChatRequest, max_tokens: int) -> list[int]:
-        """The full prompt. The oldest turns are dropped only when it would not fit."""
-        header = list(self.tok.encode(prompt_header(self.fmt, self.child(req))))
-        suffix = list(self.tok.encode(build_turn_suffix(self.fmt, req.message)))
-        blocks = self._history_blocks(req.history)
-        budget = max_tokens - len(header) - len(suffix)
-        if budget < 0:
-            raise InvalidArgument.field("message", "is too long for the model's prompt budget")
-        total = sum(len(b) for b in blocks)
-        while blocks and total > budget:
-            total -= len(blocks.pop(0))
-        return [*header, *(t for b in blocks for t in b), *suffix]
-
-    def _history_blocks(self, history) -> list[list[int]]:
-        """One token block per completed turn: parent message, reply, terminator."""
-        blocks: list[list[int]] = []
-        pending: list[int] | None = None
-        for turn in history:
-            if turn.role == chat_pb2.ROLE_PARENT:
-                msg = normalize_message(turn.text)
-                if not msg:
-                    continue
-                pending = list(self.tok.encode(f"{self.user}: {msg}{TURN_END}{self.bot}:"))
-            elif pending is not None:
-                reply = _reply_text(turn.text)
-                blocks.append([*pending, *(self.tok.encode(reply) if reply else []), *self._terminator])
-                pending = None
-        return blocks
+_ROLES: dict[int, Role] = {chat_pb2.ROLE_PARENT: "parent", chat_pb2.ROLE_ASSISTANT: "assistant"}
 
 
-def _reply_text(text: str) -> str:
-    """A reply as the engine streamed it: kept verbatim unless it could forge a turn."""
-    if TURN_END in text or "\r" in text:
-        normalized = normalize_message(text)
-        return f" {normalized}" if normalized else ""
-    return text
+def child_from_pb(req: inference_pb2.ChatRequest) -> ChildContext | None:
+    if not req.HasField("child"):
+        return None
+    c = req.child
+    return ChildContext(nickname=c.nickname, age_months=c.age_months, summary=c.summary)
+
+
+def history_from_pb(req: inference_pb2.ChatRequest) -> list[tuple[Role, str]]:
+    """(role, text) per turn; roles were checked by `validate_chat`."""
+    return [(_ROLES[t.role], t.text) for t in req.history]
+
+
+def prompt_tokens(builder: PromptBuilder, req: inference_pb2.ChatRequest,
+                  max_tokens: int) -> list[int]:
+    """The prompt the engine prefills for a validated request."""
+    return builder.tokens(req.message, history_from_pb(req), child_from_pb(req),
+                          max_tokens=max_tokens)

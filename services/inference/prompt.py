@@ -1,55 +1,63 @@
-"""Chat prompts for the parent-advisor assistant, in the model's own chat format.
+"""The chat prompt: the one builder of the tokens the engine prefills for a parent's turn.
 
 Raven checkpoints were tuned on "Bob: ...\\n\\nAlice: ..." dialogues (the parent is Bob, the
 assistant Alice); World checkpoints on "User: ...\\n\\nAssistant: ...". A turn ends with a blank
-line, so every message is normalised to never contain one and never to start a line with a
-speaker name: a parent cannot forge an assistant turn. Every piece of user-controlled text
-(the message, history turns, the child's nickname and summary) goes through
+line, so every parent message is normalised to never contain one and never to start a line
+with a speaker name: a parent cannot forge an assistant turn. Every piece of user-controlled
+text (the message, history turns, the child's nickname and summary) goes through
 `services.inference.textnorm.prompt_text` first (NFKC, invisible characters dropped,
 look-alike words folded); special-token text such as "<|endoftext|>" stays text and the
 tokenizer encodes it as plain text (services.inference.tokenizer).
 
-Prompt layout (the state cache relies on it)::
+Token layout, encoded segment by segment (the state cache relies on it)::
 
-    header                      system text + what we know about the child, ends "\\n\\n"
-    {user}: message\\n\\n{bot}: reply\\n\\n     one block per prior turn
-    {user}: new message\\n\\n{bot}:             `build_turn_suffix`
+    enc(header)                                     system text, the child, a greeting; ends "\\n\\n"
+    per prior turn:  enc("{user}: msg\\n\\n{bot}:") + enc(reply) + enc("\\n\\n")
+    the new turn:    enc("{user}: new\\n\\n{bot}:")
 
-so ``build_history_prefix(history) + build_turn_suffix(new) == build_prompt(history, new)``.
-A cached state that has consumed the prefix only needs the suffix prefilled.
+The engine closes a finished turn with exactly enc(reply) + enc("\\n\\n") on top of the prompt
+(`Engine.turn_tokens`), so when the caller sends the reply back verbatim as history, the
+cached state is an exact token prefix of the next turn's prompt and only the new message is
+prefilled. Any difference (an edited reply, a changed child summary, a dropped old turn) is a
+clean cache miss and a full prefill, never a wrong resume (see services.inference.engine).
+
+A message is at most `services.common.limits.CHAT_MESSAGE_MAX_CHARS` characters: the gateway and
+the inference node refuse longer ones, and the prompt keeps the whole of an accepted message.
+Normalisation caps a message at the same number, which only cuts text that Unicode
+normalisation made longer (NFKC expands some compatibility characters, "ﬃ" to "ffi").
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from services.common.errors import InvalidArgument
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.inference.textnorm import prompt_text
 
 __all__ = [
+    "NICKNAME_MAX_CHARS",
+    "SUMMARY_PROMPT_CHARS",
     "TURN_END",
     "ChildContext",
-    "build_history_prefix",
-    "build_prompt",
+    "PromptBuilder",
+    "Role",
     "build_turn_suffix",
-    "header_fingerprint",
     "normalize_message",
     "prompt_header",
-    "render_reply",
     "speakers",
     "stop_sequences",
 ]
 
 ChatFormat = Literal["raven", "world"]
+Role = Literal["parent", "assistant"]
 TURN_END = "\n\n"
-MAX_MESSAGE_CHARS = 2000
-MAX_SUMMARY_CHARS = 1500
-MAX_NICKNAME_CHARS = 40
-MAX_HISTORY_CHARS = 8000
+NICKNAME_MAX_CHARS = 40
+# The header keeps this much of the analytics summary (a longer one is cut at a word).
+SUMMARY_PROMPT_CHARS = 1500
 
 _SPEAKERS: dict[str, tuple[str, str]] = {"raven": ("Bob", "Alice"), "world": ("User", "Assistant")}
 
@@ -75,6 +83,10 @@ _ROLE_PREFIX = re.compile(
 _NEWLINES = re.compile(r"\r\n|[\r\u2028\u2029\x85\x0b\x0c]")
 
 
+class _Encoder(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ChildContext:
     """What the assistant knows about the child (same fields as the protobuf ChildContext)."""
@@ -98,10 +110,10 @@ def stop_sequences(chat_format: str) -> list[str]:
     return [TURN_END, f"\n{user}:", f"\n{bot}:"]
 
 
-def _cap(text: str, limit: int) -> str:
+def _cap(text: str, limit: int | None) -> str:
     # "..." rather than "…": NFKC (textnorm) turns the one into the other, and a normalised
     # message must stay as it is when normalised again
-    if len(text) <= limit:
+    if limit is None or len(text) <= limit:
         return text
     cut = text[: limit - 3]
     space = max(cut.rfind(" "), cut.rfind("\n"))
@@ -110,8 +122,9 @@ def _cap(text: str, limit: int) -> str:
     return cut.rstrip() + "..."
 
 
-def normalize_message(text: str, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
-    """One message, safe to place in a turn: no blank lines, no speaker tags, capped length.
+def normalize_message(text: str, *, max_chars: int | None = CHAT_MESSAGE_MAX_CHARS) -> str:
+    """One message, safe to place in a turn: no blank lines, no speaker tags, at most
+    `max_chars` characters (None: no cut).
 
     Unicode tricks are undone first (`textnorm.prompt_text`: NFKC, invisible characters
     dropped, mixed-script look-alike words folded), so "Ａｌｉｃｅ:" or "Аlice:" with a
@@ -120,7 +133,7 @@ def normalize_message(text: str, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
     return _message(prompt_text(text), max_chars)
 
 
-def _message(text: str, max_chars: int) -> str:
+def _message(text: str, max_chars: int | None) -> str:
     text = _NEWLINES.sub("\n", text).replace("\t", " ")
     lines: list[str] = []
     for line in text.split("\n"):
@@ -152,10 +165,10 @@ def _age(months: int) -> str:
 def _context_text(child: Any | None) -> str:
     if child is None:
         return ""
-    nickname = _one_line(str(getattr(child, "nickname", "") or ""), MAX_NICKNAME_CHARS)
+    nickname = _one_line(str(getattr(child, "nickname", "") or ""), NICKNAME_MAX_CHARS)
     age = int(getattr(child, "age_months", 0) or 0)
     summary = normalize_message(str(getattr(child, "summary", "") or ""),
-                                max_chars=MAX_SUMMARY_CHARS)  # fmt: skip
+                                max_chars=SUMMARY_PROMPT_CHARS)  # fmt: skip
     who = nickname or "The child"
     parts: list[str] = []
     if nickname or age > 0:
@@ -177,82 +190,74 @@ def prompt_header(chat_format: str, child: Any | None = None) -> str:
     return TURN_END.join(blocks) + TURN_END
 
 
-def header_fingerprint(chat_format: str, child: Any | None = None) -> str:
-    """Changes whenever the header changes (e.g. a new summary): cached states go stale."""
-    return hashlib.sha256(prompt_header(chat_format, child).encode()).hexdigest()[:16]
-
-
-def _role(role: Any, index: int) -> str:
-    value = role.lower() if isinstance(role, str) else role
-    if value in ("parent", "user", "role_parent", 1):
-        return "user"
-    if value in ("assistant", "bot", "role_assistant", 2):
-        return "bot"
-    raise InvalidArgument.field(f"history[{index}].role", "must be parent or assistant")
-
-
-def _turns(chat_format: str, history: Iterable[tuple[Any, str]]) -> list[str]:
-    user, bot = speakers(chat_format)
-    blocks: list[str] = []
-    for i, (role, text) in enumerate(history):
-        who = user if _role(role, i) == "user" else bot
-        msg = normalize_message(text)
-        if msg:
-            blocks.append(f"{who}: {msg}{TURN_END}")
-        elif who == bot:  # an empty (cancelled) reply, exactly as `render_reply` closes it
-            blocks.append(f"{who}:{TURN_END}")
-    return blocks
-
-
-def _fit_history(chat_format: str, blocks: list[str], budget: int) -> list[str]:
-    """Drop the oldest messages until the history fits `budget` characters."""
-    bot_tag = speakers(chat_format)[1] + ":"
-    total = sum(len(b) for b in blocks)
-    start = 0
-    while start < len(blocks) and total > budget:
-        total -= len(blocks[start])
-        start += 1
-    while start < len(blocks) and blocks[start].startswith(bot_tag):
-        start += 1  # never open the remembered history on a reply to a dropped question
-    return blocks[start:]
-
-
-def build_history_prefix(
-    chat_format: str,
-    child: Any | None,
-    history: Sequence[tuple[Any, str]],
-    *,
-    max_history_chars: int = MAX_HISTORY_CHARS,
-) -> str:
-    """Header plus prior turns: what a cached state has consumed after the last reply."""
-    blocks = _fit_history(chat_format, _turns(chat_format, history), max_history_chars)
-    return prompt_header(chat_format, child) + "".join(blocks)
-
-
 def build_turn_suffix(chat_format: str, new_message: str) -> str:
-    """The text to prefill for a new turn on top of a cached state; ends with the bot tag."""
-    user, bot = speakers(chat_format)
+    """A parent's turn up to the bot tag, where generation (or the stored reply) follows."""
     msg = normalize_message(new_message)
     if not msg:
         raise InvalidArgument.field("message", "must contain text")
-    return f"{user}: {msg}{TURN_END}{bot}:"
+    return _turn_open(chat_format, msg)
 
 
-def build_prompt(
-    chat_format: str,
-    child: Any | None,
-    history: Sequence[tuple[Any, str]],
-    new_message: str,
-    *,
-    max_history_chars: int = MAX_HISTORY_CHARS,
-) -> str:
-    """The whole prompt for a cache miss; generation continues as the bot."""
-    return build_history_prefix(
-        chat_format, child, history, max_history_chars=max_history_chars
-    ) + build_turn_suffix(chat_format, new_message)
+def _turn_open(chat_format: str, normalized: str) -> str:
+    user, bot = speakers(chat_format)
+    return f"{user}: {normalized}{TURN_END}{bot}:"
 
 
-def render_reply(reply: str) -> str:
-    """What follows the bot tag once the reply is settled, so the state matches the prefix."""
-    msg = normalize_message(reply)
-    return f" {msg}{TURN_END}" if msg else TURN_END
+def _history_reply(text: str) -> str:
+    """A reply as the engine streamed it: kept verbatim (so the cached state matches) unless
+    it could close the turn; then it is normalised like a message (a clean cache miss)."""
+    if TURN_END in text or "\r" in text:
+        normalized = normalize_message(text, max_chars=None)
+        return f" {normalized}" if normalized else ""
+    return text
+
+
+class PromptBuilder:
+    """Prompt tokens for one chat format and tokenizer (see the module docstring)."""
+
+    def __init__(self, tokenizer: _Encoder, chat_format: str) -> None:
+        self.tok = tokenizer
+        self.fmt = chat_format
+        speakers(chat_format)  # an unknown format fails here, not on the first request
+        self._terminator = list(tokenizer.encode(TURN_END))
+
+    def tokens(self, message: str, history: Sequence[tuple[Role, str]] = (),
+               child: ChildContext | None = None, *, max_tokens: int) -> list[int]:
+        """The full prompt for `message` after `history` (oldest first). The oldest complete
+        turns are dropped only when the prompt would not fit `max_tokens`; a message that
+        does not fit even without history is INVALID_ARGUMENT on `message`."""
+        header = list(self.tok.encode(prompt_header(self.fmt, child)))
+        suffix = list(self.tok.encode(build_turn_suffix(self.fmt, message)))
+        blocks = self._history_blocks(history)
+        budget = max_tokens - len(header) - len(suffix)
+        if budget < 0:
+            raise InvalidArgument.field("message", "is too long for the model's prompt budget")
+        total = sum(len(b) for b in blocks)
+        while blocks and total > budget:
+            total -= len(blocks.pop(0))
+        return [*header, *(t for b in blocks for t in b), *suffix]
+
+    def reply_tokens(self, reply: str) -> list[int]:
+        """A reply's tokens as a history block holds them. The node closes a finished turn
+        with exactly these (engine: `RequestHandle.close_turn`), so the next turn, whose
+        history carries the reply as the node settled it, resumes from the cached state."""
+        text = _history_reply(reply)
+        return list(self.tok.encode(text)) if text else []
+
+    def _history_blocks(self, history: Sequence[tuple[Role, str]]) -> list[list[int]]:
+        """One token block per complete turn: parent message, reply, terminator. A parent
+        message without a reply, a reply without its message and a message that normalises
+        to nothing (no turn could have been generated from it) are left out."""
+        blocks: list[list[int]] = []
+        pending: list[int] | None = None
+        for role, text in history:
+            if role == "parent":
+                msg = normalize_message(text)
+                pending = list(self.tok.encode(_turn_open(self.fmt, msg))) if msg else None
+            elif role == "assistant":
+                if pending is not None:
+                    blocks.append([*pending, *self.reply_tokens(text), *self._terminator])
+                pending = None
+            else:
+                raise ValueError(f"unknown role {role!r}")
+        return blocks

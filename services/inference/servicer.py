@@ -12,14 +12,14 @@ from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.timeutil import to_duration
 from services.common.validation import Violations
-from services.inference.chat import ChatLimits, PromptBuilder, sampling_from_pb, validate_chat
+from services.inference.chat import ChatLimits, prompt_tokens, sampling_from_pb, validate_chat
 from services.inference.engine import (
     DEADLINE_EXCEEDED,
     FinishEvent,
     GenerationRequest,
     TokenEvent,
 )
-from services.inference.prompt import stop_sequences
+from services.inference.prompt import PromptBuilder, stop_sequences
 from services.inference.runtime import EngineMetrics, Runtime
 from services.inference.safety import OutputStreamGuard, SafetyGuard
 from services.inference.safety.layered import Assessment, LayeredGuard
@@ -85,8 +85,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 safety_category=verdict.category, stats=chat_pb2.GenerationStats()))
             return
         params = sampling_from_pb(request.params, limits, stop_sequences(rt.chat_format)[1:])
-        tokens = PromptBuilder(rt.tokenizer, rt.chat_format).tokens(
-            request, s.max_prompt_tokens - params.max_tokens)
+        tokens = prompt_tokens(PromptBuilder(rt.tokenizer, rt.chat_format), request,
+                               s.max_prompt_tokens - params.max_tokens)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         handle = rt.engine.submit(GenerationRequest(

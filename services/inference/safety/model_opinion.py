@@ -72,6 +72,9 @@ CATEGORY_LABELS: dict[str, str] = {
 }
 NONE_LABEL = " none"
 ANSWER_PREFIX = "The category is"
+# The scoring prompt reads at most this much of the message (one short prefill; layers 1 and
+# 2 read all of it).
+OPINION_MESSAGE_CHARS = 2000
 
 INSTRUCTION = (
     "Sort this message from a parent into one category. Answer with one word.\n"
@@ -130,7 +133,7 @@ def build_opinion_prompt(chat_format: str, message: str) -> str:
     """The scoring prompt; the message is normalised like a chat message (no blank line, no
     speaker tag, invisible and look-alike characters undone), so it cannot close the turn."""
     user, bot = speakers(chat_format)
-    msg = normalize_message(message)
+    msg = normalize_message(message, max_chars=OPINION_MESSAGE_CHARS)
     return f"{user}: {INSTRUCTION}\nMessage: {msg}{TURN_END}{bot}: {ANSWER_PREFIX}"
 
 

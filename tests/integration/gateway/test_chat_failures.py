@@ -12,6 +12,7 @@ import pytest
 
 from avatario.common.v1 import chat_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from tests.helpers import retry_after
 from tests.integration.gateway.conftest import fake_target, sqlite_only
 from tests.integration.gateway.fakes import FakeInference, start_fake
@@ -71,6 +72,16 @@ async def test_a_turn_relays_chunks_and_is_stored(stack, fake):
     assert sent.child.nickname == "Sunny" and sent.child.age_months > 0
     assert sent.child.summary != ""  # the child's summary, from analytics
     assert list(sent.history) == []
+
+
+async def test_a_message_at_the_limit_is_relayed_and_stored_whole(stack, fake):
+    """The gateway's edge limit is the contract's, the number the inference node accepts."""
+    fam, conv_id = await conversation(stack)
+    message = ("bedtime " * CHAT_MESSAGE_MAX_CHARS)[: CHAT_MESSAGE_MAX_CHARS - 1] + "?"
+    _, done = await collect(fam.client.chat.Chat(ask(conv_id, message), metadata=fam.client.md))
+    assert done.finish_reason == FR.FINISH_REASON_STOP
+    assert fake.requests[-1].message == message
+    assert (await messages(fam, conv_id))[0].text == message
 
 
 async def test_analytics_down_the_turn_goes_on_without_a_summary(stack, fake):
@@ -224,7 +235,7 @@ async def test_chat_needs_the_chat_consent(stack, fake):
 
 @pytest.mark.parametrize(("change", "field"), [
     (dict(message=""), "message"),
-    (dict(message="x" * 4001), "message"),
+    (dict(message="x" * (CHAT_MESSAGE_MAX_CHARS + 1)), "message"),
     (dict(message="bad\x00text"), "message"),
     (dict(turn_id=""), "turn_id"),
     (dict(turn_id="not-a-uuid"), "turn_id"),

@@ -11,10 +11,14 @@ import pytest_asyncio
 from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.common.clients import internal_channel
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
+from services.inference.chat import prompt_tokens
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.main import build_server
 from services.inference.planner import ConfigError
+from services.inference.prompt import PromptBuilder
 from services.inference.settings import InferenceSettings
+from services.inference.tokenizer import load_tokenizer
 from tests.helpers import INTERNAL_TOKEN, assert_rpc_error, new_id, retry_after
 
 
@@ -102,6 +106,19 @@ async def test_chat_streams_and_resumes_from_the_state_cache(stub):
     assert not third.stats.cache_hit
 
 
+async def test_a_message_at_the_limit_is_prefilled_whole(stub):
+    """The node accepts the contract's limit and its prompt is the one builder's, with every
+    character of the message (nothing cut at a second, smaller limit)."""
+    message = ("sleep " * CHAT_MESSAGE_MAX_CHARS)[: CHAT_MESSAGE_MAX_CHARS - 1] + "?"
+    history = [(chat_pb2.ROLE_PARENT, "Hello"), (chat_pb2.ROLE_ASSISTANT, " Hi.")]
+    req = _req(new_id(), message, history, max_tokens=1)
+    _, final = await _collect(stub.Chat(req))
+    world = load_tokenizer("world")
+    expected = prompt_tokens(PromptBuilder(world, "world"), req, 1 << 20)
+    assert final.stats.prompt_tokens == len(expected)
+    assert world.decode(expected).count(message) == 1
+
+
 async def test_greedy_is_deterministic_and_seed_reproduces(stub):
     a = await _collect(stub.Chat(_req(new_id(), "Tell me about reading.")))
     b = await _collect(stub.Chat(_req(new_id(), "Tell me about reading.")))
@@ -125,7 +142,7 @@ async def test_safety_answers_without_the_model(stub, message, category):
 @pytest.mark.parametrize("mutate, field", [
     (lambda r: setattr(r, "conversation_id", "not-a-uuid"), "conversation_id"),
     (lambda r: setattr(r, "message", ""), "message"),
-    (lambda r: setattr(r, "message", "x" * 4001), "message"),
+    (lambda r: setattr(r, "message", "x" * (CHAT_MESSAGE_MAX_CHARS + 1)), "message"),
     (lambda r: r.params.__setattr__("top_p", 1.5), "params.top_p"),
     (lambda r: r.params.__setattr__("temperature", -1.0), "params.temperature"),
     (lambda r: r.params.__setattr__("max_tokens", 100000), "params.max_tokens"),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 
 from services.inference.engine import GenerationRequest
+from services.inference.prompt import ChildContext, PromptBuilder
 from services.inference.sampling import SamplingParams
+from services.inference.state_cache import StateCache
+from services.inference.tokenizer import load_tokenizer
 
 GREEDY = SamplingParams(temperature=0.0, presence_penalty=0.0, frequency_penalty=0.0,
                         max_tokens=200)
@@ -95,3 +98,32 @@ def test_scripted_stand_in_is_consistent(scripted) -> None:
     assert int(torch.argmax(logits)) == 5
     batch = bm.new_batch([st])
     assert int(torch.argmax(bm.step([5], batch)[0])) == 6
+
+
+async def test_the_next_turn_prefills_only_its_message(make_engine, scripted, drain) -> None:
+    """The servicer's prompt builder and the engine's state cache together: after a turn,
+    the next turn's prompt (history sent back verbatim) resumes from the cached state and
+    prefills only the new message; a changed reply is a clean miss."""
+    world = load_tokenizer("world")
+    builder = PromptBuilder(world, "world")
+    child = ChildContext("Mia", 50, "Memory: above age norm.")
+    reply = " Keep a calm bedtime routine."
+    eng = make_engine(scripted(world.encode(reply), vocab_size=world.vocab_size), world,
+                      cache=StateCache(1 << 20))
+    first = builder.tokens("How can I help her sleep?", (), child, max_tokens=4096)
+    _, _, f1 = await drain(eng.submit(GenerationRequest("conv", first, GREEDY)))
+    assert f1.text == reply and not f1.cache_hit
+
+    history = [("parent", "How can I help her sleep?"), ("assistant", f1.text)]
+    second = builder.tokens("And on weekends?", history, child, max_tokens=4096)
+    _, _, f2 = await drain(eng.submit(GenerationRequest("conv", second, GREEDY,
+                                                        store_cache=False)))
+    assert f2.cache_hit
+    assert f2.cached_tokens == len(first) + len(world.encode(reply)) + len(world.encode("\n\n"))
+    assert len(second) - f2.cached_tokens == len(world.encode(
+        "User: And on weekends?\n\nAssistant:"))
+
+    edited = [history[0], ("assistant", " Something else.")]
+    third = builder.tokens("And on weekends?", edited, child, max_tokens=4096)
+    _, _, f3 = await drain(eng.submit(GenerationRequest("conv", third, GREEDY)))
+    assert not f3.cache_hit and f3.cached_tokens == 0

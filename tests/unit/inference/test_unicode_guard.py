@@ -12,9 +12,14 @@ import pytest
 from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2
 from services.common.errors import InvalidArgument
-from services.inference.chat import PromptBuilder
+from services.inference.chat import prompt_tokens
 from services.inference.engine import GenerationRequest
-from services.inference.prompt import build_turn_suffix, normalize_message, prompt_header
+from services.inference.prompt import (
+    PromptBuilder,
+    build_turn_suffix,
+    normalize_message,
+    prompt_header,
+)
 from services.inference.safety import SafetyGuard, developmental_note
 from services.inference.sampling import SamplingParams
 from services.inference.textnorm import clean, guard_view, prompt_text
@@ -218,7 +223,7 @@ def test_prompt_tokens_never_contain_end_of_text(hf_json: Path,
     )
     for tok in _tokenizers(hf_json, shared_tokenizer_path):
         fmt = "world" if isinstance(tok, WorldTokenizer) else "raven"
-        ids = PromptBuilder(tok, fmt).tokens(req, max_tokens=4096)
+        ids = prompt_tokens(PromptBuilder(tok, fmt), req, max_tokens=4096)
         assert 0 not in ids, tok
         text = tok.decode(ids)
         assert text.count(EOT) == 6 and "\u200b" not in text
