@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.common.timeutil import age_months
 from services.common.validation import Violations
 from services.profile.domain.enums import ConsentScope, FinishReason
@@ -19,7 +20,8 @@ DEVICE_NAME_MAX = 64
 POLICY_VERSION_MAX = 32
 SOURCE_ID_MAX = 128
 REASON_MAX = 200
-USER_MESSAGE_MAX = 8_000
+# A stored parent message: the contract's chat message limit, defined once.
+USER_MESSAGE_MAX = CHAT_MESSAGE_MAX_CHARS
 ASSISTANT_MESSAGE_MAX = 32_000
 XP_AWARD_MIN = 1
 XP_AWARD_MAX = 10_000

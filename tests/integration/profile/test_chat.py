@@ -9,6 +9,7 @@ import pytest
 
 from avatario.common.v1 import chat_pb2
 from avatario.profile.v1 import profile_pb2 as pb
+from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.profile.models import ChatMessage, Conversation
 from tests.integration.profile.support import (
     CHAT,
@@ -196,7 +197,7 @@ async def test_conversations_scoped(profile):
         (dict(conversation_id="c"), "conversation_id"),
         (dict(user=""), "user_message"),
         (dict(user="  "), "user_message"),
-        (dict(user="u" * 8001), "user_message"),
+        (dict(user="u" * (CHAT_MESSAGE_MAX_CHARS + 1)), "user_message"),
         (dict(user="bell\x07"), "user_message"),
         (dict(reply=""), "assistant_message"),  # a finished reply cannot be empty
         (dict(reply="r" * 32_001), "assistant_message"),
