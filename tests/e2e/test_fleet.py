@@ -247,7 +247,10 @@ def fleet(tmp_path_factory, tiny_world_model):
             # three model processes share the machine's cores
             "inference": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
             "gateway": {"AVATARIO_GATEWAY_CHAT_MAX_TOKENS": "4096",
-                        "AVATARIO_GATEWAY_INFERENCE_REFRESH_S": "1"},
+                        "AVATARIO_GATEWAY_INFERENCE_REFRESH_S": "1",
+                        # one parent drives every turn, faster than a person would
+                        "AVATARIO_GATEWAY_RATE_LIMIT_RPS": "1000",
+                        "AVATARIO_GATEWAY_RATE_LIMIT_BURST": "1000"},
         })
     try:
         with running_stack(cfg) as stack:
