@@ -1,0 +1,179 @@
+"""The local run's demo model: a small RWKV-4 trained here from scratch on the corpus.
+
+`ensure_demo_model(var)` builds the corpus, trains the BPE tokenizer and the model with the
+trainer (avatario_tools.train.api), and caches the result under
+``var/models/demo/<key>/`` where the key hashes everything that changes the model: the
+material files, the build/tokenizer/training configs and the code that turns them into a
+model (this package, the trainer, the node's prompt layout). Same inputs: the cached model,
+no training; any change: a new key, so it retrains. A run cut short (Ctrl-C) resumes from
+the trainer's checkpoint on the next call. Deterministic: fixed seeds throughout, so the
+same inputs on CPU give the same weights.
+
+The trained file carries no `.random.json` marker (services.inference.checkpoint): the node
+treats it as a real model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from avatario_tools.corpus.bpe import encode_samples, save_tokenizer, train_tokenizer
+from avatario_tools.corpus.builder import BuildConfig, Corpus, build_corpus
+from avatario_tools.corpus.material import (
+    DEFAULT_QA_DIR,
+    DEFAULT_TIPS_PATH,
+    load_material,
+    material_files,
+)
+
+__all__ = ["DemoConfig", "DemoModel", "DemoTokens", "cache_key", "ensure_demo_model",
+           "prepare_tokens"]
+
+ROOT = Path(__file__).resolve().parents[2]
+# The code a demo model depends on; a change in any of these files retrains.
+CODE_PATHS = (
+    ROOT / "avatario_tools" / "corpus",
+    ROOT / "avatario_tools" / "train",
+    ROOT / "services" / "inference" / "prompt.py",
+)
+MANIFEST = "demo.json"
+MODEL_FILE = "model.pth"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything that shapes the demo model (the cache key hashes it)."""
+
+    build: BuildConfig = field(default_factory=BuildConfig)
+    vocab_size: int = 3072
+    n_layer: int = 4
+    n_embd: int = 192
+    ctx_len: int = 128
+    batch_size: int = 4
+    steps: int = 600
+    lr: float = 2e-3
+    lr_final: float = 1e-4
+    warmup: int = 30
+    seed: int = 16
+    checkpoint_every: int = 50
+    wkv_chunk: int = 16
+
+    def train_config(self, vocab_size: int):
+        from avatario_tools.train.api import TrainConfig
+
+        return TrainConfig(
+            n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=vocab_size,
+            ctx_len=self.ctx_len, batch_size=self.batch_size, steps=self.steps, lr=self.lr,
+            lr_final=self.lr_final, warmup=self.warmup, seed=self.seed, dtype="fp32",
+            checkpoint_every=self.checkpoint_every, device="cpu", wkv_chunk=self.wkv_chunk,
+        )
+
+    def tiny(self, steps: int = 3) -> DemoConfig:
+        """A shape for tests: trains in seconds, proves the path, says nothing."""
+        return replace(self, vocab_size=400, n_layer=1, n_embd=16, ctx_len=16, batch_size=2,
+                       steps=steps, warmup=1, checkpoint_every=steps)
+
+
+@dataclass(frozen=True)
+class DemoTokens:
+    corpus: Corpus
+    tokenizer: object  # tokenizers.Tokenizer
+    train: np.ndarray
+    validation: np.ndarray
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.tokenizer.get_vocab_size(with_added_tokens=True))  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    folder: Path
+    model: Path
+    tokenizer: Path
+    manifest: dict
+    trained_now: bool
+
+
+def _hash_tree(h: hashlib._Hash, path: Path) -> None:
+    files = sorted(p for p in path.rglob("*.py")) if path.is_dir() else [path]
+    for f in files:
+        if "__pycache__" in f.parts:
+            continue
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0")
+        h.update(f.read_bytes() + b"\0")
+
+
+def cache_key(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
+              tips_path: Path = DEFAULT_TIPS_PATH,
+              code_paths: tuple[Path, ...] = CODE_PATHS) -> str:
+    """sha256 over the material, the config and the code version; 16 hex digits."""
+    h = hashlib.sha256()
+    h.update(json.dumps(asdict(config), sort_keys=True).encode())
+    for f in material_files(qa_dir, tips_path):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for p in code_paths:
+        _hash_tree(h, p)
+    return h.hexdigest()[:16]
+
+
+def prepare_tokens(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
+                   tips_path: Path = DEFAULT_TIPS_PATH) -> DemoTokens:
+    """Corpus, tokenizer (trained on the train split only) and both token streams."""
+    corpus = build_corpus(load_material(qa_dir, tips_path), config.build)
+    tok = train_tokenizer(corpus.texts("train"), config.vocab_size)
+    train = encode_samples(tok, [s.segments for s in corpus.train])
+    validation = encode_samples(tok, [s.segments for s in corpus.validation])
+    return DemoTokens(corpus, tok, train, validation)
+
+
+def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: bool = False,
+                      log: Callable[[str], None] = print, qa_dir: Path = DEFAULT_QA_DIR,
+                      tips_path: Path = DEFAULT_TIPS_PATH) -> DemoModel:
+    """The cached demo model for these inputs, trained first when there is none."""
+    from avatario_tools.train.api import TokenData, train_model
+
+    cfg = config or DemoConfig()
+    key = cache_key(cfg, qa_dir, tips_path)
+    folder = var / "models" / "demo" / key
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        return DemoModel(folder, folder / MODEL_FILE, folder / TOKENIZER_FILE, manifest, False)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    data = prepare_tokens(cfg, qa_dir, tips_path)
+    tok_path = save_tokenizer(data.tokenizer, folder / TOKENIZER_FILE)  # type: ignore[arg-type]
+    tcfg = cfg.train_config(data.vocab_size)
+    log(f"training the demo model ({cfg.n_layer} layers x {cfg.n_embd}, vocabulary "
+        f"{data.vocab_size}, {cfg.steps} steps on {len(data.train)} corpus tokens) into "
+        f"{folder} - once; later runs use the cache ...")
+    result = train_model(tcfg, TokenData(train=data.train, validation=data.validation),
+                         folder / MODEL_FILE, progress=progress)
+    manifest = {
+        "key": key,
+        "config": asdict(cfg),
+        "corpus": data.corpus.stats(),
+        "tokens": {"train": len(data.train), "validation": len(data.validation)},
+        "vocab_size": data.vocab_size,
+        "train_loss": result.train_loss,
+        "val_loss": result.val_loss,
+        "val_perplexity": result.val_perplexity,
+        "tokens_per_s": result.tokens_per_s,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    # the trainer's resume state is not needed once the model is exported
+    shutil.rmtree(Path(str(result.path) + ".ckpt"), ignore_errors=True)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")  # last: marks it complete
+    log(f"demo model ready: validation perplexity {result.val_perplexity:.1f} "
+        f"({manifest['seconds']} s)")
+    return DemoModel(folder, result.path, tok_path, manifest, True)
