@@ -27,6 +27,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf"})
 
 
+def strip_control(value: str) -> str:
+    """`value` without the control characters `Violations.text` refuses (tab, newline and
+    carriage return stay): e.g. a model's reply made storable as it is streamed."""
+    return _CONTROL.sub("", value)
+
+
 def has_invisible(value: str) -> bool:
     """True if `value` holds a control or format character."""
     return any(unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in value)

@@ -11,7 +11,7 @@ from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.common.timeutil import to_duration
-from services.common.validation import Violations
+from services.common.validation import Violations, strip_control
 from services.inference.chat import ChatLimits, prompt_tokens, sampling_from_pb, validate_chat
 from services.inference.engine import (
     DEADLINE_EXCEEDED,
@@ -34,6 +34,12 @@ FINISH = {
     "error": chat_pb2.FINISH_REASON_ERROR,
 }
 MAX_FORGET = 10_000
+CACHE_TIER = {
+    "local": chat_pb2.CACHE_TIER_LOCAL,
+    "shared": chat_pb2.CACHE_TIER_SHARED,
+    "miss": chat_pb2.CACHE_TIER_MISS,
+    "": chat_pb2.CACHE_TIER_UNSPECIFIED,
+}
 
 
 def _chunk(text: str) -> inference_pb2.ChatResponse:
@@ -71,6 +77,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         limits = ChatLimits(s.max_history_turns, s.max_tokens_limit, s.default_max_tokens,
                             s.max_prompt_tokens)
         validate_chat(request, limits)
+        rt.states.check_turn(request.conversation_id)  # erased: FAILED_PRECONDITION
         assessment = await self._assess(request.message)
         verdict = assessment.verdict
         if verdict is not None:
@@ -85,13 +92,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 safety_category=verdict.category, stats=chat_pb2.GenerationStats()))
             return
         params = sampling_from_pb(request.params, limits, stop_sequences(rt.chat_format)[1:])
-        tokens = prompt_tokens(PromptBuilder(rt.tokenizer, rt.chat_format), request,
-                               s.max_prompt_tokens - params.max_tokens)
+        builder = PromptBuilder(rt.tokenizer, rt.chat_format)
+        tokens = prompt_tokens(builder, request, s.max_prompt_tokens - params.max_tokens)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
+        # A local miss reads the shared tier first; the turn is closed with the reply as
+        # settled here (guard, notes, no control characters): the history the caller sends
+        # back next time, so the next turn resumes from this one's state.
+        resume = await rt.states.resume(request.conversation_id, tokens)
         handle = rt.engine.submit(GenerationRequest(
             conversation_id=request.conversation_id, prompt_tokens=tokens, params=params,
-            deadline=deadline))
+            deadline=deadline, resume=resume, settle_reply=True))
         borderline = assessment.borderline
         if borderline is not None:
             log.info("inference.safety_borderline", category=borderline)
@@ -101,7 +112,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         try:
             async for event in handle:
                 if isinstance(event, TokenEvent):
-                    safe = out.feed(event.text)
+                    safe = out.feed(strip_control(event.text))
                     if safe:
                         sent.append(safe)
                         yield _chunk(safe)
@@ -122,8 +133,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     line = f"\n\n{line}" if sent else line
                     sent.append(line)
                     yield _chunk(line)
-                yield inference_pb2.ChatResponse(
-                    final=self._final(event, "".join(sent), out, borderline))
+                text = "".join(sent)
+                if await handle.close_turn(builder.reply_tokens(text)):
+                    rt.states.publish_soon(request.conversation_id)
+                yield inference_pb2.ChatResponse(final=self._final(event, text, out, borderline))
         finally:
             if not finished:  # the client went away: free the slot within one step
                 handle.cancel()
@@ -145,6 +158,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             stats=chat_pb2.GenerationStats(
                 prompt_tokens=ev.prompt_tokens, completion_tokens=ev.completion_tokens,
                 cached_tokens=ev.cached_tokens, cache_hit=ev.cache_hit,
+                cache_tier=CACHE_TIER[ev.cache_tier],
                 time_to_first_token=to_duration(ev.ttft_s),
                 tokens_per_second=ev.tokens_per_second))
 
@@ -173,5 +187,5 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             v.uuid(f"conversation_ids[{i}]", cid)
         v.raise_if_any()
         rt = self._rt()
-        return inference_pb2.ForgetConversationsResponse(
-            forgotten=rt.engine.forget(list(request.conversation_ids)))
+        return inference_pb2.ForgetConversationsResponse(forgotten=await rt.states.forget(
+            request.conversation_ids, erased=request.erased))
