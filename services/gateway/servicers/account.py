@@ -180,7 +180,8 @@ class PrivacyServicer:
         for i in range(0, len(conversation_ids), FORGET_BATCH):
             forgotten += (await self.d.inference.call(
                 "ForgetConversations", inf.ForgetConversationsRequest(
-                    conversation_ids=conversation_ids[i:i + FORGET_BATCH]))).forgotten
+                    conversation_ids=conversation_ids[i:i + FORGET_BATCH],
+                    erased=True))).forgotten
         return forgotten
 
     async def _erase_analytics(self, family_id: str, deleted: dict[str, int]) -> None:
