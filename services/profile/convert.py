@@ -14,7 +14,7 @@ from services.profile.domain import catalog, progression
 def parent(row: models.Parent) -> family_pb2.Parent:
     return family_pb2.Parent(
         parent_id=row.id, family_id=row.family_id, email=row.email,
-        display_name=row.display_name, created_at=to_ts(row.created_at),
+        display_name=row.display_name, created_at=to_ts(row.created_at), role=row.role,
     )
 
 
@@ -22,7 +22,7 @@ def consent(row: models.Consent) -> family_pb2.Consent:
     return family_pb2.Consent(
         consent_id=row.id, family_id=row.family_id, parent_id=row.parent_id, scope=row.scope,
         policy_version=row.policy_version, granted_at=to_ts(row.granted_at),
-        withdrawn_at=to_ts(row.withdrawn_at),
+        withdrawn_at=to_ts(row.withdrawn_at), withdrawn_by_parent_id=row.withdrawn_by or "",
     )
 
 
@@ -56,11 +56,12 @@ def device(row: models.Device) -> family_pb2.Device:
     )
 
 
-def conversation(row: models.Conversation) -> chat_pb2.Conversation:
+def conversation(row: models.Conversation, turn_limit: int = 0) -> chat_pb2.Conversation:
     return chat_pb2.Conversation(
         conversation_id=row.id, family_id=row.family_id, child_id=row.child_id, title=row.title,
         turn_count=row.turn_count, created_at=to_ts(row.created_at),
-        updated_at=to_ts(row.updated_at),
+        updated_at=to_ts(row.updated_at), owner_parent_id=row.owner_parent_id or "",
+        shared=row.shared, turn_limit=turn_limit,
     )
 
 
@@ -85,3 +86,39 @@ def xp_award(row: models.XpAward) -> profile_pb2.XpAward:
         child_id=row.child_id, source_id=row.source_id, amount=row.amount, reason=row.reason,
         awarded_at=to_ts(row.awarded_at),
     )
+
+
+def invite(row: models.FamilyInvite) -> family_pb2.FamilyInvite:
+    return family_pb2.FamilyInvite(
+        invite_id=row.id, family_id=row.family_id, created_by_parent_id=row.created_by,
+        created_at=to_ts(row.created_at), expires_at=to_ts(row.expires_at),
+        used_at=to_ts(row.used_at), used_by_parent_id=row.used_by or "",
+    )
+
+
+def pairing(row: models.PairingCode) -> family_pb2.PairingRecord:
+    return family_pb2.PairingRecord(
+        pairing_id=row.id, family_id=row.family_id, child_id=row.child_id,
+        created_by_parent_id=row.created_by, created_at=to_ts(row.created_at),
+        expires_at=to_ts(row.expires_at), used_at=to_ts(row.used_at),
+    )
+
+
+def export_record(kind: str, rec, turn_limit: int = 0) -> profile_pb2.FamilyExportRecord:
+    """One record of services.profile.domain.export.records as protobuf."""
+    if kind == "header":
+        return profile_pb2.FamilyExportRecord(header=profile_pb2.FamilyExportHeader(
+            family_id=rec.family_id, exported_at=to_ts(rec.exported_at),
+            exported_by_parent_id=rec.exported_by))
+    if kind == "avatar":
+        return profile_pb2.FamilyExportRecord(avatar=avatar(rec.avatar, rec.item_ids))
+    if kind == "conversation":
+        return profile_pb2.FamilyExportRecord(conversation=conversation(rec, turn_limit))
+    return profile_pb2.FamilyExportRecord(**{kind: _RECORD[kind](rec)})
+
+
+_RECORD = {
+    "parent": parent, "consent": consent, "invite": invite, "child": child,
+    "xp_award": xp_award, "pairing": pairing, "device": device, "message": message,
+    "audit_event": audit_event,
+}

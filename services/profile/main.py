@@ -50,6 +50,7 @@ def make_servicer(
         hasher=Hasher(settings.token_pepper.get_secret_value().encode()),
         pairing_code_ttl=settings.pairing_code_ttl, clock=clock,
         metrics=ProfileMetrics.create(registry),
+        invite_ttl=settings.family_invite_ttl, turn_limit=settings.conversation_turn_limit,
     )
 
 

@@ -62,6 +62,31 @@ class Parent(Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # FamilyRole number: 1 owner (exactly one per family), 2 parent.
+    role: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+
+    __table_args__ = (
+        Index(None, "family_id", "created_at", "id"),
+        # At most one owner per family.
+        Index("uq_parents_family_owner", "family_id", unique=True,
+              postgresql_where=text("role = 1"), sqlite_where=text("role = 1")),
+    )
+
+
+class FamilyInvite(Base):
+    """An invitation for another adult to join the family; single use, expiring."""
+
+    __tablename__ = "family_invites"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    family_id: Mapped[str] = _family_fk()
+    created_by: Mapped[str] = mapped_column(ID, nullable=False)
+    # HMAC-SHA-256 of the normalized code (hex); the code itself is never stored.
+    code_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_by: Mapped[str | None] = mapped_column(ID, nullable=True)
 
     __table_args__ = (Index(None, "family_id", "created_at", "id"),)
 
@@ -71,9 +96,9 @@ class Consent(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     family_id: Mapped[str] = _family_fk()
-    parent_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("parents.id", ondelete="CASCADE"), nullable=False
-    )
+    # Who gave it. Not a foreign key: the record names the parent even after they
+    # left the family (and their account was erased).
+    parent_id: Mapped[str] = mapped_column(ID, nullable=False)
     scope: Mapped[int] = mapped_column(Integer, nullable=False)
     policy_version: Mapped[str] = mapped_column(String(32), nullable=False)
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -186,6 +211,12 @@ class Conversation(Base):
     turn_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The parent who started it; NULL for conversations from before families had
+    # several parents (visible to every parent). Not a foreign key: a parent who
+    # leaves keeps their id on the conversations they shared.
+    owner_parent_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    # Readable by the family's other parents.
+    shared: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
 
     __table_args__ = (
         Index(None, "family_id", "created_at", "id"),
@@ -250,5 +281,11 @@ metadata = Base.metadata
 # ErasedFamily is deliberately absent: the tombstone survives the erasure.
 ERASE_ORDER: tuple[type[Base], ...] = (
     ChatMessage, Conversation, Device, PairingCode, XpAward, AvatarEquippedItem, Avatar,
-    Consent, Child, AuditEvent, Parent, Family,
+    Consent, Child, AuditEvent, FamilyInvite, Parent, Family,
+)
+
+# What erasing one child deletes, dependants first; every one has child_id but
+# messages (found through their conversations) and the child row itself (id).
+CHILD_ERASE_ORDER: tuple[type[Base], ...] = (
+    ChatMessage, Conversation, Device, PairingCode, XpAward, AvatarEquippedItem, Avatar, Child,
 )

@@ -12,6 +12,7 @@ import structlog
 
 from avatario.profile.v1 import profile_pb2 as pb
 from avatario.profile.v1 import profile_pb2_grpc as pb_grpc
+from services.common.chunking import batches
 from services.common.db import Database, in_transaction, read
 from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from services.common.interceptors import CALLER_KEY
@@ -19,10 +20,12 @@ from services.common.pagination import cursor_value, encode_token, parse_page
 from services.common.timeutil import to_ts, utcnow
 from services.common.validation import normalize_email
 from services.profile import convert, validate
-from services.profile.domain import avatars, catalog
+from services.profile.domain import avatars, catalog, members
+from services.profile.domain import export as family_export
 from services.profile.metrics import ProfileMetrics
 from services.profile.passwords import Passwords
 from services.profile.repo import chat, children, devices, family, parents
+from services.profile.repo import members as members_repo
 from services.profile.repo.base import get_parent
 from services.profile.tokens import Hasher
 
@@ -41,25 +44,34 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     def __init__(
         self, db: Database, *, passwords: Passwords, hasher: Hasher,
         pairing_code_ttl: timedelta, clock: Callable[[], datetime] = utcnow,
-        metrics: ProfileMetrics | None = None,
+        metrics: ProfileMetrics | None = None, invite_ttl: timedelta = timedelta(hours=72),
+        turn_limit: int = 0,
     ) -> None:
         self.db = db
         self.passwords = passwords
         self.hasher = hasher
         self.pairing_code_ttl = pairing_code_ttl
+        self.invite_ttl = invite_ttl
+        # 0: conversations have no turn limit.
+        self.turn_limit = turn_limit
         self.clock = clock
         self.metrics = metrics or ProfileMetrics.create()
 
     # -- parents ------------------------------------------------------------------
 
     async def CreateParent(self, request: pb.CreateParentRequest, context):
-        validate.create_parent(request)
+        code = validate.create_parent(request)
         email = normalize_email(request.email)
         password_hash = await self.passwords.hash_async(request.password)
         now = self.clock()
-        row = await in_transaction(self.db, lambda s: parents.create_parent(
-            s, email=email, display_name=request.display_name.strip(),
-            password_hash=password_hash, now=now))
+        name = request.display_name.strip()
+        if code is None:
+            row = await in_transaction(self.db, lambda s: parents.create_parent(
+                s, email=email, display_name=name, password_hash=password_hash, now=now))
+        else:
+            row = await in_transaction(self.db, lambda s: members.sign_up_with_invite(
+                s, code=code, hasher=self.hasher, email=email, display_name=name,
+                password_hash=password_hash, now=now))
         return pb.CreateParentResponse(parent=convert.parent(row))
 
     async def Authenticate(self, request: pb.AuthenticateRequest, context):
@@ -244,23 +256,35 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         now = self.clock()
         row = await in_transaction(self.db, lambda s: chat.create_conversation(
             s, family_id=request.family_id, child_id=request.child_id,
-            title=request.title.strip(), now=now))
-        return pb.CreateConversationResponse(conversation=convert.conversation(row))
+            title=request.title.strip(), now=now, parent_id=request.parent_id,
+            shared=request.shared))
+        return pb.CreateConversationResponse(conversation=self._conversation(row))
+
+    def _conversation(self, row):
+        return convert.conversation(row, self.turn_limit)
 
     async def GetConversation(self, request: pb.GetConversationRequest, context):
-        validate.family_and(request, "conversation_id")
+        validate.family_and(request, "conversation_id", optional=("parent_id",))
         row = await read(self.db, lambda s: chat.get_conversation(
-            s, request.family_id, request.conversation_id))
-        return pb.GetConversationResponse(conversation=convert.conversation(row))
+            s, request.family_id, request.conversation_id, request.parent_id))
+        return pb.GetConversationResponse(conversation=self._conversation(row))
 
     async def ListConversations(self, request: pb.ListConversationsRequest, context):
-        validate.family_and(request, optional=("child_id",))
+        validate.family_and(request, optional=("child_id", "parent_id"))
         page = parse_page(request.page_size, request.page_token)
         result = await read(self.db, lambda s: chat.list_conversations(
-            s, request.family_id, request.child_id, page))
+            s, request.family_id, request.child_id, page, request.parent_id))
         return pb.ListConversationsResponse(
-            conversations=[convert.conversation(r) for r in result.rows],
+            conversations=[self._conversation(r) for r in result.rows],
             next_page_token=result.next_token)
+
+    async def UpdateConversation(self, request: pb.UpdateConversationRequest, context):
+        validate.family_and(request, "conversation_id", "parent_id")
+        now = self.clock()
+        row = await in_transaction(self.db, lambda s: chat.update_conversation(
+            s, family_id=request.family_id, conversation_id=request.conversation_id,
+            parent_id=request.parent_id, shared=request.shared, now=now))
+        return pb.UpdateConversationResponse(conversation=self._conversation(row))
 
     async def AppendTurn(self, request: pb.AppendTurnRequest, context):
         validate.append_turn(request)
@@ -269,18 +293,19 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             s, family_id=request.family_id, conversation_id=request.conversation_id,
             turn_id=request.turn_id, user_message=request.user_message,
             assistant_message=request.assistant_message, finish_reason=request.finish_reason,
-            now=now))
+            now=now, parent_id=request.parent_id, turn_limit=self.turn_limit))
         self.metrics.chat_turns.labels(str(turn.assistant.complete).lower()).inc()
         return pb.AppendTurnResponse(
             user_message=convert.message(turn.user),
             assistant_message=convert.message(turn.assistant),
-            conversation=convert.conversation(turn.conversation))
+            conversation=self._conversation(turn.conversation))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context):
-        validate.family_and(request, "conversation_id")
+        validate.family_and(request, "conversation_id", optional=("parent_id", "turn_id"))
         page = parse_page(request.page_size, request.page_token)
         result = await read(self.db, lambda s: chat.list_messages(
-            s, request.family_id, request.conversation_id, page))
+            s, request.family_id, request.conversation_id, page, viewer=request.parent_id,
+            newest_first=request.newest_first, turn_id=request.turn_id))
         return pb.ListMessagesResponse(
             messages=[convert.message(r) for r in result.rows], next_page_token=result.next_token)
 
@@ -295,30 +320,46 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             events=[convert.audit_event(r) for r in result.rows],
             next_page_token=result.next_token)
 
-    async def ExportFamilyData(self, request: pb.ExportFamilyDataRequest, context):
+    def _export(self, request):
         validate.family_and(request, "parent_id")
-        now = self.clock()
-        data = await in_transaction(self.db, lambda s: family.export_family(
-            s, family_id=request.family_id, parent_id=request.parent_id, now=now))
-        export = pb.FamilyExport(
-            family_id=data.family.id, exported_at=to_ts(now),
-            parents=[convert.parent(r) for r in data.parents],
-            consents=[convert.consent(r) for r in data.consents],
-            children=[convert.child(r) for r in data.children],
-            avatars=[convert.avatar(r, data.equipped.get(r.child_id, [])) for r in data.avatars],
-            devices=[convert.device(r) for r in data.devices],
-            conversations=[convert.conversation(r) for r in data.conversations],
-            messages=[convert.message(r) for r in data.messages],
-            audit_events=[convert.audit_event(r) for r in data.audit_events],
-            xp_awards=[convert.xp_award(r) for r in data.xp_awards],
-        )
+        return family_export.records(self.db, family_id=request.family_id,
+                                     parent_id=request.parent_id, now=self.clock())
+
+    async def ExportFamilyData(self, request: pb.ExportFamilyDataRequest, context):
+        """The whole export in one message (older callers; StreamFamilyExport scales)."""
+        export = pb.FamilyExport()
+        fields = {"parent": export.parents, "consent": export.consents,
+                  "invite": export.invites, "child": export.children,
+                  "avatar": export.avatars, "xp_award": export.xp_awards,
+                  "pairing": export.pairings, "device": export.devices,
+                  "conversation": export.conversations, "message": export.messages,
+                  "audit_event": export.audit_events}
+        async for kind, rec in self._export(request):
+            if kind == "header":
+                export.family_id = rec.family_id
+                export.exported_at.CopyFrom(to_ts(rec.exported_at))
+                continue
+            record = convert.export_record(kind, rec, self.turn_limit)
+            fields[kind].append(getattr(record, record.WhichOneof("record")))
         return pb.ExportFamilyDataResponse(export=export)
 
+    async def StreamFamilyExport(self, request: pb.StreamFamilyExportRequest, context):
+        records = (convert.export_record(kind, rec, self.turn_limit)
+                   async for kind, rec in self._export(request))
+        async for batch in batches(records):
+            yield pb.StreamFamilyExportResponse(records=batch)
+
     async def EraseFamily(self, request: pb.EraseFamilyRequest, context):
-        validate.family_only(request)
+        validate.family_and(request, optional=("parent_id",))
         now = self.clock()
-        result = await in_transaction(self.db, lambda s: family.erase_family(
-            s, request.family_id, now=now))
+
+        async def work(s):
+            if request.parent_id:
+                await members.require_owner(s, request.family_id, request.parent_id,
+                                            "erase the family")
+            return await family.erase_family(s, request.family_id, now=now)
+
+        result = await in_transaction(self.db, work)
         self.metrics.families_erased.inc()
         # Nothing of the family is left to hold an audit event: the structured log
         # keeps the fact (ids and counts only, no personal data).
@@ -329,3 +370,60 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             deleted_rows=result.deleted_rows, child_ids=result.child_ids,
             conversation_ids=result.conversation_ids)
 
+    async def DeleteChild(self, request: pb.DeleteChildRequest, context):
+        validate.family_and(request, "child_id", "parent_id")
+        now = self.clock()
+        result = await in_transaction(self.db, lambda s: family.erase_child(
+            s, family_id=request.family_id, child_id=request.child_id,
+            parent_id=request.parent_id, now=now))
+        log.info("child.erased", family_id=request.family_id, caller=_caller(context),
+                 deleted_rows=result.deleted_rows)
+        return pb.DeleteChildResponse(
+            deleted_rows=result.deleted_rows, conversation_ids=result.conversation_ids,
+            device_ids=result.device_ids)
+
+    # -- several parents -------------------------------------------------------------
+
+    async def CreateFamilyInvite(self, request: pb.CreateFamilyInviteRequest, context):
+        validate.family_and(request, "parent_id")
+        now = self.clock()
+        made = await in_transaction(self.db, lambda s: members.create_invite(
+            s, family_id=request.family_id, parent_id=request.parent_id, hasher=self.hasher,
+            ttl=self.invite_ttl, now=now))
+        return pb.CreateFamilyInviteResponse(
+            code=made.code, expires_at=to_ts(made.invite.expires_at),
+            invite=convert.invite(made.invite))
+
+    async def JoinFamily(self, request: pb.JoinFamilyRequest, context):
+        code = validate.join_family(request)
+        now = self.clock()
+        parent, left = await in_transaction(self.db, lambda s: members.join_family(
+            s, family_id=request.family_id, parent_id=request.parent_id, code=code,
+            hasher=self.hasher, now=now))
+        return pb.JoinFamilyResponse(parent=convert.parent(parent), left_family_id=left)
+
+    async def ListParents(self, request: pb.ListParentsRequest, context):
+        validate.family_only(request)
+
+        async def work(s):
+            await family.require_family(s, request.family_id)
+            return await members_repo.list_parents(s, request.family_id)
+
+        rows = await read(self.db, work)
+        return pb.ListParentsResponse(parents=[convert.parent(r) for r in rows])
+
+    async def RemoveParent(self, request: pb.RemoveParentRequest, context):
+        validate.family_and(request, "parent_id", "removed_parent_id")
+        now = self.clock()
+        parent, erased = await in_transaction(self.db, lambda s: members.remove_parent(
+            s, family_id=request.family_id, parent_id=request.parent_id,
+            removed_parent_id=request.removed_parent_id, now=now))
+        return pb.RemoveParentResponse(parent=convert.parent(parent), conversation_ids=erased)
+
+    async def TransferOwnership(self, request: pb.TransferOwnershipRequest, context):
+        validate.family_and(request, "parent_id", "new_owner_parent_id")
+        now = self.clock()
+        rows = await in_transaction(self.db, lambda s: members.transfer_ownership(
+            s, family_id=request.family_id, parent_id=request.parent_id,
+            new_owner_parent_id=request.new_owner_parent_id, now=now))
+        return pb.TransferOwnershipResponse(parents=[convert.parent(r) for r in rows])

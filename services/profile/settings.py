@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import ServiceSettings
+from services.profile.domain import rules
 
 PEPPER_ENV = "AVATARIO_PROFILE_TOKEN_PEPPER"
 PEPPER_MIN_LEN = 16
@@ -45,6 +46,15 @@ class ProfileSettings(ServiceSettings, ProfileDatabaseSettings):
     pairing_code_ttl_s: int = Field(
         600, ge=60, le=3600, description="How long a device pairing code stays valid."
     )
+    family_invite_ttl_s: int = Field(
+        72 * 3600, ge=600, le=14 * 24 * 3600,
+        description="How long a family invite code (a second parent) stays valid.",
+    )
+    conversation_turn_limit: int = Field(
+        rules.CONVERSATION_TURN_LIMIT, ge=1, le=100_000,
+        description="Turns one chat conversation may hold; past it a turn is refused "
+                    "(FAILED_PRECONDITION, CONVERSATION_TURN_LIMIT).",
+    )
     # argon2id cost. Defaults follow argon2-cffi's RFC 9106 low-memory profile;
     # tests lower memory_cost for speed.
     argon2_time_cost: int = Field(3, ge=1, le=20)
@@ -78,6 +88,10 @@ class ProfileSettings(ServiceSettings, ProfileDatabaseSettings):
     @property
     def pairing_code_ttl(self) -> timedelta:
         return timedelta(seconds=self.pairing_code_ttl_s)
+
+    @property
+    def family_invite_ttl(self) -> timedelta:
+        return timedelta(seconds=self.family_invite_ttl_s)
 
     @field_validator("token_pepper", mode="before")
     @classmethod

@@ -65,3 +65,6 @@ class Hasher:
 
     def device_token(self, token: str) -> str:
         return self("device", token)
+
+    def invite(self, normalized_code: str) -> str:
+        return self("invite", normalized_code)

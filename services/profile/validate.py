@@ -59,12 +59,38 @@ def family_and(req, *id_fields: str, optional: tuple[str, ...] = ()) -> None:
     _done(v)
 
 
-def create_parent(req: pb.CreateParentRequest) -> None:
+def _code(v: Violations, field: str, value: str, *, required: bool = True) -> str | None:
+    """A typed pairing or invite code, normalized; None (with a violation) if it cannot be one."""
+    if not value:
+        if required:
+            v.add(field, "is required")
+        return None
+    code = tokens.normalize_code(value)
+    if code is None:
+        v.add(field, f"must be {tokens.CODE_LEN} letters and digits")
+    return code
+
+
+def create_parent(req: pb.CreateParentRequest) -> str | None:
+    """Returns the normalized invite code, if one was given."""
     v = Violations()
     v.email("email", req.email.strip())
     passwords.check_policy(v, "password", req.password)
     v.text("display_name", req.display_name, max_len=rules.DISPLAY_NAME_MAX)
+    code = _code(v, "invite_code", req.invite_code, required=False)
     _done(v)
+    return code
+
+
+def join_family(req: pb.JoinFamilyRequest) -> str:
+    """Returns the normalized invite code."""
+    v = Violations()
+    _family(v, req)
+    v.uuid("parent_id", req.parent_id)
+    code = _code(v, "code", req.code)
+    _done(v)
+    assert code is not None
+    return code
 
 
 def authenticate(req: pb.AuthenticateRequest) -> None:
@@ -165,13 +191,7 @@ def award_xp(req: pb.AwardXpRequest) -> None:
 def redeem_pairing_code(req: pb.RedeemPairingCodeRequest) -> str:
     """Returns the normalized code."""
     v = Violations()
-    code = None
-    if not req.code:
-        v.add("code", "is required")
-    else:
-        code = tokens.normalize_code(req.code)
-        if code is None:
-            v.add("code", f"must be {tokens.CODE_LEN} letters and digits")
+    code = _code(v, "code", req.code)
     v.text("device_name", req.device_name, max_len=rules.DEVICE_NAME_MAX)
     _done(v)
     assert code is not None
@@ -191,6 +211,7 @@ def create_conversation(req: pb.CreateConversationRequest) -> None:
     v = Violations()
     _family(v, req)
     v.uuid("child_id", req.child_id)
+    v.uuid("parent_id", req.parent_id, required=False)
     v.text("title", req.title, min_len=0, max_len=rules.TITLE_MAX)
     _done(v)
 
@@ -200,6 +221,7 @@ def append_turn(req: pb.AppendTurnRequest) -> None:
     _family(v, req)
     v.uuid("conversation_id", req.conversation_id)
     v.uuid("turn_id", req.turn_id)
+    v.uuid("parent_id", req.parent_id, required=False)
     v.text("user_message", req.user_message, max_len=rules.USER_MESSAGE_MAX, multiline=True)
     if v.enum("finish_reason", req.finish_reason, rules.FINISH_REASONS):
         # A reply cut short may be empty; a finished one may not.

@@ -41,3 +41,8 @@ class FinishReason(IntEnum):
 class Role(IntEnum):
     ROLE_PARENT = 1
     ROLE_ASSISTANT = 2
+
+
+class FamilyRole(IntEnum):
+    FAMILY_ROLE_OWNER = 1
+    FAMILY_ROLE_PARENT = 2

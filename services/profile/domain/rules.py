@@ -35,6 +35,12 @@ CHILD_DATA_SCOPE = ConsentScope.CONSENT_SCOPE_CHILD_PROFILE
 # Conversation writes need this scope.
 CHAT_SCOPE = ConsentScope.CONSENT_SCOPE_CHAT_ASSISTANT
 
+# Parents per family (the owner included).
+MAX_PARENTS = 4
+# A conversation's turns: past this, start a new conversation (the default of the
+# profile setting conversation_turn_limit).
+CONVERSATION_TURN_LIMIT = 500
+
 FINISH_REASONS = frozenset(FinishReason)
 # Replies that ended early are stored, marked incomplete.
 INCOMPLETE_REASONS = frozenset({FinishReason.FINISH_REASON_CANCELLED,

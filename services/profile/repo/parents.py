@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import insert_ignore
 from services.common.errors import Aborted, AlreadyExists, NotFound
-from services.profile.domain.enums import ConsentScope
+from services.profile.domain.enums import ConsentScope, FamilyRole
 from services.profile.models import Consent, Family, Parent, new_id
 from services.profile.repo.base import (
     audit,
@@ -21,19 +21,25 @@ from services.profile.repo.base import (
 
 async def create_parent(
     session: AsyncSession, *, email: str, display_name: str, password_hash: str, now: datetime,
+    family_id: str | None = None, role: FamilyRole = FamilyRole.FAMILY_ROLE_OWNER,
 ) -> Parent:
-    """A new family with this parent. `email` is already normalized (case-folded)."""
-    family_id, parent_id = new_id(), new_id()
-    session.add(Family(id=family_id, created_at=now))
-    await session.flush()
+    """A parent with a new family of their own (the owner), or, with `family_id`, a
+    parent joining that (existing, locked) family. `email` is already normalized
+    (case-folded)."""
+    parent_id = new_id()
+    if family_id is None:
+        family_id = new_id()
+        session.add(Family(id=family_id, created_at=now))
+        await session.flush()
     inserted = await insert_ignore(session, Parent, dict(
         id=parent_id, family_id=family_id, email=email, display_name=display_name,
-        password_hash=password_hash, created_at=now, password_changed_at=now,
+        password_hash=password_hash, created_at=now, password_changed_at=now, role=int(role),
     ), ["email"])
     if not inserted:
         # The transaction rolls back, family included.
         raise AlreadyExists("a parent with this email already exists")
-    audit(session, family_id=family_id, actor=parent_actor(parent_id), action="parent.created",
+    action = "parent.created" if role == FamilyRole.FAMILY_ROLE_OWNER else "parent.joined"
+    audit(session, family_id=family_id, actor=parent_actor(parent_id), action=action,
           target_id=parent_id, now=now)
     return await get_parent(session, family_id, parent_id)
 

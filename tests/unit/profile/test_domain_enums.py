@@ -14,6 +14,7 @@ from services.profile.domain import enums
     (enums.EvolutionStage, avatar_pb2.EvolutionStage),
     (enums.FinishReason, chat_pb2.FinishReason),
     (enums.Role, chat_pb2.Role),
+    (enums.FamilyRole, family_pb2.FamilyRole),
 ])
 def test_domain_enum_mirrors_proto_enum(domain, proto):
     wire = {name: value for name, value in proto.items() if value != 0}
