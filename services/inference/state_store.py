@@ -395,7 +395,12 @@ class StateTier:
             return
         task = asyncio.get_running_loop().create_task(self.publish(conv_id))
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[bool]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a bug, never a store error
+            log.error("state_store_publish_failed", error=repr(task.exception()))
 
     async def forget(self, conv_ids: Iterable[str], *, erased: bool) -> int:
         """Drop the conversations' state here and in the store (an erasure also leaves
