@@ -22,6 +22,8 @@ What it checks:
   8. the safety guard's model second opinion (issue 11, layer 3) on the synthetic model:
      p50/p99 of `ModelSecondOpinion.score` next to a plain chat turn's time to first token
      in the same run, and its label log-probs against the package's forward.
+  9. one LoRA training step of the trainer (issue 16; bench/bench_train.py lora_step) on
+     24 x 2048, World vocabulary, bf16 base, rank 16, ctx 512 x batch 4: tokens/s, peak memory.
 
 Without CUDA it prints why and exits 2 without running anything, unless --allow-cpu, which
 runs every step on the CPU with a tiny fp32 model (a smoke test of this script).
@@ -273,6 +275,24 @@ def check_nvml_scrape(c: Checks, expect_gpus: bool) -> None:
     c.data["nvml_scrape"] = text
 
 
+def check_lora_step(c: Checks, device: str, vocab: int, cuda: bool) -> None:
+    """Issue 16: one LoRA training step (the trainer's code) on the check's device."""
+    from bench.bench_train import lora_step
+
+    layers, embd, ctx, batch = (24, 2048, 512, 4) if cuda else (2, 64, 32, 2)
+    try:
+        r = lora_step(layers, embd, vocab, device=device, ctx=ctx, batch=batch,
+                      steps=3 if cuda else 1)
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check
+        c.add("LoRA training step", "failed", repr(exc)[:200], False)
+        return
+    c.data["lora_step"] = r
+    c.add("LoRA training step", f"{r['shape']} rank {r['rank']}: {r['tokens_per_s']:,.0f} tok/s",
+          f"ctx {ctx} x batch {batch}, {r['step_s']:.2f} s/step, peak "
+          f"{r.get('peak_gib', float('nan')):.1f} GiB, loss {r['loss']:.2f}",
+          r["loss"] == r["loss"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     cuda = torch.cuda.is_available()
@@ -340,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.empty_cache()
         check_split(c, args.vocab, args.rtol)
     check_nvml_scrape(c, expect_gpus=cuda)
+    check_lora_step(c, device, args.vocab, cuda)
     total = time.perf_counter() - t0
     print_table(f"gpu_check on {device}: {'FAILED' if c.failed else 'all passed'} "
                 f"in {total:.0f} s", c.rows)

@@ -49,7 +49,7 @@ class TrainConfig:
     # --- memory: truncated BPTT (state carried, gradient cut) every bptt_len tokens; 0 = ctx_len.
     # Activation memory grows with bptt_len, not ctx_len.
     bptt_len: int = 0
-    wkv_chunk: int = 16             # tokens per parallel WKV chunk (memory ~ chunk * activations)
+    wkv_chunk: int = 8              # tokens per parallel WKV chunk (work ~ chunk; 4-8 fastest)
     grad_checkpoint: bool = False   # recompute each block in backward (less memory, ~30% slower)
     # --- validation
     eval_every: int = 0             # 0 = at checkpoints and at the end

@@ -126,7 +126,7 @@ class RWKV4(nn.Module):
         self.blocks = nn.ModuleList(Block(shape, i) for i in range(shape.n_layer))
         self.ln_out = nn.LayerNorm(shape.n_embd)
         self.head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False)
-        self.wkv_chunk = 16
+        self.wkv_chunk = 8
         self.grad_checkpoint = False
 
     def empty_state(self, batch: int) -> list[LayerState]:

@@ -22,9 +22,13 @@ channels), and reduces. Between chunks it carries (aa, bb, pp) exactly as the st
 Why this form rather than a log-space cumulative-decay product: RWKV-4's decays reach e^{3}
 per token, so e^{i |d|} overflows float32 within a few tokens; the table keeps every exponent
 relative to its own row's maximum, so it is as stable as the step form for any decay. Cost:
-O(T L C) elementwise work and O(B L^2 C) memory per chunk instead of T sequential steps, which
-is what makes training in Python fast enough. The maxima carry no gradient (the result does
-not depend on them), so they are detached.
+O(T L C) elementwise work and O(B L^2 C) memory per chunk instead of T sequential steps of a
+dozen small kernels each. Measured on this project's CPUs (B 8, T 128, forward + backward,
+one thread): C 256: step form 0.14 s, chunk 4-8 0.08-0.09 s, chunk 16 0.16 s; C 768: step
+0.24 s, chunk 4 0.17 s, chunk 16 0.52 s. So chunks are short (the trainer's default is 8):
+the parallel form saves launches, not arithmetic; the matrices dominate a training step
+anyway. The maxima carry no gradient (the result does not depend on them), so they are
+detached.
 """
 
 from __future__ import annotations
