@@ -16,6 +16,7 @@ from avatario.common.v1 import avatar_pb2, play_pb2, report_pb2
 BARS = "▁▂▃▄▅▆▇█"
 LEVEL_STYLE = {
     report_pb2.FLAG_LEVEL_ON_TRACK: ("on track", "green"),
+    report_pb2.FLAG_LEVEL_EARLY_SIGNAL: ("early signal, norms still being gathered", "cyan"),
     report_pb2.FLAG_LEVEL_KEEP_AN_EYE: ("keep an eye on it", "yellow"),
     report_pb2.FLAG_LEVEL_DISCUSS_WITH_PROFESSIONAL: ("worth discussing with a professional", "red"),
 }

@@ -8,6 +8,12 @@ Flags are evaluated once, at the end of the simulated period.
 "Typical" children are typically developing: above -2 SD among peers in every
 domain (`typical_floor`); `typical_floor=None` draws an unselected population,
 whose rate is a referral rate (it includes children with real low levels).
+
+Norms (issue 17): children are simulated from one table (the truth, `norms`) and
+may be scored against another (`scoring_norms`): the shipped provisional table,
+`relabelled_as_platform` (the same values as if measured on n children per band)
+or `simulated_platform_norms` (what `norms.platform_norms` recomputes from a
+simulated population, the production pipeline).
 """
 
 from __future__ import annotations
@@ -26,7 +32,13 @@ from services.analytics.domain.flags import (
     evaluate_flags,
 )
 from services.analytics.domain.ingest import score_session
-from services.analytics.domain.norms import NormTable
+from services.analytics.domain.norms import (
+    NormBand,
+    NormTable,
+    accumulate_population,
+    platform_band_count,
+    platform_norms,
+)
 from services.analytics.domain.tips import TipLibrary
 from services.analytics.domain.types import (
     SKILL_DOMAINS,
@@ -53,6 +65,7 @@ def evaluate_simulated(
     sim: SimulatedChild, catalog: Catalog, norms: NormTable, tips: TipLibrary, as_of: datetime,
     policy: FlagPolicy = DEFAULT_FLAG_POLICY,
 ) -> FlagEvaluation:
+    """Flags of a simulated child scored against `norms`."""
     results = score_child(sim, catalog, norms)
     age = age_months(sim.child.birth_year, sim.child.birth_month, as_of)
     return evaluate_flags(sim.child.child_id, results, sim.checkins, catalog, tips, age, as_of, policy)
@@ -60,6 +73,37 @@ def evaluate_simulated(
 
 def _discuss(ev: FlagEvaluation) -> list[tuple[FlagKind, SkillDomain]]:
     return [(f.kind, f.domain) for f in ev.flags if f.level == FlagLevel.DISCUSS_WITH_PROFESSIONAL]
+
+
+def relabelled_as_platform(norms: NormTable, children: int) -> NormTable:
+    """`norms` with every band's values kept but marked as platform norms of
+    `children` children (norms that happen to be right, measured on that many)."""
+    entries = [e.model_copy(update={"bands": tuple(
+        NormBand(age_years=b.age_years, mean=b.mean, sd=b.sd, n=children, status="platform",
+                 source=f"platform: {children} children") for b in e.bands)}) for e in norms.entries]
+    return NormTable(f"{norms.version}+relabelled{children}", entries, norms.description)
+
+
+def simulated_platform_norms(
+    catalog: Catalog, truth: NormTable, *, children_per_age: int, weeks: int = 4, seed: int = 1,
+    age_years: tuple[int, int] = (4, 12), start: datetime = DEFAULT_START, min_children: int = 50,
+) -> tuple[NormTable, int]:
+    """(platform norms recomputed by `norms.platform_norms` from a simulated,
+    unselected population of `children_per_age` children per year of age who
+    played `weeks` weeks, the number of platform bands). Children are drawn from
+    `truth`; bands their play does not reach keep `truth`'s provisional values."""
+    rng = random.Random(seed)
+    rows: list[tuple[str, str, int, str, float]] = []
+    for years in range(age_years[0], age_years[1] + 1):
+        for _ in range(children_per_age):
+            child = draw_child(rng, start, age_years=(years, years), typical_floor=None)
+            sim = simulate_child(child, catalog, truth, start, weeks, rng)
+            for r in score_child(sim, catalog, truth):
+                age = age_months(child.birth_year, child.birth_month, r.started_at)
+                rows += [(r.game_id, m.name, age, child.child_id, m.value) for m in r.metrics]
+    table = platform_norms(accumulate_population(rows), truth, min_children=min_children,
+                           version=f"{truth.version}+simulated{children_per_age}")
+    return table, platform_band_count(table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +118,9 @@ class FlagRates:
     weak_other_domain_discuss_rate: float
     weak_by_domain: dict[SkillDomain, float] = field(default_factory=dict)
     population: str = "typically developing"
+    # Referrals that rest on norms (skill and performance-drop "worth discussing").
+    typical_norm_referral_rate: float = 0.0
+    typical_early_signal_rate: float = 0.0
 
     def table(self) -> str:
         lines = [
@@ -81,6 +128,8 @@ class FlagRates:
             f"  any 'worth discussing' flag      {self.typical_discuss_rate:6.1%}",
             f"  'worth discussing' skill flag    {self.typical_skill_discuss_rate:6.1%}",
             f"  any flag incl. 'keep an eye'     {self.typical_any_flag_rate:6.1%}",
+            f"  referral resting on norms        {self.typical_norm_referral_rate:6.1%}",
+            f"  early signal (provisional norms) {self.typical_early_signal_rate:6.1%}",
             f"children with a persistent weakness at z=-2 (n={self.n_weak}):",
             f"  'worth discussing', right domain {self.weak_right_domain_discuss_rate:6.1%}",
             f"  any flag, right domain           {self.weak_right_domain_any_rate:6.1%}",
@@ -105,17 +154,23 @@ def simulate_flag_rates(
     typical_floor: float | None = -2.0,
     domains: Sequence[SkillDomain] = SKILL_DOMAINS,
     policy: FlagPolicy = DEFAULT_FLAG_POLICY,
+    scoring_norms: NormTable | None = None,
 ) -> FlagRates:
+    """Children drawn from `norms` (the truth), flagged against `scoring_norms`
+    (default: the same table)."""
     rng = random.Random(seed)
     as_of = start + timedelta(weeks=weeks)
-    discuss = skill_discuss = anyflag = 0
+    scored_by = scoring_norms if scoring_norms is not None else norms
+    discuss = skill_discuss = anyflag = norm_referral = early = 0
     for _ in range(n_typical):
         child = draw_child(rng, start, age_years=age_years, typical_floor=typical_floor)
-        ev = evaluate_simulated(simulate_child(child, catalog, norms, start, weeks, rng), catalog, norms, tips,
-                                as_of, policy)
+        ev = evaluate_simulated(simulate_child(child, catalog, norms, start, weeks, rng), catalog, scored_by,
+                                tips, as_of, policy)
         found = _discuss(ev)
         discuss += bool(found)
         skill_discuss += any(k == FlagKind.SKILL for k, _ in found)
+        norm_referral += any(k in (FlagKind.SKILL, FlagKind.PERFORMANCE_DROP) for k, _ in found)
+        early += any(f.level == FlagLevel.EARLY_SIGNAL for f in ev.flags)
         anyflag += bool(ev.flags)
     right = right_any = other = 0
     by_domain: dict[SkillDomain, float] = {}
@@ -124,7 +179,7 @@ def simulate_flag_rates(
         for _ in range(n_weak_per_domain):
             child = draw_child(rng, start, age_years=age_years, weakness=d, weakness_z=weakness_z,
                                typical_floor=typical_floor)
-            ev = evaluate_simulated(simulate_child(child, catalog, norms, start, weeks, rng), catalog, norms,
+            ev = evaluate_simulated(simulate_child(child, catalog, norms, start, weeks, rng), catalog, scored_by,
                                     tips, as_of, policy)
             found = _discuss(ev)
             hit = (FlagKind.SKILL, d) in found
@@ -145,4 +200,6 @@ def simulate_flag_rates(
         weak_other_domain_discuss_rate=other / n_weak if n_weak else 0.0,
         weak_by_domain=by_domain,
         population="typically developing" if typical_floor is not None else "unselected population",
+        typical_norm_referral_rate=norm_referral / n_typical if n_typical else 0.0,
+        typical_early_signal_rate=early / n_typical if n_typical else 0.0,
     )

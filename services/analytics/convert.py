@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from avatario.common.v1 import play_pb2, report_pb2
-from services.analytics.domain.catalog import FieldSpec, GameSpec
+from services.analytics.domain.catalog import FieldSpec, GameSpec, correct_rule_text
 from services.analytics.domain.report import ChildReport, ChildSummary
 from services.analytics.domain.scoring import AreaScore, DomainScore, PlayTime, TrendPoint
 from services.analytics.domain.types import (
@@ -21,6 +21,7 @@ from services.analytics.domain.types import (
     FlagEvidence,
     MetricValue,
     MoodCheckIn,
+    NormStrength,
     Session,
     SessionResult,
     SkillDomain,
@@ -168,7 +169,7 @@ def game_pb(g: GameSpec) -> play_pb2.Game:
         response_fields=[_field_pb(f) for f in g.response_fields],
         metrics=g.metric_names, min_trials=g.min_trials, max_trials=g.max_trials,
         min_age_years=g.min_age_years, max_age_years=g.max_age_years,
-        xp_per_session=g.xp_per_session)
+        xp_per_session=g.xp_per_session, correct_rule=correct_rule_text(g))
 
 
 def tip_pb(t: Tip) -> report_pb2.Tip:
@@ -184,6 +185,10 @@ def _evidence_pb(e: FlagEvidence) -> report_pb2.FlagEvidence:
                                    session_id=e.session_id, observed_at=to_ts(e.observed_at))
 
 
+def norm_strength_pb(s: NormStrength) -> int:
+    return report_pb2.NormStrength.Value("NORM_STRENGTH_" + s.value)
+
+
 def flag_pb(f: Flag) -> report_pb2.Flag:
     return report_pb2.Flag(
         flag_id=f.flag_id, child_id=f.child_id,
@@ -192,14 +197,16 @@ def flag_pb(f: Flag) -> report_pb2.Flag:
         domain=domain_pb(f.domain), headline=f.headline, explanation=f.explanation,
         evidence=[_evidence_pb(e) for e in f.evidence], tips=[tip_pb(t) for t in f.tips],
         session_count=f.session_count, first_seen_at=to_ts(f.first_seen_at),
-        updated_at=to_ts(f.updated_at))
+        updated_at=to_ts(f.updated_at), norm_strength=norm_strength_pb(f.norm_strength))
 
 
 def _domain_score_pb(s: DomainScore) -> report_pb2.DomainScore:
     return report_pb2.DomainScore(
         domain=domain_pb(s.domain), area=play_pb2.SkillArea.Value("SKILL_AREA_" + s.area.value),
         enough_data=s.enough_data, score=s.score, z_score=s.z_score, percentile=s.percentile,
-        session_count=s.session_count, norm_source=s.norm_source, note=s.note)
+        session_count=s.session_count, norm_source=s.norm_source, note=s.note,
+        norm_strength=norm_strength_pb(s.norm_strength), norm_children=s.norm_children,
+        norm_note=s.norm_note)
 
 
 def _area_pb(a: AreaScore) -> report_pb2.AreaScore:

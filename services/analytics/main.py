@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from avatario.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics.clients.profile import ProfileClient
 from services.analytics.domain.catalog import load_catalog
+from services.analytics.domain.flags import FlagPolicy
 from services.analytics.domain.norms import check_norms_against_catalog, load_norms
 from services.analytics.domain.norms_keeper import Norms, NormsKeeper
 from services.analytics.domain.tips import load_tips
@@ -100,7 +101,8 @@ async def build_analytics(
     servicer = AnalyticsServicer(
         db, catalog=catalog, tips=tips, norms=norms, profile=profile, outbox=outbox,
         xapi_key=settings.xapi_key_bytes(), xapi_home_page=settings.xapi_home_page,
-        metrics=metrics, clock=clock)
+        metrics=metrics, clock=clock,
+        flag_policy=FlagPolicy(established_min_n=settings.flag_min_norm_children))
     server, port = await create_server(
         name="analytics", settings=settings, registry=registry,
         services=[Registration(analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server,

@@ -28,11 +28,12 @@ from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc as pb_grpc
 from services.analytics import convert, hashing, validate
 from services.analytics.domain.catalog import Catalog, validate_mood_checkin, validate_session
+from services.analytics.domain.flags import DEFAULT_FLAG_POLICY, FlagPolicy
 from services.analytics.domain.norms_keeper import Norms
 from services.analytics.domain.reporting import Reporter
 from services.analytics.domain.submissions import ConsentCheck, Submissions
 from services.analytics.domain.tips import TipLibrary
-from services.analytics.domain.types import Flag, FlagKind, FlagLevel, Mood, Session
+from services.analytics.domain.types import LEVEL_RANK, Flag, FlagKind, Mood, Session
 from services.analytics.domain.xapi import Actor, child_statements, pseudonymous_id
 from services.analytics.domain.xp import XpOutbox
 from services.analytics.metrics import AnalyticsMetrics
@@ -55,14 +56,12 @@ def _bad_token() -> InvalidArgument:
     return InvalidArgument.field("page_token", "is not a valid page token")
 
 
-_LEVEL_RANK = {FlagLevel.DISCUSS_WITH_PROFESSIONAL: 0, FlagLevel.KEEP_AN_EYE: 1,
-               FlagLevel.ON_TRACK: 2}
 _KIND_RANK = {k: i for i, k in enumerate(FlagKind)}
 
 
 def _flag_key(f: Flag) -> tuple[int, int, str]:
     """ListFlags order (most serious first) and its page cursor."""
-    return _LEVEL_RANK[f.level], _KIND_RANK[f.kind], f.domain.value
+    return LEVEL_RANK[f.level], _KIND_RANK[f.kind], f.domain.value
 
 
 class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
@@ -70,6 +69,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         self, db: Database, *, catalog: Catalog, tips: TipLibrary, norms: Norms,
         profile: ConsentCheck, outbox: XpOutbox, xapi_key: bytes, xapi_home_page: str,
         metrics: AnalyticsMetrics, clock: Callable[[], datetime] = utcnow,
+        flag_policy: FlagPolicy = DEFAULT_FLAG_POLICY,
     ) -> None:
         self.db = db
         self.catalog = catalog
@@ -80,7 +80,7 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
         self.xapi_home_page = xapi_home_page
         self.metrics = metrics
         self.clock = clock
-        self.reporter = Reporter(db, catalog, tips, norms)
+        self.reporter = Reporter(db, catalog, tips, norms, flag_policy)
         self.submissions = Submissions(db, catalog=catalog, norms=norms, consent=profile,
                                        outbox=outbox, metrics=metrics)
 
@@ -139,7 +139,8 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             ref, replace(checkin, mood=Mood(checkin.mood)),
             content_hash=hashing.checkin_hash(ref.family_id, ref.child_id, c), now=now)
         return pb.SubmitMoodCheckInResponse(checkin=convert.checkin_pb(stored.checkin),
-                                            duplicate=stored.duplicate)
+                                            duplicate=stored.duplicate, xp_awarded=stored.xp_awarded,
+                                            xp_pending=stored.xp_pending)
 
     # -- reports -------------------------------------------------------------------
 

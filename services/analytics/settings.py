@@ -38,6 +38,10 @@ class AnalyticsJobSettings(AnalyticsDatabaseSettings):
 class AnalyticsSettings(ServiceSettings, AnalyticsJobSettings):
     model_config = _CONFIG
 
+    # Children per age band platform norms need before a flag may suggest a
+    # professional (docs/flags.md); below it flags say at most "keep an eye".
+    flag_min_norm_children: int = Field(200, ge=1, le=1_000_000)
+
     port: int = Field(50053, ge=0, le=65535)
     # Overload admission: RPCs in flight before RESOURCE_EXHAUSTED + RetryInfo
     # (measured: bench/bench_load.py; session ingestion is the slowest write).

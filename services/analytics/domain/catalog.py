@@ -7,6 +7,11 @@ loaded and checked once at start (`load_catalog`); a malformed file raises
 `validate_session` checks a submitted session against the catalog and raises one
 `InvalidArgument` listing every violation, each named by its proto field path
 (`session.trials[3].reaction_time_ms`).
+
+A trial's `correct` is the server's to decide where the game states a rule
+(`correct_rule`, published in ListGames as `Game.correct_rule` by
+`correct_rule_text`): `derive_correct` sets it from stimulus and response, and
+the value a client sent is ignored; only games without a rule keep it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -339,6 +345,39 @@ def expected_correct(game: GameSpec, stimulus: Mapping[str, Any], response: Mapp
     return bool(side == ("left" if float(left) > float(right) else "right"))  # type: ignore[arg-type]
 
 
+def correct_rule_text(game: GameSpec) -> str:
+    """The game's rule for `correct` in plain words ("" when it has none)."""
+    r = game.correct_rule
+    if r.type == "equals":
+        text = f"correct = (response.{r.response} == stimulus.{r.stimulus})"
+        if any(f.name == r.stimulus and f.type == FieldType.INTEGER_LIST for f in game.stimulus_fields):
+            text += ": the same items in the same order"
+        if r.default_response is not None:
+            text += f"; a missing response.{r.response} counts as {str(r.default_response).lower()}"
+        return text
+    if r.type == "field_true":
+        return f"correct = response.{r.response} (false when it is missing)"
+    if r.type == "larger_side":
+        return (f'correct = (response.{r.response} names the side with the larger number: "left" when '
+                f'stimulus.{r.left} > stimulus.{r.right}, "right" when it is smaller; a missing '
+                f"response.{r.response} is incorrect); when both are equal the value sent is kept")
+    return ""
+
+
+def derive_correct(session: Session, game: GameSpec) -> Session:
+    """`session` with each trial's `correct` set by the game's rule where the rule
+    can tell (see `expected_correct`); other trials keep the value sent."""
+    trials = []
+    changed = False
+    for t in session.trials:
+        expected = expected_correct(game, t.stimulus, t.response)
+        if expected is not None and expected != t.correct:
+            t = replace(t, correct=expected)
+            changed = True
+        trials.append(t)
+    return replace(session, trials=tuple(trials)) if changed else session
+
+
 def validate_session(session: Session, catalog: Catalog, now: datetime) -> None:
     """Raise InvalidArgument listing every problem with a submitted session."""
     out: list[tuple[str, str]] = []
@@ -441,9 +480,6 @@ def validate_session(session: Session, catalog: Catalog, now: datetime) -> None:
             v = t.response.get(game.responded_field)
             if isinstance(v, bool) and v != t.responded:
                 out.append((f"{p}.response.{game.responded_field}", "must equal `responded`"))
-        expected = expected_correct(game, t.stimulus, t.response)
-        if expected is not None and expected != t.correct:
-            out.append((f"{p}.correct", f"must be {str(expected).lower()} for this stimulus and response"))
 
     if out:
         raise InvalidArgument(out)

@@ -12,6 +12,17 @@ sessions in 56 days; higher is better):
   individually below -1;
 * ON_TRACK otherwise (z >= -1, or a single bad session).
 
+A flag is only as strong as its norm (issue 17; `norms.norm_strength`, the
+weakest norm behind the window's primary metrics):
+
+* PROVISIONAL norms (expert estimates, n = 0): any band below ON_TRACK becomes
+  EARLY_SIGNAL, worded "an early signal; norms are still being gathered", with
+  tips and never a referral;
+* GATHERING (platform norms from fewer than `established_min_n`, default 200,
+  children per age band): DISCUSS is capped at KEEP_AN_EYE;
+* ESTABLISHED (platform norms with >= `established_min_n` children per band, or
+  published norms that match the game's scoring): the bands above.
+
 Emotional wellbeing (own baseline, no norms):
 
 * LOW_MOOD: over the last 28 days with >= 6 check-ins: KEEP_AN_EYE with >= 3
@@ -23,8 +34,9 @@ Emotional wellbeing (own baseline, no norms):
   together with a low-mood signal.
 * PERFORMANCE_DROP: a domain's mean z in the last 14 days is >= 1.0 below its
   mean in the 6 weeks before (>= 3 recent, >= 4 earlier sessions) and the drop
-  is >= 2.5 standard errors. KEEP_AN_EYE; DISCUSS when >= 2 domains drop at once
-  or together with a low-mood signal.
+  is >= 2.5 standard errors. KEEP_AN_EYE; DISCUSS together with a low-mood
+  signal, or when >= 2 domains with ESTABLISHED norms drop at once (the size of
+  a drop is measured in the norms' SD, which provisional norms only guess).
 
 Wording is plain and non-diagnostic, says it is a screening signal and what to do next.
 """
@@ -40,6 +52,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from services.analytics.domain.catalog import Catalog
+from services.analytics.domain.norms import ESTABLISHED_MIN_CHILDREN, metric_strength, weakest
 from services.analytics.domain.scoring import (
     DEFAULT_POLICY,
     ScoringPolicy,
@@ -51,6 +64,7 @@ from services.analytics.domain.scoring import (
 from services.analytics.domain.tips import TipLibrary
 from services.analytics.domain.types import (
     DOMAIN_LABEL,
+    LEVEL_RANK,
     NEGATIVE_MOODS,
     SKILL_DOMAINS,
     Flag,
@@ -58,6 +72,7 @@ from services.analytics.domain.types import (
     FlagKind,
     FlagLevel,
     MoodCheckIn,
+    NormStrength,
     SessionResult,
     SkillDomain,
     utc,
@@ -66,7 +81,11 @@ from services.analytics.domain.types import (
 _FLAG_NS = uuid.UUID("6f1c7a52-5f0e-4a8e-9a53-2b7f0d3c9e11")
 NOT_DIAGNOSIS = "This is a screening signal from short games, not a diagnosis."
 
-SkillState = Literal["not_enough_data", "no_norms", "on_track", "keep_an_eye", "discuss"]
+SkillState = Literal["not_enough_data", "no_norms", "on_track", "early_signal", "keep_an_eye", "discuss"]
+_STATE: dict[FlagLevel, SkillState] = {
+    FlagLevel.ON_TRACK: "on_track", FlagLevel.EARLY_SIGNAL: "early_signal",
+    FlagLevel.KEEP_AN_EYE: "keep_an_eye", FlagLevel.DISCUSS_WITH_PROFESSIONAL: "discuss",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,8 @@ class FlagPolicy:
     persistent_min_sessions: int = 3
     persistent_min_span_days: int = 7
     allow_provisional_norms: bool = True
+    # Children per age band platform norms need before a flag may suggest a referral.
+    established_min_n: int = ESTABLISHED_MIN_CHILDREN
     mood_window_days: int = 28
     mood_min_checkins: int = 6
     mood_keep_eye: tuple[int, float, int] = (3, 0.35, 7)  # negatives, share, span days
@@ -106,6 +127,7 @@ class DomainStatus:
     z: float | None
     session_count: int
     note: str
+    norm_strength: NormStrength = NormStrength.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,14 +170,35 @@ def skill_level(win: Sequence[SessionZ], policy: FlagPolicy, min_sessions: int) 
     return FlagLevel.ON_TRACK
 
 
+def cap_level(level: FlagLevel, strength: NormStrength) -> FlagLevel:
+    """The most a norm of `strength` lets a skill band say (module doc)."""
+    if level == FlagLevel.ON_TRACK:
+        return level
+    if strength in (NormStrength.PROVISIONAL, NormStrength.NONE):
+        return FlagLevel.EARLY_SIGNAL
+    if strength == NormStrength.GATHERING and level == FlagLevel.DISCUSS_WITH_PROFESSIONAL:
+        return FlagLevel.KEEP_AN_EYE
+    return level
+
+
+def window_strength(win: Sequence[SessionZ], policy: FlagPolicy) -> NormStrength:
+    return weakest(metric_strength(m, policy.established_min_n) for s in win for m in s.primary)
+
+
 def _skill_text(domain: SkillDomain, level: FlagLevel, win: Sequence[SessionZ], as_of: datetime,
-                provisional: bool) -> tuple[str, str]:
+                strength: NormStrength) -> tuple[str, str]:
     label = DOMAIN_LABEL[domain]
     z = statistics.fmean(s.z for s in win)
     score = to_scale(z)
     weeks = _weeks(win[0].at, as_of)
-    norm_note = (" The age comparison uses provisional reference values that will be refined as "
-                 "more children play." if provisional else "")
+    if level == FlagLevel.EARLY_SIGNAL:
+        return (f"{label.capitalize()}: an early signal (norms are still being gathered)",
+                f"In recent sessions your child's {label} results were below what we currently "
+                f"estimate for their age (average score {score:.0f} of 100, where 50 is the estimated "
+                "age average). These age estimates are provisional: they come from expert judgement, "
+                "not yet from enough children playing this game, so they may be off. Treat this as "
+                f"an early signal only. {NOT_DIAGNOSIS} Keep playing, try the tips below if you like, "
+                "and we will tell you more once the comparison rests on enough children.")
     if level == FlagLevel.DISCUSS_WITH_PROFESSIONAL:
         return (f"{label.capitalize()}: worth discussing with a pediatrician or teacher",
                 f"Across {len(win)} sessions over the last {weeks} week{'s' if weeks > 1 else ''}, "
@@ -164,13 +207,16 @@ def _skill_text(domain: SkillDomain, level: FlagLevel, win: Sequence[SessionZ], 
                 "Tiredness, distractions or an unfamiliar game can all lower results. Because the "
                 "pattern has held across several sessions, it is worth mentioning to your child's "
                 "pediatrician or teacher, who can look at the whole picture. Meanwhile, the tips "
-                f"below are easy things to try at home.{norm_note}")
+                "below are easy things to try at home.")
+    gathering = (" The age comparison is still being built from the children who play: it rests on "
+                 "fewer children than we require before suggesting a professional's view."
+                 if strength == NormStrength.GATHERING else "")
     return (f"{label.capitalize()}: keep an eye on it",
             f"In recent sessions your child's {label} results were somewhat below the usual range "
             f"for their age (average score {score:.0f} of 100, where 50 is the age average). "
             f"Results vary from day to day, and {NOT_DIAGNOSIS[0].lower()}{NOT_DIAGNOSIS[1:]} Nothing "
             "more is needed for now than the tips below and regular play; we will tell you if the "
-            f"pattern continues.{norm_note}")
+            f"pattern continues.{gathering}")
 
 
 def skill_flags(
@@ -196,16 +242,15 @@ def skill_flags(
                                              f"Not enough data yet: {len(win)} of {scoring.min_sessions} sessions needed."))
             continue
         z = statistics.fmean(s.z for s in win)
-        state: SkillState = {FlagLevel.ON_TRACK: "on_track", FlagLevel.KEEP_AN_EYE: "keep_an_eye",
-                             FlagLevel.DISCUSS_WITH_PROFESSIONAL: "discuss"}[level]  # type: ignore[assignment]
-        statuses.append(DomainStatus(d, state, level, z, len(win), ""))
+        strength = window_strength(win, policy)
+        level = cap_level(level, strength)
+        statuses.append(DomainStatus(d, _STATE[level], level, z, len(win), "", strength))
         if level == FlagLevel.ON_TRACK:
             continue
-        provisional = any(m.norm_source == "provisional" for s in win for m in s.primary)
-        headline, text = _skill_text(d, level, win, as_of, provisional)
+        headline, text = _skill_text(d, level, win, as_of, strength)
         flags.append(Flag(flag_id(child_id, FlagKind.SKILL, d), child_id, FlagKind.SKILL, level, d,
                           headline, text, _evidence(win), tips.for_flag(FlagKind.SKILL, d, age_months),
-                          len(win), win[0].at, as_of))
+                          len(win), win[0].at, as_of, strength))
     return flags, statuses
 
 
@@ -338,16 +383,18 @@ def _drop_flags(
                           as_of - timedelta(days=policy.recent_days), as_of))
     drops = {d: found for d in SKILL_DOMAINS
              if (found := performance_drop(domain_sessions(results, catalog, d, as_of), as_of, policy))}
-    several = len(drops) >= 2
+    strengths = {d: window_strength(recent_s, policy) for d, (_, _, recent_s) in drops.items()}
+    several = sum(1 for st in strengths.values() if st == NormStrength.ESTABLISHED) >= 2
     for d, (mb, mr, recent_s) in drops.items():
         label = DOMAIN_LABEL[d]
-        discuss = several or low_mood
+        at_once = several and strengths[d] == NormStrength.ESTABLISHED
+        discuss = at_once or low_mood
         text = (f"In the last 2 weeks your child's {label} results were clearly lower than their own "
                 f"earlier results (score {to_scale(mr):.0f} compared with {to_scale(mb):.0f} of 100). "
                 "A dip like this often comes from tiredness, illness or a busy or stressful patch; it is "
                 "a screening signal, not a diagnosis.")
         if discuss:
-            why = "in several games at once" if several else "together with low mood check-ins"
+            why = "in several games at once" if at_once else "together with low mood check-ins"
             text += (f" Because results dropped {why}, it is worth checking in on how your child is "
                      "doing and, if the dip continues, talking with your pediatrician or teacher.")
         else:
@@ -358,11 +405,10 @@ def _drop_flags(
         flags.append(Flag(flag_id(child_id, FlagKind.PERFORMANCE_DROP, d), child_id, FlagKind.PERFORMANCE_DROP,
                           FlagLevel.DISCUSS_WITH_PROFESSIONAL if discuss else FlagLevel.KEEP_AN_EYE, d,
                           headline, text, drop_ev, tips.for_flag(FlagKind.PERFORMANCE_DROP, d, age_months),
-                          len(recent_s), recent_s[0].at, as_of))
+                          len(recent_s), recent_s[0].at, as_of, strengths[d]))
     return flags
 
 
-_LEVEL_ORDER = {FlagLevel.DISCUSS_WITH_PROFESSIONAL: 0, FlagLevel.KEEP_AN_EYE: 1, FlagLevel.ON_TRACK: 2}
 _KIND_ORDER = {k: i for i, k in enumerate(FlagKind)}
 
 
@@ -388,5 +434,5 @@ def evaluate_flags(
     if mood_flag is not None:
         flags.append(mood_flag)
     flags += _drop_flags(child_id, results, catalog, tips, age_months, as_of, policy, mood_flag is not None)
-    flags.sort(key=lambda f: (_LEVEL_ORDER[f.level], _KIND_ORDER[f.kind], f.domain.value))
+    flags.sort(key=lambda f: (LEVEL_RANK[f.level], _KIND_ORDER[f.kind], f.domain.value))
     return FlagEvaluation(tuple(flags), tuple(statuses), mood_state)

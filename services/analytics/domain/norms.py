@@ -13,6 +13,15 @@ Percentiles are 100 * Phi(z) (0..100).
 
 Sources: "published" (a citation), "provisional" (expert estimate, n = 0) and
 "platform" (recomputed from this platform's population by `platform_norms`).
+
+Strength (`norm_strength`, what a flag may say; docs/flags.md): provisional
+bands are PROVISIONAL; platform bands are GATHERING below `min_children`
+children per band (default `ESTABLISHED_MIN_CHILDREN`, 200) and ESTABLISHED
+from there; published bands are ESTABLISHED, and an entry may only be
+"published" when it cites a paper whose values were taken for this game's own
+scoring (`PublishedNorm.transfers`, with the table, the sample and how the
+scoring was aligned). Papers that exist for a game's construct but do not
+transfer are cited with `transfers: false` and the reason.
 """
 
 from __future__ import annotations
@@ -27,10 +36,18 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from services.analytics.domain.catalog import DATA_DIR, CatalogError, GameSpec
-from services.analytics.domain.types import Metric, MetricValue, SessionResult
+from services.analytics.domain.catalog import DATA_DIR, Catalog, CatalogError, GameSpec
+from services.analytics.domain.types import (
+    SKILL_DOMAINS,
+    STRENGTH_ORDER,
+    Metric,
+    MetricValue,
+    NormStrength,
+    SessionResult,
+    SkillDomain,
+)
 
 DEFAULT_NORMS_PATH = DATA_DIR / "norms.json"
 Z_CLAMP = 4.0
@@ -38,6 +55,9 @@ NormStatus = Literal["published", "provisional", "platform"]
 # Least to most authoritative; a mix reports the least authoritative.
 _CAUTION_ORDER: tuple[str, ...] = ("provisional", "platform", "published")
 _STD = NormalDist()
+# Children per age band from which platform norms may carry a referral (the
+# analytics setting flag_min_norm_children overrides it).
+ESTABLISHED_MIN_CHILDREN = 200
 
 
 class _Frozen(BaseModel):
@@ -54,13 +74,46 @@ class NormBand(_Frozen):
     source: str | None = None
 
 
+class PublishedNorm(_Frozen):
+    """A published study of children's norms for the construct a game measures."""
+
+    citation: str = Field(min_length=10)  # authors (year). Title. Journal volume(issue), pages
+    doi: str = ""
+    # The table the values were taken from; "" when none were taken (transfers false).
+    table: str = ""
+    # Children in the normative sample; None when the source consulted does not state it.
+    sample_size: int | None = Field(default=None, ge=1)
+    ages: str = Field(min_length=1)
+    # True only when the bands of this entry ARE this paper's values, aligned to
+    # the game's scoring as `alignment` explains; else `alignment` says why not.
+    transfers: bool
+    alignment: str = Field(min_length=10)
+
+
 class NormEntry(_Frozen):
     game_id: str
     metric: str
     status: NormStatus
     source: str
     informed_by: str = ""
+    # What published child norms exist for the construct and whether they transfer.
+    published_review: str = ""
+    published_norms: tuple[PublishedNorm, ...] = ()
     bands: tuple[NormBand, ...]
+
+    @model_validator(mode="after")
+    def _published_needs_a_transferable_citation(self) -> NormEntry:
+        used = [p for p in self.published_norms if p.transfers]
+        if self.status == "published":
+            if not any(p.table and p.sample_size for p in used):
+                raise ValueError(f"{self.game_id}.{self.metric}: a published entry needs a cited paper "
+                                 "that transfers, with its table and sample size")
+            if any(b.n <= 0 and (b.status or "published") == "published" for b in self.bands):
+                raise ValueError(f"{self.game_id}.{self.metric}: published bands need their sample size n")
+        elif used:
+            raise ValueError(f"{self.game_id}.{self.metric}: a paper whose values transfer makes the "
+                             "entry published")
+        return self
 
 
 class _NormsFile(_Frozen):
@@ -78,6 +131,33 @@ class NormRef:
     n: int
     status: str
     source: str
+
+    def strength(self, min_children: int = ESTABLISHED_MIN_CHILDREN) -> NormStrength:
+        return norm_strength(self.status, self.n, min_children)
+
+
+def norm_strength(status: str, n: int, min_children: int = ESTABLISHED_MIN_CHILDREN) -> NormStrength:
+    """What a norm of this status, built on `n` children per band, may support."""
+    if status == "published":
+        return NormStrength.ESTABLISHED
+    if status == "platform":
+        return NormStrength.ESTABLISHED if n >= min_children else NormStrength.GATHERING
+    if status == "provisional":
+        return NormStrength.PROVISIONAL
+    return NormStrength.NONE
+
+
+def weakest(strengths: Iterable[NormStrength]) -> NormStrength:
+    """The weakest of several strengths (NONE when there are none)."""
+    present = set(strengths)
+    for s in STRENGTH_ORDER:
+        if s in present:
+            return s
+    return NormStrength.NONE
+
+
+def metric_strength(m: MetricValue, min_children: int = ESTABLISHED_MIN_CHILDREN) -> NormStrength:
+    return norm_strength(m.norm_source, m.norm_n, min_children) if m.normed else NormStrength.NONE
 
 
 def least_authoritative(statuses: Iterable[str]) -> str:
@@ -176,6 +256,38 @@ def check_norms_against_catalog(table: NormTable, games: Iterable[GameSpec]) -> 
             raise CatalogError(f"norms for unknown or undirected metric {e.game_id}.{e.metric}")
 
 
+@dataclass(frozen=True, slots=True)
+class DomainNorm:
+    """The norm a domain's score would be compared with at an age."""
+
+    domain: SkillDomain
+    strength: NormStrength
+    n: int  # children per band behind it (the smallest of its metrics)
+    game_id: str = ""
+
+
+def domain_norms(table: NormTable, catalog: Catalog, age_months: int,
+                 min_children: int = ESTABLISHED_MIN_CHILDREN) -> dict[SkillDomain, DomainNorm]:
+    """Per skill domain: the strength of the norms of the primary metrics of the
+    newest game a child of `age_months` plays in it."""
+    out: dict[SkillDomain, DomainNorm] = {}
+    for d in SKILL_DOMAINS:
+        games = [g for g in catalog.games_for_domain(d)
+                 if g.min_age_years * 12 <= age_months < (g.max_age_years + 1) * 12]
+        if not games:
+            out[d] = DomainNorm(d, NormStrength.NONE, 0)
+            continue
+        game = max(games, key=lambda g: g.version)
+        refs = [table.lookup(game.game_id, name, age_months) for name in game.primary_metrics]
+        if not refs or any(r is None for r in refs):
+            out[d] = DomainNorm(d, NormStrength.NONE, 0, game.game_id)
+            continue
+        found = [r for r in refs if r is not None]
+        out[d] = DomainNorm(d, weakest(r.strength(min_children) for r in found),
+                            min(r.n for r in found), game.game_id)
+    return out
+
+
 # -- comparison --------------------------------------------------------------------------
 
 
@@ -203,7 +315,7 @@ def norm_metrics(
             out.append(MetricValue(m.name, m.value, m.unit))
             continue
         z = zscore(m.value, ref, d.higher_is_better)
-        out.append(MetricValue(m.name, m.value, m.unit, True, z, percentile(z), ref.status))
+        out.append(MetricValue(m.name, m.value, m.unit, True, z, percentile(z), ref.status, ref.n))
     return tuple(out)
 
 

@@ -21,6 +21,7 @@ from services.analytics.domain.flags import (
     FlagPolicy,
     evaluate_flags,
 )
+from services.analytics.domain.norms import NormTable, domain_norms
 from services.analytics.domain.scoring import (
     DEFAULT_POLICY,
     AreaScore,
@@ -114,7 +115,8 @@ def _watch_areas(flags: Sequence[Flag]) -> list[str]:
                 FlagKind.LOW_MOOD: "mood check-ins",
                 FlagKind.ENGAGEMENT_DROP: "play time",
                 FlagKind.PERFORMANCE_DROP: f"{DOMAIN_LABEL[f.domain]} (drop from usual level)"}[f.kind]
-        level = "worth discussing" if f.level == FlagLevel.DISCUSS_WITH_PROFESSIONAL else "keep an eye"
+        level = {FlagLevel.DISCUSS_WITH_PROFESSIONAL: "worth discussing",
+                 FlagLevel.EARLY_SIGNAL: "early signal, norms still being gathered"}.get(f.level, "keep an eye")
         out.append(f"{what} ({level})")
     return out
 
@@ -145,7 +147,11 @@ def build_summary(
                          "(screening signals, not a diagnosis).")
     if keep:
         sentences.append(f"Worth keeping an eye on: {_join([k.rsplit(' (', 1)[0] for k in keep])}.")
-    if not discuss and not keep and scored:
+    early = [w for f, w in zip(flags, watch, strict=True) if f.level == FlagLevel.EARLY_SIGNAL]
+    if early:
+        sentences.append(f"Early signals only, against provisional age estimates (no reason to seek a "
+                         f"professional on their own): {_join([e.rsplit(' (', 1)[0] for e in early])}.")
+    if not discuss and not keep and not early and scored:
         sentences.append("No screening signals at the moment.")
     sentences.append(f"Mood check-ins: {trend}.")
     return ChildSummary(child_id, age, tuple(strengths), tuple(watch), trend, sessions_4w, " ".join(sentences))
@@ -164,11 +170,16 @@ def build_report(
     play_dates: Collection[date] | None = None,
     flag_policy: FlagPolicy = DEFAULT_FLAG_POLICY,
     scoring_policy: ScoringPolicy = DEFAULT_POLICY,
+    norms: NormTable | None = None,
 ) -> ChildReport:
+    """`norms`: the table in use, to report each domain's norm status before there
+    is enough play in it (results carry their own norms once scored)."""
     as_of = utc(as_of)
     age = age_months(birth_year, birth_month, as_of)
     results = [r for r in results if r.started_at <= as_of]
-    scores = domain_scores(results, catalog, as_of, scoring_policy)
+    min_n = flag_policy.established_min_n
+    expected = domain_norms(norms, catalog, age, min_n) if norms is not None else None
+    scores = domain_scores(results, catalog, as_of, scoring_policy, expected=expected, min_norm_children=min_n)
     evaluation = evaluate_flags(child_id, results, checkins, catalog, tips, age, as_of, flag_policy, scoring_policy)
     daily, weekly = play_time(results, as_of, scoring_policy)
     current, longest = streaks(play_dates if play_dates is not None else _play_dates(results), as_of)

@@ -1,8 +1,9 @@
 """A child's report from the stored window (use case over repo/ and domain/report.py):
 re-norm, build, keep flag state.
 
-`build_report` gets the last 10 weeks of results (re-normed when the norm
-table changed since ingestion), plus the newest older session without metrics
+`build_report` gets the last 10 weeks of results (re-normed against the table in
+use, which also gives each metric its norm's sample size: flags are only as
+strong as their norms), plus the newest older session without metrics
 (it only tells the engagement rule that the child played before the window),
 the window's check-ins, the streaks (from the maintained aggregates, or the
 play dates when as_of lies before the latest play) and the flags' stored
@@ -15,7 +16,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from services.analytics.domain.catalog import Catalog
-from services.analytics.domain.norms import renorm_result
+from services.analytics.domain.flags import DEFAULT_FLAG_POLICY, FlagPolicy
+from services.analytics.domain.norms import NormTable, renorm_result
 from services.analytics.domain.norms_keeper import Norms
 from services.analytics.domain.report import ChildReport, build_report
 from services.analytics.domain.tips import TipLibrary
@@ -35,33 +37,35 @@ class Evaluated:
     known: bool  # analytics has stored something about the child
 
 
-def renormed(window: reads.ChildWindow, catalog: Catalog, norms: Norms) -> list[SessionResult]:
-    table = norms.table
+def renormed(window: reads.ChildWindow, catalog: Catalog, table: NormTable) -> list[SessionResult]:
+    """The window's results compared with `table`. Stored rows keep z-scores but not
+    the norm's sample size, so every result is re-normed (arithmetic only)."""
     out: list[SessionResult] = []
     for s in window.results:
         game = catalog.get(s.result.game_id, s.result.game_version)
-        if s.norms_version != table.version and game is not None:
-            out.append(renorm_result(s.result, game, table, s.age_months))
-        else:
-            out.append(s.result)
+        out.append(renorm_result(s.result, game, table, s.age_months) if game is not None else s.result)
     return out
 
 
 class Reporter:
-    def __init__(self, db: Database, catalog: Catalog, tips: TipLibrary, norms: Norms) -> None:
+    def __init__(self, db: Database, catalog: Catalog, tips: TipLibrary, norms: Norms,
+                 flag_policy: FlagPolicy = DEFAULT_FLAG_POLICY) -> None:
         self.db, self.catalog, self.tips, self.norms = db, catalog, tips, norms
+        self.flag_policy = flag_policy
 
     async def evaluate(self, ref: ChildRefData, as_of: datetime, now: datetime) -> Evaluated:
         async with self.db.session() as s:
             window = await reads.child_window(s, ref.family_id, ref.child_id, as_of)
-        results = renormed(window, self.catalog, self.norms)
+        table = self.norms.table
+        results = renormed(window, self.catalog, table)
         if window.before is not None:
             results.insert(0, window.before)
         today = as_of.date()
         dates = [d for d in window.play_dates
                  if d != today or any(r.started_at.date() == today for r in results)]
         report = build_report(ref.child_id, ref.birth_year, ref.birth_month, results,
-                              window.checkins, as_of, self.catalog, self.tips, play_dates=dates)
+                              window.checkins, as_of, self.catalog, self.tips, play_dates=dates,
+                              flag_policy=self.flag_policy, norms=table)
         flags = flag_repo.with_stable_first_seen(report.flags, window.flag_states, as_of)
         report = replace(report, flags=flags)
         if window.streaks is not None:

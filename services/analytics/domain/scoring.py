@@ -19,22 +19,35 @@ Areas: cognitive = mean z of working memory, attention, problem solving and
 number sense (needs 2 of them with enough data); emotional = emotion
 recognition; social = social interaction.
 
+Norm status: each domain score says how far its age comparison can be trusted
+(`norm_strength`, `norm_children`, `norm_note`; docs/flags.md): the weakest norm
+behind the window's primary metrics, or, before there is enough play, the norm
+the domain's game would be compared with at the child's age.
+
 All periods are UTC; weeks start on Monday.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from services.analytics.domain.catalog import Catalog
-from services.analytics.domain.norms import least_authoritative, percentile
+from services.analytics.domain.norms import (
+    ESTABLISHED_MIN_CHILDREN,
+    DomainNorm,
+    least_authoritative,
+    metric_strength,
+    percentile,
+    weakest,
+)
 from services.analytics.domain.types import (
     DOMAIN_AREA,
     SKILL_DOMAINS,
     MetricValue,
+    NormStrength,
     SessionResult,
     SkillArea,
     SkillDomain,
@@ -85,6 +98,9 @@ class DomainScore:
     norm_source: str
     note: str
     sessions: tuple[SessionZ, ...] = ()  # the window behind the score (newest last)
+    norm_strength: NormStrength = NormStrength.NONE
+    norm_children: int = 0  # children per age band behind the norm (0: expert estimate)
+    norm_note: str = ""  # the norm status in plain words, for parents
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,23 +169,52 @@ def _not_enough_note(n: int, need: int) -> str:
     return f"Not enough data yet: {n} of {need} sessions needed."
 
 
+def norm_note(strength: NormStrength, children: int, source: str,
+              min_children: int = ESTABLISHED_MIN_CHILDREN) -> str:
+    """A domain's norm status in plain words (what a parent reads beside the score)."""
+    if strength == NormStrength.PROVISIONAL:
+        return ("Age comparison: provisional estimates from expert judgement, not yet measured on "
+                "enough children. Treat the score as a rough guide.")
+    if strength == NormStrength.GATHERING:
+        return (f"Age comparison: being built from the children who play ({children} of the "
+                f"{min_children} per age we want so far). A fair guide, still being refined.")
+    if strength == NormStrength.ESTABLISHED:
+        if source == "published":
+            return "Age comparison: published age norms for this kind of game."
+        return f"Age comparison: measured on {children} or more children of the same age."
+    return "Age comparison: no age norms for this game yet."
+
+
 def domain_score(
     domain: SkillDomain,
     sessions: Sequence[SessionZ],
     as_of: datetime,
     policy: ScoringPolicy = DEFAULT_POLICY,
+    *,
+    expected: DomainNorm | None = None,
+    min_norm_children: int = ESTABLISHED_MIN_CHILDREN,
 ) -> DomainScore:
+    """`expected`: the norm the domain would be compared with at the child's age
+    (its status is reported while there is not enough play)."""
     win = window(sessions, as_of, policy)
     area = DOMAIN_AREA[domain]
     if len(win) < policy.min_sessions:
+        strength = expected.strength if expected is not None else NormStrength.NONE
+        children = expected.n if expected is not None else 0
+        source = {NormStrength.PROVISIONAL: "provisional"}.get(strength, "")
         return DomainScore(domain, area, False, 0.0, 0.0, 0.0, len(win), "",
-                           _not_enough_note(len(win), policy.min_sessions), tuple(win))
+                           _not_enough_note(len(win), policy.min_sessions), tuple(win),
+                           strength, children, norm_note(strength, children, source, min_norm_children))
     z = statistics.fmean(s.z for s in win)
-    source = least_authoritative(m.norm_source for s in win for m in s.primary)
+    primary = [m for s in win for m in s.primary]
+    source = least_authoritative(m.norm_source for m in primary)
+    strength = weakest(metric_strength(m, min_norm_children) for m in primary)
+    children = min(m.norm_n for m in primary)
     note = ""
     if source == "provisional":
         note = "Compared with provisional age estimates; these will be refined as more children play."
-    return DomainScore(domain, area, True, to_scale(z), z, percentile(z), len(win), source, note, tuple(win))
+    return DomainScore(domain, area, True, to_scale(z), z, percentile(z), len(win), source, note, tuple(win),
+                       strength, children, norm_note(strength, children, source, min_norm_children))
 
 
 def domain_scores(
@@ -177,8 +222,13 @@ def domain_scores(
     catalog: Catalog,
     as_of: datetime,
     policy: ScoringPolicy = DEFAULT_POLICY,
+    *,
+    expected: Mapping[SkillDomain, DomainNorm] | None = None,
+    min_norm_children: int = ESTABLISHED_MIN_CHILDREN,
 ) -> list[DomainScore]:
-    return [domain_score(d, domain_sessions(results, catalog, d, as_of), as_of, policy) for d in SKILL_DOMAINS]
+    return [domain_score(d, domain_sessions(results, catalog, d, as_of), as_of, policy,
+                         expected=(expected or {}).get(d), min_norm_children=min_norm_children)
+            for d in SKILL_DOMAINS]
 
 
 def area_scores(scores: Sequence[DomainScore], policy: ScoringPolicy = DEFAULT_POLICY) -> list[AreaScore]:

@@ -11,11 +11,11 @@ Submissions are idempotent by their client id and content hash.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from services.analytics.domain.catalog import Catalog
+from services.analytics.domain.catalog import Catalog, derive_correct
 from services.analytics.domain.ingest import score_session
 from services.analytics.domain.norms_keeper import Norms
 from services.analytics.domain.types import MoodCheckIn, Session, age_months
@@ -52,6 +52,7 @@ class Submissions:
         await self.consent.require_play_consent(ref.family_id)
         game = self.catalog.get(raw.game_id, raw.game_version)
         assert game is not None and raw.started_at is not None  # validated
+        raw = derive_correct(raw, game)  # the game's rule decides, not the client
         table = self.norms.table
         result = score_session(raw, game, table, ref.birth_year, ref.birth_month)
         reason = f"Played {game.title}"
@@ -72,7 +73,7 @@ class Submissions:
 
     async def checkin(self, ref: ChildRefData, checkin: MoodCheckIn, *, content_hash: str,
                       now: datetime) -> StoredCheckIn:
-        """Store a validated mood check-in."""
+        """Store a validated mood check-in; the answer says the XP it earned."""
         await self.consent.require_play_consent(ref.family_id)
         xp = self.catalog.mood.xp_per_checkin
         stored = await in_transaction(self.db, lambda s: ingest.store_checkin(
@@ -82,7 +83,8 @@ class Submissions:
         else:
             self.metrics.checkins_ingested.inc()
             if xp > 0:
-                await self.outbox.try_now(ingest.Award(
+                pending = await self.outbox.try_now(ingest.Award(
                     ingest.checkin_source(checkin.checkin_id), ref.family_id, ref.child_id, xp,
                     "mood check-in"))
+                stored = replace(stored, xp_pending=pending)
         return stored

@@ -93,8 +93,38 @@ POSITIVE_MOODS: frozenset[Mood] = frozenset({Mood.HAPPY, Mood.CALM})
 
 class FlagLevel(StrEnum):
     ON_TRACK = "ON_TRACK"
+    # Below the age comparison, but the comparison rests on provisional norms:
+    # a gentle note with tips, never a referral (docs/flags.md).
+    EARLY_SIGNAL = "EARLY_SIGNAL"
     KEEP_AN_EYE = "KEEP_AN_EYE"
     DISCUSS_WITH_PROFESSIONAL = "DISCUSS_WITH_PROFESSIONAL"
+
+
+# Most serious first (the proto's numbers are not an order).
+LEVEL_RANK: dict[FlagLevel, int] = {
+    FlagLevel.DISCUSS_WITH_PROFESSIONAL: 0, FlagLevel.KEEP_AN_EYE: 1, FlagLevel.EARLY_SIGNAL: 2,
+    FlagLevel.ON_TRACK: 3,
+}
+
+
+class NormStrength(StrEnum):
+    """How far an age comparison can be trusted (docs/flags.md).
+
+    NONE: no norm covers the results. PROVISIONAL: expert estimates (n = 0).
+    GATHERING: platform norms from fewer children per age band than the policy's
+    minimum. ESTABLISHED: platform norms with at least that many children per
+    band, or published norms whose scoring matches the game's.
+    """
+
+    NONE = "NONE"
+    PROVISIONAL = "PROVISIONAL"
+    GATHERING = "GATHERING"
+    ESTABLISHED = "ESTABLISHED"
+
+
+# Weakest first: a mix of norms is as strong as its weakest part.
+STRENGTH_ORDER: tuple[NormStrength, ...] = (
+    NormStrength.NONE, NormStrength.PROVISIONAL, NormStrength.GATHERING, NormStrength.ESTABLISHED)
 
 
 class FlagKind(StrEnum):
@@ -177,7 +207,9 @@ class MetricValue:
     """A metric with its age-norm comparison (mirrors the MetricValue proto).
 
     `z_score` is sign-corrected: higher is always better. `percentile` is 0..100.
-    `norm_source` is "published", "provisional", "platform" or "" when not normed.
+    `norm_source` is "published", "provisional", "platform" or "" when not normed;
+    `norm_n` the children behind the norm's age band (0 for expert estimates and
+    for results read back from storage until re-normed).
     """
 
     name: str
@@ -187,6 +219,7 @@ class MetricValue:
     z_score: float = 0.0
     percentile: float = 0.0
     norm_source: str = ""
+    norm_n: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +289,9 @@ class Flag:
     session_count: int
     first_seen_at: datetime
     updated_at: datetime
+    # The strength of the norms a skill or performance-drop flag rests on (NONE for
+    # flags against the child's own baseline: mood and play time).
+    norm_strength: NormStrength = NormStrength.NONE
 
 
 # -- helpers -------------------------------------------------------------------------

@@ -68,6 +68,8 @@ class StoredSession:
 class StoredCheckIn:
     checkin: MoodCheckIn
     duplicate: bool
+    xp_awarded: int = 0  # what the check-in earned (the same on a retry)
+    xp_pending: bool = False  # the award waits for profile
 
 
 @dataclass(frozen=True)
@@ -342,12 +344,17 @@ async def store_checkin(
         if row.content_hash != content_hash:
             raise AlreadyExists(f"checkin.checkin_id {checkin.checkin_id} was already "
                                 "submitted with different content")
-        return StoredCheckIn(checkin_of(row), duplicate=True)
+        award = (await session.execute(
+            select(XpOutbox.amount, XpOutbox.status)
+            .where(XpOutbox.source_id == checkin_source(checkin.checkin_id)))).first()
+        return StoredCheckIn(checkin_of(row), duplicate=True,
+                             xp_awarded=award.amount if award is not None else 0,
+                             xp_pending=award is not None and award.status == PENDING)
     if xp > 0:
         await session.execute(_INSERT_OUTBOX, _outbox_values(Award(
             checkin_source(checkin.checkin_id), ref.family_id, ref.child_id, xp,
             "mood check-in"), now))
-    return StoredCheckIn(checkin, duplicate=False)
+    return StoredCheckIn(checkin, duplicate=False, xp_awarded=xp, xp_pending=xp > 0)
 
 
 def checkin_of(row) -> MoodCheckIn:

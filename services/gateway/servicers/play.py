@@ -89,7 +89,8 @@ class PlayServicer:
     async def SubmitMoodCheckIn(self, request: gw.SubmitMoodCheckInRequest, context, who):
         resp = await self._submit(who, "SubmitMoodCheckIn", an.SubmitMoodCheckInRequest,
                                   "checkin", request.checkin)
-        return gw.SubmitMoodCheckInResponse(checkin=resp.checkin, duplicate=resp.duplicate)
+        return gw.SubmitMoodCheckInResponse(checkin=resp.checkin, duplicate=resp.duplicate,
+                                            xp_awarded=resp.xp_awarded, xp_pending=resp.xp_pending)
 
     async def _submit(self, who, method: str, request_cls, item: str, submitted):
         """A play write for the caller's child: the item goes to analytics with the

@@ -12,12 +12,13 @@ import grpc
 
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.common.v1 import report_pb2
-from avatario_tools.simulation.evaluation import score_child
+from avatario_tools.simulation.evaluation import relabelled_as_platform, score_child
 from services.analytics import convert
 from services.analytics.domain.report import build_report
 from services.analytics.domain.tips import load_tips
 from services.analytics.domain.types import SkillDomain
 from services.analytics.models import FlagState
+from tests.integration.analytics.conftest import start_analytics
 from tests.integration.analytics.support import (
     CATALOG,
     NORMS,
@@ -32,12 +33,13 @@ from tests.integration.analytics.support import (
 C = grpc.StatusCode
 TIPS = load_tips()
 DISCUSS = report_pb2.FLAG_LEVEL_DISCUSS_WITH_PROFESSIONAL
+EARLY = report_pb2.FLAG_LEVEL_EARLY_SIGNAL
 
 
-def expected_report(kid, sim, as_of) -> report_pb2.ChildReport:
-    results = score_child(sim, CATALOG, NORMS)
+def expected_report(kid, sim, as_of, norms=NORMS) -> report_pb2.ChildReport:
+    results = score_child(sim, CATALOG, norms)
     rep = build_report(kid.ref.child_id, kid.ref.birth_year, kid.ref.birth_month, results,
-                       sim.checkins, as_of, CATALOG, TIPS)
+                       sim.checkins, as_of, CATALOG, TIPS, norms=norms)
     return convert.report_pb(rep)
 
 
@@ -54,6 +56,9 @@ async def test_a_child_without_play_has_not_enough_data(analytics):
     assert not rep.enough_data and rep.not_enough_data_reason.startswith("Not enough data yet")
     assert len(rep.domain_scores) == 6 and not any(s.enough_data for s in rep.domain_scores)
     assert all(s.note.startswith("Not enough data yet") for s in rep.domain_scores)
+    # Each domain says how far its comparison can be trusted before any play.
+    assert all(s.norm_strength == report_pb2.NORM_STRENGTH_PROVISIONAL and "provisional" in s.norm_note
+               for s in rep.domain_scores)
     assert not rep.flags and rep.current_streak_days == 0 and rep.longest_streak_days == 0
     assert "has not played" in rep.summary.text
     assert not (await analytics.stub.ListFlags(pb.ListFlagsRequest(child=kid.ref))).flags
@@ -75,11 +80,15 @@ async def test_weak_attention_is_flagged_and_the_report_matches_the_domain(analy
     att = next(s for s in got.domain_scores
                if s.domain == convert.domain_pb(SkillDomain.ATTENTION))
     assert att.enough_data and att.score < 35
+    assert att.norm_strength == report_pb2.NORM_STRENGTH_PROVISIONAL and att.norm_children == 0
     flag = next(f for f in got.flags if f.kind == report_pb2.FLAG_KIND_SKILL
                 and f.domain == convert.domain_pb(SkillDomain.ATTENTION))
-    assert flag.level == DISCUSS and flag.tips and flag.evidence
-    assert "not a diagnosis" in flag.explanation
-    assert "attention (worth discussing)" in got.summary.watch_areas
+    # The shipped norms are provisional: an early signal with tips, never a referral.
+    assert flag.level == EARLY and flag.tips and flag.evidence
+    assert flag.norm_strength == report_pb2.NORM_STRENGTH_PROVISIONAL
+    assert "not a diagnosis" in flag.explanation and "pediatrician" not in flag.explanation
+    assert "attention (early signal, norms still being gathered)" in got.summary.watch_areas
+    assert not [f for f in got.flags if f.kind == report_pb2.FLAG_KIND_SKILL and f.level == DISCUSS]
 
     # ListFlags pages through the same flags, most serious first.
     flags, token = [], ""
@@ -104,6 +113,32 @@ async def test_weak_attention_is_flagged_and_the_report_matches_the_domain(analy
     async with analytics.db.session() as s:
         state = await s.get(FlagState, flag.flag_id)
     assert state.child_id == kid.ref.child_id and state.resolved_at is None
+
+
+async def test_referrals_follow_the_norms_in_use(analytics_db_url, profile_db_url, clock):
+    """With platform norms from 250 children per band the same weakness is worth
+    discussing; a service that requires 300 children says only "keep an eye"."""
+    kid = new_kid(5, age_years=(7, 7), weakness=SkillDomain.ATTENTION, weakness_z=-2.5)
+    sim = simulate(kid, seed=5)
+    platform = relabelled_as_platform(NORMS, 250)
+    for min_children, level in ((200, DISCUSS), (300, report_pb2.FLAG_LEVEL_KEEP_AN_EYE)):
+        run = await start_analytics(analytics_db_url, clock, profile_db_url=profile_db_url,
+                                    flag_min_norm_children=min_children)
+        try:
+            run.built.norms.table = platform  # as if adopted from a stored platform table
+            await submit_all(run.stub, kid, sim)
+            got = await report(run.stub, kid, SIM_END)
+            if min_children == 200:
+                assert got == expected_report(kid, sim, SIM_END, platform)
+            att = next(s for s in got.domain_scores if s.domain == convert.domain_pb(SkillDomain.ATTENTION))
+            assert att.norm_children == 250 and "250" in att.norm_note
+            assert att.norm_strength == (report_pb2.NORM_STRENGTH_ESTABLISHED if min_children == 200
+                                         else report_pb2.NORM_STRENGTH_GATHERING)
+            flag = next(f for f in got.flags if f.kind == report_pb2.FLAG_KIND_SKILL
+                        and f.domain == convert.domain_pb(SkillDomain.ATTENTION))
+            assert flag.level == level
+        finally:
+            await run.close()
 
 
 async def test_a_report_in_the_past_reads_its_own_window(analytics):

@@ -69,7 +69,11 @@ async def test_xp_is_awarded_at_once_and_only_once(analytics_db_url, profile_db_
         assert first.result.xp_awarded == 20 and not first.result.xp_pending
         again = await asyncio.gather(*(run.stub.SubmitGameSession(req) for _ in range(3)))
         assert all(a.duplicate and not a.result.xp_pending for a in again)
-        await run.stub.SubmitMoodCheckIn(checkin_request(kid))
+        creq = checkin_request(kid)
+        checked = await run.stub.SubmitMoodCheckIn(creq)
+        assert checked.xp_awarded == 5 and not checked.xp_pending and not checked.duplicate
+        again = await run.stub.SubmitMoodCheckIn(creq)  # a retry says the same XP, credited once
+        assert again.duplicate and again.xp_awarded == 5 and not again.xp_pending
         assert await _xp(profile, fam, child) == 25  # 20 for the session, 5 for the check-in
         assert set((await _outbox(run.db)).values()) == {"done"}
 

@@ -31,15 +31,16 @@ def seq(start: datetime = T0, step_ms: int = 2000) -> Iterator[datetime]:
 
 
 def make_result(catalog, game_id: str, at: datetime, z: float | None, *, sid: str | None = None,
-                minutes: float = 2.0, source: str = "provisional", child_id: str = "child-1"):
-    """A scored session whose primary metric has session z `z` (None: not normed)."""
+                minutes: float = 2.0, source: str = "provisional", child_id: str = "child-1", n: int = 0):
+    """A scored session whose primary metric has session z `z` (None: not normed),
+    against a norm of status `source` built on `n` children per band."""
     from services.analytics.domain.norms import percentile
     from services.analytics.domain.types import MetricValue, SessionResult
 
     game = catalog.latest(game_id)
     name = next(iter(game.primary_metrics))
     unit = game.metric_def(name).unit
-    metric = (MetricValue(name, 1.0 + z, unit, True, z, percentile(z), source) if z is not None
+    metric = (MetricValue(name, 1.0 + z, unit, True, z, percentile(z), source, n) if z is not None
               else MetricValue(name, 1.0, unit))
     return SessionResult(sid or f"{game_id}-{at.isoformat()}", child_id, game_id, game.version, game.domain, at,
                          at + timedelta(minutes=minutes), (metric,), 20, 0, game.xp_per_session)

@@ -6,11 +6,20 @@ import pytest
 
 from services.analytics.domain.flags import FlagPolicy, evaluate_flags, flag_id, poisson_cdf
 from services.analytics.domain.tips import age_band_for
-from services.analytics.domain.types import FlagKind, FlagLevel, Mood, MoodCheckIn, SkillDomain
+from services.analytics.domain.types import (
+    FlagKind,
+    FlagLevel,
+    Mood,
+    MoodCheckIn,
+    NormStrength,
+    SkillDomain,
+)
 from tests.unit.analytics.analytics_helpers import T0, make_result
 
 AGE = 8 * 12 + 4
 AS_OF = T0
+# Platform norms from enough children per age band: flags may say all they find.
+ESTABLISHED = {"source": "platform", "n": 200}
 
 
 def skill(catalog, tips, zs, days_apart=3.0, game="go_nogo", policy=FlagPolicy(), **kw):
@@ -34,7 +43,7 @@ def skill(catalog, tips, zs, days_apart=3.0, game="go_nogo", policy=FlagPolicy()
     ([-2.0, -2.0, -2.0], 0.1, FlagLevel.DISCUSS_WITH_PROFESSIONAL),  # -2 with enough evidence, same day
 ])
 def test_skill_bands_at_the_boundaries(catalog, tips, zs, days, expected):
-    level, status, _ = skill(catalog, tips, zs, days)
+    level, status, _ = skill(catalog, tips, zs, days, **ESTABLISHED)
     assert level == expected
     assert status.state == {None: "on_track", FlagLevel.KEEP_AN_EYE: "keep_an_eye",
                             FlagLevel.DISCUSS_WITH_PROFESSIONAL: "discuss"}[expected]
@@ -57,7 +66,7 @@ def test_no_flag_without_norms(catalog, tips):
 
 
 def test_skill_flag_content(catalog, tips):
-    _, _, (flag,) = skill(catalog, tips, [-2.2, -2.5, -1.9, -2.4], game="emotion_faces")
+    _, _, (flag,) = skill(catalog, tips, [-2.2, -2.5, -1.9, -2.4], game="emotion_faces", **ESTABLISHED)
     assert flag.domain == SkillDomain.EMOTION_RECOGNITION and flag.session_count == 4
     assert flag.flag_id == flag_id("child-1", FlagKind.SKILL, SkillDomain.EMOTION_RECOGNITION)
     assert [e.session_id for e in flag.evidence] == ["s0", "s1", "s2", "s3"]
@@ -67,8 +76,56 @@ def test_skill_flag_content(catalog, tips):
     assert flag.tips and all(t.domain == SkillDomain.EMOTION_RECOGNITION and t.age_band == age_band_for(AGE)
                              for t in flag.tips)
     text = (flag.headline + " " + flag.explanation).lower()
-    assert "not a diagnosis" in text and "pediatrician" in text and "provisional" in text
+    assert "not a diagnosis" in text and "pediatrician" in text and "provisional" not in text
     assert "your child has" not in text and "disorder" not in text
+    assert flag.norm_strength == NormStrength.ESTABLISHED
+
+
+@pytest.mark.parametrize("zs, days", [
+    ([-1.05, -1.05, -1.05], 3),     # keep-an-eye evidence
+    ([-1.5, -1.5, -1.5], 3.5),      # persistent discuss evidence
+    ([-4.0] * 8, 1),                # as low as it gets
+])
+def test_provisional_norms_give_only_an_early_signal(catalog, tips, zs, days):
+    """Against expert estimates (n = 0) a low result is an early signal with tips and
+    never a referral, however low (issue 17)."""
+    level, status, (flag,) = skill(catalog, tips, zs, days, source="provisional")
+    assert level == FlagLevel.EARLY_SIGNAL and status.state == "early_signal"
+    assert status.norm_strength == NormStrength.PROVISIONAL and flag.norm_strength == NormStrength.PROVISIONAL
+    text = (flag.headline + " " + flag.explanation).lower()
+    assert "early signal" in text and "norms are still being gathered" in text and "provisional" in text
+    assert "not a diagnosis" in text and flag.tips
+    for referral in ("pediatrician", "teacher", "professional", "worth discussing", "doctor"):
+        assert referral not in text
+
+
+def test_a_mix_of_norms_is_as_strong_as_its_weakest(catalog, tips):
+    res = [make_result(catalog, "go_nogo", AS_OF - timedelta(days=3 * (4 - i), hours=1), -2.5, sid=f"s{i}",
+                       **(ESTABLISHED if i else {"source": "provisional"})) for i in range(5)]
+    ev = evaluate_flags("child-1", res, [], catalog, tips, AGE, AS_OF)
+    (flag,) = [f for f in ev.flags if f.kind == FlagKind.SKILL]
+    assert flag.level == FlagLevel.EARLY_SIGNAL
+
+
+@pytest.mark.parametrize("n, min_n, expected", [
+    (199, 200, FlagLevel.KEEP_AN_EYE),                 # platform norms still gathering: no referral
+    (200, 200, FlagLevel.DISCUSS_WITH_PROFESSIONAL),   # the default minimum reached
+    (80, 50, FlagLevel.DISCUSS_WITH_PROFESSIONAL),     # a configured, lower minimum
+    (300, 500, FlagLevel.KEEP_AN_EYE),                 # a configured, higher minimum
+])
+def test_referrals_need_platform_norms_from_enough_children(catalog, tips, n, min_n, expected):
+    level, status, (flag,) = skill(catalog, tips, [-2.5] * 4, policy=FlagPolicy(established_min_n=min_n),
+                                   source="platform", n=n)
+    assert level == expected
+    assert status.norm_strength == (NormStrength.ESTABLISHED if n >= min_n else NormStrength.GATHERING)
+    if expected == FlagLevel.KEEP_AN_EYE:
+        text = flag.explanation.lower()
+        assert "fewer children" in text and "pediatrician" not in text
+
+
+def test_published_norms_support_a_referral(catalog, tips):
+    level, status, _ = skill(catalog, tips, [-2.5] * 4, source="published", n=376)
+    assert level == FlagLevel.DISCUSS_WITH_PROFESSIONAL and status.norm_strength == NormStrength.ESTABLISHED
 
 
 def checkins(moods: list[Mood], days_apart: float) -> list[MoodCheckIn]:
@@ -138,6 +195,22 @@ def test_performance_drop(catalog, tips):
     (drop,) = [f for f in ev.flags if f.kind == FlagKind.PERFORMANCE_DROP]
     assert drop.level == FlagLevel.KEEP_AN_EYE and drop.domain == SkillDomain.NUMBER_SENSE
     assert drop.evidence[0].metric == "baseline_mean_z" and drop.session_count == 3
+    both = history("number_compare", "n") + history("corsi_blocks", "c")
+    ev = evaluate_flags("child-1", both, [], catalog, tips, AGE, AS_OF)
+    drops = [f for f in ev.flags if f.kind == FlagKind.PERFORMANCE_DROP]
+    # A drop's size is measured in the norms' SD: provisional norms only guess it.
+    assert len(drops) == 2 and all(f.level == FlagLevel.KEEP_AN_EYE for f in drops)
+    assert all(f.norm_strength == NormStrength.PROVISIONAL for f in drops)
+
+
+def test_performance_drops_in_several_domains_with_established_norms(catalog, tips):
+    def history(game, prefix):
+        base = [make_result(catalog, game, AS_OF - timedelta(days=16 + 4 * i), z, sid=f"{prefix}b{i}", **ESTABLISHED)
+                for i, z in enumerate([0.3, -0.2, 0.1, 0.4, 0.0, -0.1])]
+        recent = [make_result(catalog, game, AS_OF - timedelta(days=1 + 3 * i), z, sid=f"{prefix}r{i}", **ESTABLISHED)
+                  for i, z in enumerate([-1.4, -1.1, -1.6])]
+        return base + recent
+
     both = history("number_compare", "n") + history("corsi_blocks", "c")
     ev = evaluate_flags("child-1", both, [], catalog, tips, AGE, AS_OF)
     drops = [f for f in ev.flags if f.kind == FlagKind.PERFORMANCE_DROP]

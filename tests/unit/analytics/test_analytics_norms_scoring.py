@@ -8,12 +8,15 @@ from services.analytics.domain.norms import (
     NormBand,
     NormEntry,
     NormTable,
+    PublishedNorm,
     accumulate_population,
     check_norms_against_catalog,
     norm_metrics,
+    norm_strength,
     percentile,
     platform_norms,
     population_moments,
+    weakest,
     zscore,
 )
 from services.analytics.domain.scoring import (
@@ -25,7 +28,7 @@ from services.analytics.domain.scoring import (
     to_scale,
     weekly_trends,
 )
-from services.analytics.domain.types import Metric, SkillArea, SkillDomain
+from services.analytics.domain.types import Metric, NormStrength, SkillArea, SkillDomain
 from tests.unit.analytics.analytics_helpers import T0, make_result
 
 
@@ -77,9 +80,59 @@ def test_child_at_band_mean_scores_50(norms, catalog):
     assert wm.score == pytest.approx(50.0) and wm.percentile == pytest.approx(50.0)
 
 
+# A made-up paper for the schema tests only (not in norms.json).
+_PAPER = PublishedNorm(citation="Test, A. (2000). A test paper. Journal of Tests, 1, 1-2", table="Table 2",
+                       sample_size=120, ages="7 to 8 years", transfers=True,
+                       alignment="Same task, items and scoring as the game.")
+
+
 def _entry(status: str) -> NormEntry:
+    n = 60 if status == "published" else 0
     return NormEntry(game_id="go_nogo", metric="dprime", status=status, source=status,
-                     bands=(NormBand(age_years=7, mean=2.0, sd=0.7, n=0), NormBand(age_years=8, mean=2.2, sd=0.7, n=0)))
+                     published_norms=(_PAPER,) if status == "published" else (),
+                     bands=(NormBand(age_years=7, mean=2.0, sd=0.7, n=n), NormBand(age_years=8, mean=2.2, sd=0.7, n=n)))
+
+
+def test_published_norms_need_a_citation_that_transfers():
+    bands = (NormBand(age_years=7, mean=2.0, sd=0.7, n=60),)
+    with pytest.raises(ValueError, match="needs a cited paper"):
+        NormEntry(game_id="go_nogo", metric="dprime", status="published", source="x", bands=bands)
+    elsewhere = _PAPER.model_copy(update={"transfers": False})
+    with pytest.raises(ValueError, match="needs a cited paper"):
+        NormEntry(game_id="go_nogo", metric="dprime", status="published", source="x", bands=bands,
+                  published_norms=(elsewhere,))
+    with pytest.raises(ValueError, match="sample size n"):
+        NormEntry(game_id="go_nogo", metric="dprime", status="published", source="x", published_norms=(_PAPER,),
+                  bands=(NormBand(age_years=7, mean=2.0, sd=0.7, n=0),))
+    with pytest.raises(ValueError, match="makes the entry published"):
+        NormEntry(game_id="go_nogo", metric="dprime", status="provisional", source="x", bands=bands,
+                  published_norms=(_PAPER,))
+
+
+def test_shipped_norms_say_what_published_norms_exist_for_each_game(catalog, norms):
+    """Every game's primary metric says which published child norms exist for its
+    construct and whether they transfer; none do yet, so every band is provisional."""
+    for game in catalog.games:
+        for name in game.primary_metrics:
+            entry = next(e for e in norms.entries if (e.game_id, e.metric) == (game.game_id, name))
+            assert len(entry.published_review) > 40, entry
+            assert entry.status == "provisional" and all(b.n == 0 for b in entry.bands)
+            for paper in entry.published_norms:
+                assert not paper.transfers and paper.alignment.startswith("Not transferred")
+                assert paper.ages and (paper.sample_size or paper.doi or "http" in paper.citation
+                                       or ".org" in paper.citation)
+    assert sum(len(e.published_norms) for e in norms.entries) >= 6
+
+
+def test_norm_strength():
+    assert norm_strength("provisional", 0) == NormStrength.PROVISIONAL
+    assert norm_strength("platform", 199) == NormStrength.GATHERING
+    assert norm_strength("platform", 200) == NormStrength.ESTABLISHED
+    assert norm_strength("platform", 60, min_children=50) == NormStrength.ESTABLISHED
+    assert norm_strength("published", 60) == NormStrength.ESTABLISHED
+    assert norm_strength("", 0) == NormStrength.NONE
+    assert weakest([NormStrength.ESTABLISHED, NormStrength.GATHERING]) == NormStrength.GATHERING
+    assert weakest([]) == NormStrength.NONE
 
 
 def test_population_moments_decompose_variance():

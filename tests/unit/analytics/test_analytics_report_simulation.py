@@ -10,14 +10,16 @@ import pytest
 from avatario_tools.simulation.evaluation import (
     DEFAULT_START,
     evaluate_simulated,
+    relabelled_as_platform,
     score_child,
     simulate_flag_rates,
+    simulated_platform_norms,
 )
 from avatario_tools.simulation.simulator import draw_child, simulate_child, with_changes
 from services.analytics.domain.catalog import validate_mood_checkin, validate_session
 from services.analytics.domain.report import build_report
 from services.analytics.domain.scoring import session_z
-from services.analytics.domain.types import FlagKind, FlagLevel, SkillDomain
+from services.analytics.domain.types import FlagKind, FlagLevel, NormStrength, SkillDomain
 
 WEEKS = 10
 AS_OF = DEFAULT_START + timedelta(weeks=WEEKS)
@@ -60,9 +62,11 @@ def test_simulator_matches_the_norms(catalog, norms):
 
 def test_report_for_a_simulated_child(catalog, norms, tips):
     sim = simulated(catalog, norms, 5, age_years=(7, 7), weakness=SkillDomain.ATTENTION, weakness_z=-2.5)
-    results = score_child(sim, catalog, norms)
     c = sim.child
-    rep = build_report(c.child_id, c.birth_year, c.birth_month, results, sim.checkins, AS_OF, catalog, tips)
+    established = relabelled_as_platform(norms, 250)
+    results = score_child(sim, catalog, established)
+    rep = build_report(c.child_id, c.birth_year, c.birth_month, results, sim.checkins, AS_OF, catalog, tips,
+                       norms=established)
     assert rep.enough_data and rep.not_enough_data_reason == ""
     assert len(rep.domain_scores) == 6 and len(rep.area_scores) == 3
     assert len(rep.weekly_trends) == 48 and len(rep.daily_play) == 14 and len(rep.weekly_play) == 8
@@ -70,7 +74,9 @@ def test_report_for_a_simulated_child(catalog, norms, tips):
         1 for r in results if r.started_at >= rep.weekly_play[0].period_start)
     assert rep.longest_streak_days >= rep.current_streak_days >= 0
     att = next(s for s in rep.domain_scores if s.domain == SkillDomain.ATTENTION)
-    assert att.enough_data and att.score < 35 and att.norm_source == "provisional"
+    assert att.enough_data and att.score < 35 and att.norm_source == "platform"
+    assert att.norm_strength == NormStrength.ESTABLISHED and att.norm_children == 250
+    assert "250" in att.norm_note
     flag = next(f for f in rep.flags if f.kind == FlagKind.SKILL and f.domain == SkillDomain.ATTENTION)
     assert flag.level == FlagLevel.DISCUSS_WITH_PROFESSIONAL and flag.tips and flag.evidence
     s = rep.summary
@@ -78,6 +84,25 @@ def test_report_for_a_simulated_child(catalog, norms, tips):
     assert "attention (worth discussing)" in s.watch_areas
     assert s.sessions_last_four_weeks > 0 and "attention" in s.text and "not a diagnosis" in s.text
     assert "your child has" not in s.text.lower()
+
+
+def test_report_against_provisional_norms_shows_their_status(catalog, norms, tips):
+    """The same child against the shipped provisional norms: an early signal, and
+    every domain says its comparison is provisional, also before there is play."""
+    sim = simulated(catalog, norms, 5, age_years=(7, 7), weakness=SkillDomain.ATTENTION, weakness_z=-2.5)
+    c = sim.child
+    results = [r for r in score_child(sim, catalog, norms) if r.domain != SkillDomain.NUMBER_SENSE]
+    rep = build_report(c.child_id, c.birth_year, c.birth_month, results, sim.checkins, AS_OF, catalog, tips,
+                       norms=norms)
+    assert all(d.norm_strength == NormStrength.PROVISIONAL for d in rep.domain_scores)
+    assert all("provisional" in d.norm_note for d in rep.domain_scores)
+    unplayed = next(d for d in rep.domain_scores if d.domain == SkillDomain.NUMBER_SENSE)
+    assert not unplayed.enough_data and unplayed.norm_children == 0
+    flag = next(f for f in rep.flags if f.kind == FlagKind.SKILL and f.domain == SkillDomain.ATTENTION)
+    assert flag.level == FlagLevel.EARLY_SIGNAL
+    assert not any(f.level == FlagLevel.DISCUSS_WITH_PROFESSIONAL and f.kind == FlagKind.SKILL for f in rep.flags)
+    assert "attention (early signal, norms still being gathered)" in rep.summary.watch_areas
+    assert "Early signals only" in rep.summary.text and "Worth discussing" not in rep.summary.text
 
 
 def test_report_without_data(catalog, tips):
@@ -100,14 +125,41 @@ def test_low_mood_and_engagement_drop_are_detected(catalog, norms, tips):
 
 
 def test_flag_rates_on_simulated_children(catalog, norms, tips):
-    """Issue 3 acceptance: typical children rarely get 'worth discussing'; a persistent
-    weakness (ability -2 in one domain) gets it for that domain."""
-    rates = simulate_flag_rates(catalog, norms, tips, n_typical=200, n_weak_per_domain=20, weeks=WEEKS, seed=7)
+    """Issue 3 and 17 acceptance, once platform norms from enough children exist:
+    typical children rarely get 'worth discussing' (<= 5 %); a persistent weakness
+    (ability -2 in one domain) gets it for that domain."""
+    established = relabelled_as_platform(norms, 200)
+    rates = simulate_flag_rates(catalog, norms, tips, n_typical=200, n_weak_per_domain=20, weeks=WEEKS, seed=7,
+                                scoring_norms=established)
     print("\n" + rates.table())
     assert rates.typical_discuss_rate <= 0.05
     assert rates.weak_right_domain_discuss_rate >= 0.80
     assert rates.weak_other_domain_discuss_rate <= 0.10
     assert min(rates.weak_by_domain.values()) >= 0.6
+
+
+def test_no_referral_against_provisional_norms(catalog, norms, tips):
+    """Issue 17: against the shipped provisional norms no typical child is referred on
+    the strength of norms, and a real weakness still gets its (gentle) signal."""
+    rates = simulate_flag_rates(catalog, norms, tips, n_typical=150, n_weak_per_domain=5, weeks=WEEKS, seed=7)
+    print("\n" + rates.table())
+    assert rates.typical_norm_referral_rate == 0.0 and rates.typical_skill_discuss_rate == 0.0
+    assert rates.weak_right_domain_discuss_rate == 0.0 and rates.weak_other_domain_discuss_rate == 0.0
+    assert rates.weak_right_domain_any_rate >= 0.8  # the early signal
+    assert rates.typical_early_signal_rate > 0.0
+
+
+def test_platform_norms_recomputed_from_a_simulated_population(catalog, norms):
+    """The production pipeline (accumulate_population -> platform_norms) recovers the
+    norms the population was drawn from."""
+    table, bands = simulated_platform_norms(catalog, norms, children_per_age=40, weeks=4, seed=3,
+                                            age_years=(8, 8), min_children=30)
+    assert bands >= 6
+    for game_id, metric in (("go_nogo", "dprime"), ("corsi_blocks", "corsi_span"), ("number_compare", "accuracy")):
+        new, old = table.band(game_id, metric, 8), norms.band(game_id, metric, 8)
+        assert new.status == "platform" and new.n >= 30
+        assert abs(new.mean - old.mean) < 0.35 * old.sd, (game_id, metric)
+        assert 0.6 < new.sd / old.sd < 1.5, (game_id, metric)
 
 
 @pytest.mark.parametrize("seed", [11])

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from services.analytics.domain.catalog import (
     CatalogError,
+    correct_rule_text,
+    derive_correct,
     load_catalog,
     validate_mood_checkin,
     validate_session,
@@ -141,10 +143,33 @@ def test_struct_numbers_as_floats_are_accepted(make_valid, catalog):
     assert "session.trials[0].stimulus.sequence[1]" in v
 
 
-def test_correct_must_match_rule(make_valid, catalog):
+@pytest.mark.parametrize("game_id", ["corsi_blocks", "go_nogo", "tower_planner", "number_compare",
+                                     "emotion_faces"])
+def test_correct_is_derived_by_the_rule(make_valid, catalog, game_id):
+    """A client's `correct` that disagrees with the game's rule is not an error: the
+    server derives it (issue 17), and the metrics are those of the right flags."""
+    s = make_valid(game_id)
+    game = catalog.latest(game_id)
+    wrong = s
+    for i, t in enumerate(s.trials):
+        wrong = set_trial(wrong, i, correct=not t.correct)
+    validate_session(wrong, catalog, NOW)  # accepted
+    fixed = derive_correct(wrong, game)
+    assert [t.correct for t in fixed.trials] == [t.correct for t in s.trials]
+    assert compute_metrics(fixed, game) == compute_metrics(s, game)
+    assert derive_correct(s, game) is s  # nothing to change
+
+
+def test_a_game_without_a_rule_keeps_correct(make_valid, catalog):
+    s = make_valid("friends_turns")
+    flipped = set_trial(s, 0, correct=not s.trials[0].correct)
+    assert derive_correct(flipped, catalog.latest("friends_turns")) is flipped
+    assert correct_rule_text(catalog.latest("friends_turns")) == ""
+
+
+def test_responded_field_must_agree(make_valid, catalog):
     s = make_valid("go_nogo")
     t = s.trials[4]
-    assert "session.trials[4].correct" in violations(set_trial(s, 4, correct=not t.correct), catalog)
     v = violations(set_trial(s, 4, response={"pressed": not t.responded}), catalog)
     assert "session.trials[4].response.pressed" in v
 
