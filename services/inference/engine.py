@@ -58,7 +58,9 @@ import structlog
 import torch
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
-from services.inference.rwkv_batched import BatchedRWKV, State, StateBatch
+from services.inference.model_family import as_batched
+from services.inference.reasoning import ReasoningFilter
+from services.inference.rwkv_batched import State, StateBatch
 from services.inference.sampling import (
     DEFAULT_MAX_TOKENS_LIMIT,
     IncrementalDecoder,
@@ -110,6 +112,9 @@ class EngineConfig:
     # forms, a prompt is prefilled or the engine stops (not around every step: changing the
     # thread count costs about a millisecond). Models whose head is on a GPU keep every thread.
     single_row_threads: int = 1
+    # RWKV-7 G1: a `<think>...</think>` block the model opens is never streamed nor part of
+    # the reply's text (services/inference/reasoning.py).
+    reasoning_block: bool = False
 
     def __post_init__(self) -> None:
         if min(self.max_running, self.prefill_chunk_len, self.prefill_tokens_per_step,
@@ -280,6 +285,7 @@ class _Seq:
         self.done = False
         self.detail = ""
         self.close_tokens: list[int] | None = None  # full token list the cached state consumes
+        self.reasoning: ReasoningFilter | None = None  # EngineConfig.reasoning_block
         self.prefill_failed = False
 
 
@@ -296,7 +302,7 @@ class Engine:
         callbacks: EngineCallbacks | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.bm = model if isinstance(model, BatchedRWKV) else BatchedRWKV(model)
+        self.bm = as_batched(model)  # RWKV-4 or RWKV-7 (services/inference/model_family.py)
         self.tokenizer = tokenizer
         self.cache = cache
         self.config = config or EngineConfig()
@@ -403,6 +409,8 @@ class Engine:
             stops = [(cfg.turn_end, "stop")] + [(s, "stop_sequence") for s in p.stop]
             seq = _Seq(handle, Sampler(p, v), IncrementalDecoder(self.tokenizer),
                        StopChecker(stops), self.clock())
+            if cfg.reasoning_block:
+                seq.reasoning = ReasoningFilter()
             self._outstanding += 1
             self._inbox.put(seq)  # under the lock: stop() cannot slip in between
         self._wake.set()
@@ -735,6 +743,8 @@ class Engine:
             s.reason = s.reason or "length"
 
     def _emit(self, s: _Seq, text: str, final: bool = False) -> None:
+        if s.reasoning is not None:  # a reasoning block never reaches the stop checker
+            text = s.reasoning.push(text) + (s.reasoning.flush() if final else "")
         out, reason = s.stopper.push(text)
         if reason is None and final:
             tail, reason = s.stopper.flush()

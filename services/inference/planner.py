@@ -1,4 +1,4 @@
-"""Placement planner: which device and dtype holds each RWKV-4 layer.
+"""Placement planner: which device and dtype holds each RWKV-4 or RWKV-7 layer.
 
 The `rwkv` package places a model from a *strategy* string such as
 ``cuda:0 fp16 *20 -> cuda:1 fp16``. A model with ``n_layer`` blocks has ``n_layer + 1``
@@ -17,6 +17,13 @@ loading the weights onto the devices; the planner needs the answer before that (
 fail early, to estimate memory per device, on machines without the GPUs named). Where the
 package's own answer exists, after loading, `package_placements` reads it (`model.strategy`),
 and the tests check slot by slot that both agree.
+
+RWKV-7 (`ModelShape.generation == 7`): the package's x070 class takes one `device dtype`, so
+the node places the layers itself (services/inference/rwkv7_batched.py) from the same strategy
+grammar and slot arithmetic: ``cuda:0 fp16 *k -> cuda:1 fp16`` puts blocks 0..k-1 on cuda:0
+and the rest with the head on cuda:1. There is no int8 and no streaming for RWKV-7 (a strategy
+asking for them is refused), every tensor of a block is in the activation dtype, and the
+embedding lives with slot 0 (the package keeps it on its device), so slot 0 counts it.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ __all__ = [
     "layer_devices",
     "layer_placements",
     "package_placements",
+    "check_strategy7",
     "parse_strategy",
     "plan_strategy",
     "resolve_plan",
@@ -132,25 +140,41 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
-    """Shape of an RWKV-4 checkpoint; `dtype_bytes` is the element size of the file's weights."""
+    """Shape of an RWKV-4 or RWKV-7 checkpoint; `dtype_bytes` is the element size of the
+    file's weights. RWKV-7 adds the head size and the low-rank weights of one block."""
 
     n_layer: int
     n_embd: int
     vocab_size: int
     dtype_bytes: int = 2
-    n_ffn: int = 0  # 0 means the RWKV-4 default 4 * n_embd
+    n_ffn: int = 0  # 0 means the default 4 * n_embd
+    generation: int = 4
+    head_size: int = 0  # RWKV-7: N of the per-head N x N state
+    lora_params: int = 0  # RWKV-7: weights of a block's four low-rank pairs
 
     @classmethod
     def from_info(cls, info: Any) -> ModelShape:
         """From `checkpoint.CheckpointInfo` (or anything with the same attributes)."""
         sizes = {"float32": 4, "float16": 2, "bfloat16": 2, "uint8": 1}
+        lora = getattr(info, "lora", None)
         return cls(
             n_layer=int(info.n_layer),
             n_embd=int(info.n_embd),
             vocab_size=int(info.vocab_size),
             dtype_bytes=sizes.get(str(info.dtype), 2),
             n_ffn=int(getattr(info, "n_ffn", 0) or 0),
+            generation=int(getattr(info, "version", 4)),
+            head_size=int(getattr(info, "head_size", 0) or 0),
+            lora_params=int(lora.params(int(info.n_embd))) if lora is not None else 0,
         )
+
+    def state_bytes(self, dtype: str = "fp16") -> int:
+        """One conversation's RNN state with activations in `dtype`: RWKV-4 five vectors
+        per layer (three float32), RWKV-7 two vectors and the [H, N, N] float32 matrix."""
+        a, c = _act_bytes(dtype), self.n_embd
+        if self.generation == 7:
+            return self.n_layer * (2 * c * a + c * self.head_size * 4)
+        return self.n_layer * (2 * c * a + 3 * c * 4)
 
     @property
     def ffn(self) -> int:
@@ -162,10 +186,16 @@ class ModelShape:
 
     def layer_matrix_params(self) -> int:
         c, f = self.n_embd, self.ffn
+        if self.generation == 7:  # att r/k/v/o + ffn key/value + the low-rank pairs
+            return 4 * c * c + 2 * c * f + self.lora_params
         return 4 * c * c + 2 * c * f + c * c  # att k/v/r/o + ffn key/value + ffn receptance
 
+    def layer_vectors(self) -> int:
+        # RWKV-7: ln1/ln2 (4), six mixes, w0/a0/v0, k_k, k_a, r_k, ln_x (2), ffn x_k = 19
+        return (19 if self.generation == 7 else 11) * self.n_embd
+
     def layer_params(self) -> int:
-        return self.layer_matrix_params() + 11 * self.n_embd
+        return self.layer_matrix_params() + self.layer_vectors()
 
     def params(self) -> int:
         c = self.n_embd
@@ -178,6 +208,8 @@ class ModelShape:
         """Device bytes of one block as the package converts it (`streamed`: matrices on host)."""
         a = _act_bytes(dtype)
         c, f = self.n_embd, self.ffn
+        if self.generation == 7:  # the package casts every tensor to the one dtype
+            return self.layer_params() * a
         vectors = 9 * c * a + 2 * c * 4  # ln1/ln2, time_mix_*; time_decay/first stay fp32
         if dtype.endswith("i8"):
             # uint8 matrices plus per-row/column offsets and ranges (mx, rx, my, ry)
@@ -205,7 +237,8 @@ class ModelShape:
     def slot_bytes(self, slot: int, dtype: str, *, streamed: bool = False) -> int:
         if slot == self.n_layer:
             return self.head_bytes(dtype)  # the head is never streamed by the package
-        return self.layer_bytes(dtype, streamed=streamed)
+        emb = self.emb_bytes(dtype) if self.generation == 7 and slot == 0 else 0
+        return emb + self.layer_bytes(dtype, streamed=streamed)
 
 
 def _act_bytes(dtype: str) -> int:
@@ -351,13 +384,27 @@ def _is_streamed(seg: Segment, k: int, slots: int) -> bool:
 
 
 def _host_bytes(segments: list[Segment], shape: ModelShape) -> int:
-    host = shape.emb_bytes(segments[0].dtype)
+    # RWKV-4: the package keeps the embedding on the host; RWKV-7: with slot 0 (its bytes)
+    host = 0 if shape.generation == 7 else shape.emb_bytes(segments[0].dtype)
     for s in segments:
         if s.device == "cpu":
             host += s.bytes
         else:
             host += s.streamed_layers * shape.layer_matrix_bytes(s.dtype)
     return host
+
+
+def check_strategy7(strategy: str, segments: Sequence[Segment]) -> None:
+    """Refuse what the RWKV-7 path cannot do: int8 layers and streamed layers."""
+    for i, seg in enumerate(segments, start=1):
+        if seg.int8:
+            raise ConfigError(
+                f"strategy {strategy!r}, segment {i}: {seg.dtype} asks for int8 layers; the rwkv "
+                "package's RWKV-7 path has no int8: use fp16, bf16 or fp32")
+        if seg.stream:
+            raise ConfigError(
+                f"strategy {strategy!r}, segment {i}: '+' asks for streamed layers; RWKV-7 "
+                "layers are placed whole (split them over devices with '*N -> ...' instead)")
 
 
 def layer_placements(plan: Plan | Sequence[Segment]) -> list[LayerPlacement]:
@@ -459,12 +506,15 @@ def plan_strategy(
     allow_int8: bool = True,
     allow_stream: bool = True,
 ) -> Plan:
-    """Choose a strategy: fp16 on one GPU, else split fp16, else int8, else int8 streaming.
+    """Choose a strategy: fp16 on one GPU, else split fp16, else int8, else int8 streaming
+    (RWKV-7: fp16 on one GPU, else split over the GPUs, else the CPU; no int8, no streaming).
 
     Each GPU offers ``(free - reserve_bytes) * (1 - headroom_fraction)`` for weights; the
     reserve covers the CUDA context, the headroom covers activations, batched RNN states and
     fragmentation. `cpu_first_layers` keeps the first K blocks on the CPU in fp32.
     """
+    if shape.generation == 7:
+        allow_int8 = allow_stream = False
     if prefer_dtype not in ACT_DTYPES:
         raise ConfigError(f"prefer_dtype must be one of fp16, bf16, fp32; got {prefer_dtype!r}")
     if not 0.0 <= headroom_fraction < 1.0:
@@ -548,7 +598,8 @@ def plan_strategy(
         [("cpu", "fp32", None, False)],
         shape,
         f"the model does not fit the GPUs ({', '.join(gib(caps[g.index]) for g in ordered)} "
-        "usable) even with int8 layers; running on the CPU in fp32",
+        f"usable) {'even with int8 layers' if allow_int8 else 'in ' + prefer_dtype}; running "
+        "on the CPU in fp32",
     )
 
 
@@ -561,6 +612,8 @@ def explicit_plan(
 ) -> Plan:
     """Plan for an operator-supplied strategy; warns (does not fail) when a GPU looks short."""
     segments = parse_strategy(strategy, shape.n_layer, gpus=gpus, shape=shape)
+    if shape.generation == 7:
+        check_strategy7(strategy, segments)
     warnings: list[str] = []
     free = {f"cuda:{g.index}": g.free_bytes for g in gpus}
     if gpus:
