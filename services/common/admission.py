@@ -25,7 +25,7 @@ from collections.abc import Callable
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.common.errors import ResourceExhausted
+from services.common.errors import Reason, ResourceExhausted
 
 
 class AdmissionControl:
@@ -71,7 +71,7 @@ class AdmissionControl:
                 self._rejected_total.labels(service, method).inc()
             raise ResourceExhausted(
                 f"server overloaded ({self.limit} calls in flight); retry later",
-                retry_after_s=self.retry_after_s,
+                retry_after_s=self.retry_after_s, reason=Reason.SERVER_BUSY,
             )
         self._change(+1)
         released = False

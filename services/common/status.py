@@ -3,9 +3,14 @@
 The one place that knows which status code each error kind (services.common.
 errors) is answered with: `STATUS_CODES`, used by the chassis interceptor, and its
 inverse `error_for_code`, used where another service's answer is relayed.
+
+Every status carries an ErrorInfo (domain `ERROR_DOMAIN`): the error's `reason`
+or its kind's `default_reason`, with the error's metadata.
 """
 
 from __future__ import annotations
+
+import re
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -64,9 +69,23 @@ def error_for_code(code: grpc.StatusCode, message: str) -> errors.DomainError | 
     return kind(message)
 
 
+def default_reason(exc: errors.DomainError) -> str:
+    """The ErrorInfo reason of an error raised without one: "<RESOURCE>_NOT_FOUND"
+    for NOT_FOUND (e.g. CHILD_NOT_FOUND), else the status code's name."""
+    if isinstance(exc, errors.NotFound):
+        what = re.sub(r"[^A-Z0-9]+", "_", exc.what.upper()).strip("_") or "RESOURCE"
+        return f"{what}_NOT_FOUND"
+    return status_code(exc).name
+
+
 def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
     code = status_code(exc).value[0]
     status = status_pb2.Status(code=code, message=exc.message)
+    metadata = dict(exc.metadata)
+    if isinstance(exc, errors.NotFound):
+        metadata.setdefault("resource_type", exc.what)
+    status.details.append(_pack(error_details_pb2.ErrorInfo(
+        reason=exc.reason or default_reason(exc), domain=ERROR_DOMAIN, metadata=metadata)))
     if isinstance(exc, errors.InvalidArgument):
         detail = error_details_pb2.BadRequest(
             field_violations=[
@@ -75,7 +94,7 @@ def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_pack(detail))
-    elif isinstance(exc, errors.ResourceExhausted):
+    elif isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(max(1, int(exc.retry_after_s * 1000)))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
@@ -88,8 +107,6 @@ def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_pack(detail))
-        status.details.append(_pack(error_details_pb2.ErrorInfo(
-            reason=exc.violation_type, domain=ERROR_DOMAIN, metadata=exc.metadata)))
     elif isinstance(exc, errors.NotFound):
         status.details.append(
             _pack(error_details_pb2.ResourceInfo(resource_type=exc.what, description=exc.message))
@@ -99,9 +116,12 @@ def to_rpc_status(exc: errors.DomainError) -> status_pb2.Status:
 
 def internal_status(request_id: str) -> status_pb2.Status:
     """What the wire sees for a bug: a generic message and the request id to look up."""
-    return status_pb2.Status(
+    status = status_pb2.Status(
         code=code_pb2.INTERNAL, message=f"internal error (request id {request_id})"
     )
+    status.details.append(_pack(error_details_pb2.ErrorInfo(
+        reason=errors.Reason.INTERNAL, domain=ERROR_DOMAIN, metadata={"request_id": request_id})))
+    return status
 
 
 def to_grpc_status(status: status_pb2.Status) -> grpc.Status:

@@ -39,6 +39,7 @@ from avatario.profile.v1 import profile_pb2
 from services.common.errors import (
     InvalidArgument,
     PermissionDenied,
+    Reason,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -171,14 +172,16 @@ def own_child(who: Principal, child_id: str) -> str:
 def bearer_token(metadata) -> str:
     values = [v for k, v in metadata or () if k == "authorization"]
     if not values:
-        raise Unauthenticated("missing authorization metadata (Bearer token)")
+        raise Unauthenticated("missing authorization metadata (Bearer token)",
+                              reason=Reason.CREDENTIALS_MISSING)
     value = values[0]
     if len(values) > 1 or not isinstance(value, str) or len(value) > MAX_AUTHORIZATION_LEN:
-        raise Unauthenticated("malformed authorization metadata")
+        raise Unauthenticated("malformed authorization metadata", reason=Reason.CREDENTIALS_MISSING)
     scheme, _, token = value.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        raise Unauthenticated("malformed authorization metadata; expected 'Bearer <token>'")
+        raise Unauthenticated("malformed authorization metadata; expected 'Bearer <token>'",
+                              reason=Reason.CREDENTIALS_MISSING)
     return token
 
 
@@ -315,7 +318,7 @@ class Authenticator:
 
     async def _device(self, token: str) -> ChildDevicePrincipal:
         if len(token) > MAX_DEVICE_TOKEN_LEN or not _TOKEN_CHARS.fullmatch(token):
-            raise Unauthenticated("invalid device credential")
+            raise Unauthenticated("invalid device credential", reason=Reason.DEVICE_CREDENTIAL_INVALID)
         cached = self.cache.get(token)
         if cached is not None:
             return cached
@@ -325,7 +328,8 @@ class Authenticator:
                 credential_check=True,
             )
         except InvalidArgument as exc:
-            raise Unauthenticated("invalid device credential") from exc
+            raise Unauthenticated("invalid device credential",
+                                  reason=Reason.DEVICE_CREDENTIAL_INVALID) from exc
         d = resp.device
         who = ChildDevicePrincipal(d.device_id, d.child_id, d.family_id)
         self.cache.put(token, who)
@@ -345,12 +349,21 @@ class Limits:
 
 
 class Gate:
+    """Admits a call: size, authentication, authorization by method, rate limits.
+
+    `max_request_bytes` (0: none) refuses a larger request with RESOURCE_EXHAUSTED
+    and ErrorInfo MESSAGE_TOO_LARGE (no RetryInfo). gRPC's own limit on the port
+    sits above it (GatewaySettings.public_options) and answers bare
+    RESOURCE_EXHAUSTED without details: docs/api.md tells clients both.
+    """
+
     def __init__(self, authenticator: Authenticator, limits: Limits, limited: Counter,
-                 clients: ClientAddresses | None = None) -> None:
+                 clients: ClientAddresses | None = None, *, max_request_bytes: int = 0) -> None:
         self.authenticator = authenticator
         self.limits = limits
         self.limited = limited
         self.clients = clients or ClientAddresses()
+        self.max_request_bytes = max_request_bytes
 
     async def _limit(self, limit: Limit, key: str, kind: str | None = None) -> None:
         try:
@@ -363,6 +376,11 @@ class Gate:
         rule = POLICY.get(method)
         if rule is None:
             raise PermissionDenied("this method is not available")
+        if self.max_request_bytes and (size := request.ByteSize()) > self.max_request_bytes:
+            raise ResourceExhausted(
+                f"the request is {size} bytes; at most {self.max_request_bytes} are accepted",
+                retry_after_s=None, reason=Reason.MESSAGE_TOO_LARGE,
+                metadata={"max_bytes": str(self.max_request_bytes), "size_bytes": str(size)})
         if ANON in rule.allowed:
             client = self.clients.of_context(context)
             await self._limit(self.limits.peer, client)

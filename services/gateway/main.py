@@ -133,7 +133,8 @@ async def build_gateway(settings: GatewaySettings, *, db: Database | None = None
                    registry=registry)
     limits = build_limits(settings, registry)
     gate = Gate(Authenticator(tokens, backends.profile, devices), limits, limited,
-                ClientAddresses.of(settings.trusted_proxies))
+                ClientAddresses.of(settings.trusted_proxies),
+                max_request_bytes=settings.public_max_receive_bytes)
     chat = ChatOrchestrator(deps, StreamLimiter(settings.max_chat_streams_per_parent), active)
     servicers = {
         "AuthService": AuthServicer(deps), "FamilyService": FamilyServicer(deps),

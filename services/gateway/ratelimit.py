@@ -31,7 +31,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.common.errors import ResourceExhausted
+from services.common.errors import Reason, ResourceExhausted
 
 log = structlog.get_logger("avatario.gateway.ratelimit")
 
@@ -146,7 +146,8 @@ class RateLimits:
                 wait = max(stats.reset_time - time.time(), MIN_RETRY_S)
                 raise ResourceExhausted(
                     f"too many {limit.what} (at most {item.amount} per {_window(item)}); "
-                    f"retry in {math.ceil(wait)} s", retry_after_s=wait)
+                    f"retry in {math.ceil(wait)} s", retry_after_s=wait, reason=Reason.RATE_LIMITED,
+                    metadata={"limit": limit.kind})
 
     def _failed(self, exc: Exception) -> None:
         self.errors.inc()
@@ -197,7 +198,8 @@ class StreamLimiter:
         if n >= self.limit:
             raise ResourceExhausted(
                 f"at most {self.limit} chat streams at a time; retry when one ends",
-                retry_after_s=self.retry_after_s,
+                retry_after_s=self.retry_after_s, reason=Reason.RATE_LIMITED,
+                metadata={"limit": "chat_streams"},
             )
         self._active[key] = n + 1
         try:

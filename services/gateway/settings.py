@@ -143,7 +143,9 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     chat_first_chunk_timeout_s: float = Field(30.0, gt=0)
     summary_deadline_s: float = Field(2.0, gt=0)
 
-    # Public message sizes.
+    # Public message sizes. A request over public_max_receive_bytes is refused by
+    # the gateway with ErrorInfo MESSAGE_TOO_LARGE; gRPC's own limit on the port is
+    # twice that (larger requests get gRPC's bare RESOURCE_EXHAUSTED).
     public_max_receive_bytes: int = Field(1024 * 1024, ge=1024)
     public_max_send_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     backend_max_receive_bytes: int = Field(64 * 1024 * 1024, ge=1024)
@@ -244,7 +246,7 @@ class GatewaySettings(ServiceSettings, GatewayDatabaseSettings):
     def public_options(self) -> list[tuple[str, int]]:
         """grpc server options for the public port."""
         return [
-            ("grpc.max_receive_message_length", self.public_max_receive_bytes),
+            ("grpc.max_receive_message_length", 2 * self.public_max_receive_bytes),
             ("grpc.max_send_message_length", self.public_max_send_bytes),
             ("grpc.keepalive_time_ms", self.keepalive_time_s * 1000),
             ("grpc.keepalive_timeout_ms", self.keepalive_timeout_s * 1000),

@@ -31,7 +31,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.db import Database
-from services.common.errors import Unauthenticated
+from services.common.errors import Reason, Unauthenticated
 from services.common.timeutil import utcnow
 from services.gateway.models import SignIn
 from services.gateway.repo import tokens as repo
@@ -101,13 +101,13 @@ class JwtCodec:
         """The token's claims, or Unauthenticated (never says which check failed
         beyond "expired", which tells a client to refresh)."""
         if not token or len(token) > MAX_TOKEN_LEN:
-            raise Unauthenticated("invalid access token")
+            raise Unauthenticated("invalid access token", reason=Reason.ACCESS_TOKEN_INVALID)
         known = self._verified.get(token)
         if known is not None:
             if known.expires_at.timestamp() + self.leeway_s > time.time():
                 return known
             del self._verified[token]
-            raise Unauthenticated("access token expired")
+            raise Unauthenticated("access token expired", reason=Reason.ACCESS_TOKEN_EXPIRED)
         claims = self._verify(token)
         self._verified[token] = claims
         if len(self._verified) > self._verified_max:
@@ -120,17 +120,17 @@ class JwtCodec:
             kid = header.get("kid")
             key = self.keys.get(kid) if isinstance(kid, str) else None
             if key is None or header.get("alg") != ALGORITHM:
-                raise Unauthenticated("invalid access token")
+                raise Unauthenticated("invalid access token", reason=Reason.ACCESS_TOKEN_INVALID)
             claims = jwt.decode(
                 token, key, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
                 leeway=self.leeway_s, options={"require": _REQUIRED_CLAIMS},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("access token expired") from exc
+            raise Unauthenticated("access token expired", reason=Reason.ACCESS_TOKEN_EXPIRED) from exc
         except jwt.PyJWTError as exc:
-            raise Unauthenticated("invalid access token") from exc
+            raise Unauthenticated("invalid access token", reason=Reason.ACCESS_TOKEN_INVALID) from exc
         if not all(_uuid_str(claims.get(k)) for k in ("sub", "fam", "sid")):
-            raise Unauthenticated("invalid access token")
+            raise Unauthenticated("invalid access token", reason=Reason.ACCESS_TOKEN_INVALID)
         return AccessClaims(
             parent_id=claims["sub"], family_id=claims["fam"], sign_in_id=claims["sid"],
             jti=str(claims["jti"]), expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
@@ -232,7 +232,7 @@ class TokenService:
     async def verify_access(self, token: str) -> AccessClaims:
         claims = self.codec.verify(token)
         if await self.revocations.is_revoked(claims.sign_in_id):
-            raise Unauthenticated("access token revoked")
+            raise Unauthenticated("access token revoked", reason=Reason.SIGN_IN_REVOKED)
         return claims
 
     async def refresh(
@@ -245,21 +245,21 @@ class TokenService:
         token usable for a retry.
         """
         if not _REFRESH_RE.fullmatch(refresh_token or ""):
-            raise Unauthenticated("invalid refresh token")
+            raise Unauthenticated("invalid refresh token", reason=Reason.REFRESH_TOKEN_INVALID)
         token_hash = hash_refresh(refresh_token)
         now = self.clock()
         async with self.db.session() as session:
             found = await repo.find_refresh(session, token_hash)
         if found is None:
-            raise Unauthenticated("invalid refresh token")
+            raise Unauthenticated("invalid refresh token", reason=Reason.REFRESH_TOKEN_INVALID)
         token, sign_in = found
         if sign_in.revoked_at is not None or token.expires_at <= now:
-            raise Unauthenticated("refresh token expired or revoked")
+            raise Unauthenticated("refresh token expired or revoked", reason=Reason.REFRESH_TOKEN_EXPIRED)
         if token.used_at is not None:
             await self._revoke_reused(sign_in.id)
         if not await still_valid(sign_in.parent_id, sign_in.family_id):
             await self.revoke_sign_in(sign_in.id, "parent_gone")
-            raise Unauthenticated("refresh token expired or revoked")
+            raise Unauthenticated("refresh token expired or revoked", reason=Reason.REFRESH_TOKEN_EXPIRED)
         async with self.db.transaction() as session:
             claimed = await repo.claim_refresh(session, token.id, now)
             live = await repo.live_sign_in(session, sign_in.id)
@@ -273,7 +273,8 @@ class TokenService:
     async def _revoke_reused(self, sign_in_id: str) -> None:
         log.warning("refresh_token.reuse_detected", sign_in_id=sign_in_id)
         await self.revoke_sign_in(sign_in_id, "reuse_detected")
-        raise Unauthenticated("refresh token already used; the sign-in was revoked")
+        raise Unauthenticated("refresh token already used; the sign-in was revoked",
+                              reason=Reason.REFRESH_TOKEN_REUSED)
 
     async def _revoke(self, where, reason: str) -> list[str]:
         async with self.db.transaction() as session:

@@ -14,7 +14,7 @@ from avatario.profile.v1 import profile_pb2 as pb
 from avatario.profile.v1 import profile_pb2_grpc as pb_grpc
 from services.common.chunking import batches
 from services.common.db import Database, in_transaction, read
-from services.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from services.common.errors import InvalidArgument, PermissionDenied, Reason, Unauthenticated
 from services.common.interceptors import CALLER_KEY
 from services.common.pagination import cursor_value, encode_token, parse_page
 from services.common.timeutil import to_ts, utcnow
@@ -82,7 +82,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             row.password_hash if row else None, request.password)
         if row is None or not verdict.ok:
             self.metrics.authentications.labels("parent", "failed").inc()
-            raise Unauthenticated("wrong email or password")
+            raise Unauthenticated("wrong email or password", reason=Reason.WRONG_CREDENTIALS)
         self.metrics.authentications.labels("parent", "ok").inc()
         if verdict.new_hash:
             old, new = row.password_hash, verdict.new_hash

@@ -86,7 +86,22 @@ def remap_field(path: str, remap: Mapping[str, str]) -> str:
 
 def translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, str] | None = None,
               credential_check: bool = False) -> Exception:
-    """The exception the public call raises for a failed backend call."""
+    """The exception the public call raises for a failed backend call, with the
+    backend's ErrorInfo reason and metadata kept (a backend's RESOURCE_EXHAUSTED
+    without a specific reason is SERVER_BUSY: its capacity, not the caller's limit)."""
+    exc = _translate(backend, err, remap=remap, credential_check=credential_check)
+    if isinstance(exc, errors.DomainError) and not exc.reason:
+        info = error_info(rpc_status.from_call(err))
+        if info is not None:
+            exc.reason = info.reason
+            exc.metadata = {**info.metadata, **exc.metadata}
+        if isinstance(exc, errors.ResourceExhausted) and exc.reason in ("", "RESOURCE_EXHAUSTED"):
+            exc.reason = errors.Reason.SERVER_BUSY
+    return exc
+
+
+def _translate(backend: str, err: grpc.aio.AioRpcError, *, remap: Mapping[str, str] | None = None,
+               credential_check: bool = False) -> Exception:
     code, message = err.code(), err.details() or ""
     if code in _UNAVAILABLE:
         log.warning("backend.unavailable", backend=backend, code=code.name)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import NotFound, Unauthenticated
+from services.common.errors import NotFound, Reason, Unauthenticated
 from services.common.pagination import Page, PageRequest, time_page
 from services.profile import tokens
 from services.profile.domain import rules
@@ -88,12 +88,12 @@ async def authenticate_device(
     session: AsyncSession, *, token: str, hasher: tokens.Hasher,
 ) -> Device:
     if not tokens.looks_like_device_token(token):
-        raise Unauthenticated("invalid device credential")
+        raise Unauthenticated("invalid device credential", reason=Reason.DEVICE_CREDENTIAL_INVALID)
     device = (await session.execute(
         select(Device).where(Device.token_hash == hasher.device_token(token))
     )).scalar_one_or_none()
     if device is None or device.revoked_at is not None:
-        raise Unauthenticated("invalid device credential")
+        raise Unauthenticated("invalid device credential", reason=Reason.DEVICE_CREDENTIAL_INVALID)
     # A device acts for a child: once the family withdraws consent to keep child
     # profiles, no device of the family signs in (FAILED_PRECONDITION, CONSENT_REQUIRED).
     await require_consent(session, device.family_id, rules.CHILD_DATA_SCOPE)

@@ -79,7 +79,10 @@ def test_defaults_match_the_contract():
     assert (s.jwt_issuer, s.jwt_audience) == ("avatario-gateway", "avatario-mobile")
     assert (s.backend_deadline_s, s.chat_deadline_s, s.chat_message_max_chars) == (5.0, 120.0, 4000)
     options = dict(s.public_options())
-    assert options["grpc.max_receive_message_length"] == 1024 * 1024
+    # The gateway refuses requests over public_max_receive_bytes (1 MiB) itself, with
+    # ErrorInfo MESSAGE_TOO_LARGE; gRPC's transport limit sits at twice that.
+    assert s.public_max_receive_bytes == 1024 * 1024
+    assert options["grpc.max_receive_message_length"] == 2 * 1024 * 1024
     assert options["grpc.keepalive_permit_without_calls"] == 1
 
 
