@@ -77,9 +77,9 @@ def slots_from_strategy(strategy: str, n_layer: int) -> list[Slot]:
     segments = parse_strategy(strategy, n_layer)
     check_strategy7(strategy, segments)
     slots: list[Slot] = []
-    for seg in segments:
+    for i, seg in enumerate(segments):
         device = "cuda:0" if seg.device == "cuda" else seg.device
-        slots += [Slot.of(device, _DTYPES[seg.atype])] * seg.layer_count
+        slots += [Slot.of(device, _DTYPES[seg.atype], i)] * seg.layer_count
     return slots
 
 

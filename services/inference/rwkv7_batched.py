@@ -59,14 +59,17 @@ _LN_X_EPS = 64e-5
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """Where one placement slot (a block, or the head) lives."""
+    """Where one placement slot (a block, or the head) lives: device, dtype and the index
+    of its strategy segment (`cpu fp32 *2 -> cpu fp32` is two segments on one device; the
+    activations still cross the boundary, which is how CPU tests run the split path)."""
 
     device: torch.device
     dtype: torch.dtype
+    segment: int = 0
 
     @classmethod
-    def of(cls, device: str | torch.device, dtype: torch.dtype) -> Slot:
-        return cls(torch.device(device), dtype)
+    def of(cls, device: str | torch.device, dtype: torch.dtype, segment: int = 0) -> Slot:
+        return cls(torch.device(device), dtype, segment)
 
 
 def state_bytes7(n_layer: int, n_embd: int, head_size: int, act_bytes: int) -> int:
@@ -184,7 +187,7 @@ class BatchedRWKV7:
         self.strategy = strategy or " -> ".join(
             f"{d} {str(t).removeprefix('torch.')} *{count}" for d, t, _f, count in self.segments())
         self._place()
-        self.single_device = len(set(self.slots)) == 1
+        self.single_device = len(set(self.slots)) == 1  # one segment
         self.onednn: bool = _cpu_kernel_ok() if onednn is None else bool(onednn) and _cpu_kernel_ok()
         self.packed_weights = packed_weights and self.onednn and _LINEAR is not None
         self._packed_bytes = 0
@@ -211,7 +214,7 @@ class BatchedRWKV7:
         """(device, dtype, first slot, slot count) of each run of equal slots."""
         out: list[tuple[torch.device, torch.dtype, int, int]] = []
         for n, s in enumerate(self.slots):
-            if out and (out[-1][0], out[-1][1]) == (s.device, s.dtype):
+            if n and s == self.slots[n - 1]:
                 d, t, first, count = out[-1]
                 out[-1] = (d, t, first, count + 1)
             else:
@@ -219,10 +222,17 @@ class BatchedRWKV7:
         return out
 
     def _place(self) -> None:
+        """Move each tensor to its slot. `model.z` of the package's TorchScript module is a
+        fresh dict on every read (sharing the tensors), so the placed dict is written back:
+        the package then holds no copy where the tensors were loaded."""
+        moved = False
         for key, t in list(self.z.items()):
             s = self.slots[_slot_of(key, self.n_layer)]
             if t.device != s.device or t.dtype != s.dtype:
                 self.z[key] = t.to(device=s.device, dtype=s.dtype)
+                moved = True
+        if moved:
+            self.model.z = self.z
 
     def _mat(self, w: torch.Tensor) -> _Mat7:
         m = _Mat7(w, self.packed_weights)

@@ -80,8 +80,11 @@ def _import_rwkv_model() -> Any:
 
 
 def load_rwkv(path: str | os.PathLike[str], strategy: str, *, verbose: bool = False) -> Any:
-    """Load a checkpoint with `rwkv.model.RWKV(path, strategy)` after setting the env switches."""
-    mod = _import_rwkv_model()
+    """Load a checkpoint with `rwkv.model.RWKV(path, strategy)` after setting the env switches
+    (the RWKV-4 class: services/inference/rwkv_package.py)."""
+    from services.inference.rwkv_package import import_rwkv_model  # noqa: PLC0415
+
+    mod = import_rwkv_model(4)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_JIT_DEPRECATED, category=DeprecationWarning)
         return mod.RWKV(str(path), strategy, verbose=verbose)
