@@ -53,11 +53,6 @@ from tests.e2e.flows import family_with_child
 from tests.helpers import new_id
 
 pytestmark = pytest.mark.slow
-# The node side of the fleet (the shared state tier, its cache-tier metric and erasure
-# tombstones) lands in services/inference/state_store.py; until it is in the tree these
-# tests have nothing to observe.
-pytest.importorskip("services.inference.state_store",
-                    reason="the inference node's shared state tier is not in this tree yet")
 
 REPLICAS = 3
 GREEDY = dict(temperature=0.0)
@@ -246,7 +241,7 @@ def fleet(tmp_path_factory, tiny_world_model):
         extra_env={
             # three model processes share the machine's cores
             "inference": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-            "gateway": {"AVATARIO_GATEWAY_CHAT_MAX_TOKENS": "4096",
+            "gateway": {"AVATARIO_GATEWAY_CHAT_MAX_TOKENS": "1024",
                         "AVATARIO_GATEWAY_INFERENCE_REFRESH_S": "1",
                         # one parent drives every turn, faster than a person would
                         "AVATARIO_GATEWAY_RATE_LIMIT_RPS": "1000",
@@ -372,7 +367,7 @@ async def test_4_erasure_during_a_streaming_turn_leaves_no_state_anywhere(fleet,
         streaming = conversations[0]
         call = api.chat.Chat(gw.ChatRequest(
             conversation_id=streaming, message="Tell me a very long story about dragons.",
-            turn_id=new_id(), params=chat_pb2.GenerationParams(max_tokens=4000, **GREEDY)),
+            turn_id=new_id(), params=chat_pb2.GenerationParams(max_tokens=1024, **GREEDY)),  # the node's limit
             metadata=await api.parent_metadata(), timeout=120)
         await call.read()  # the turn is streaming
         await api.call(api.privacy.EraseFamily, gw.EraseFamilyRequest(
