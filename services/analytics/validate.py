@@ -68,6 +68,7 @@ def merged(v: Violations, more: InvalidArgument | None, item: str) -> None:
     which gRPC limits to 16 KiB)."""
     if more is not None:
         v.items.extend(more.violations)
+    v.items = list(dict.fromkeys(v.items))  # a problem both checks found is listed once
     if len(v.items) > MAX_VIOLATIONS:
         extra = len(v.items) - MAX_VIOLATIONS + 1
         v.items[MAX_VIOLATIONS - 1:] = [(item, f"and {extra} more problems")]
