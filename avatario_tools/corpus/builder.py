@@ -56,9 +56,10 @@ class BuildConfig:
     validation_fraction: float = 0.12
     seed: int = 16
     # Each pass shuffles the training pairs again into new conversations and contexts.
-    passes: int = 2
-    min_turns: int = 2
-    max_turns: int = 4
+    passes: int = 4
+    # several turns per conversation: the header (about 200 tokens) is paid once for them
+    min_turns: int = 3
+    max_turns: int = 6
 
     def __post_init__(self) -> None:
         if not 0 < self.validation_fraction < 1:

@@ -59,13 +59,13 @@ class DemoConfig:
     n_embd: int = 192
     ctx_len: int = 128
     batch_size: int = 4
-    steps: int = 600
+    steps: int = 800
     lr: float = 2e-3
     lr_final: float = 1e-4
     warmup: int = 30
     seed: int = 16
     checkpoint_every: int = 50
-    wkv_chunk: int = 16
+    eval_tokens: int = 65536  # validation tokens the trainer scores (the whole split here)
 
     def train_config(self, vocab_size: int):
         from avatario_tools.train.api import TrainConfig
@@ -74,13 +74,14 @@ class DemoConfig:
             n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=vocab_size,
             ctx_len=self.ctx_len, batch_size=self.batch_size, steps=self.steps, lr=self.lr,
             lr_final=self.lr_final, warmup=self.warmup, seed=self.seed, dtype="fp32",
-            checkpoint_every=self.checkpoint_every, device="cpu", wkv_chunk=self.wkv_chunk,
+            checkpoint_every=self.checkpoint_every, device="cpu",
+            eval_tokens=self.eval_tokens,
         )
 
     def tiny(self, steps: int = 3) -> DemoConfig:
         """A shape for tests: trains in seconds, proves the path, says nothing."""
         return replace(self, vocab_size=400, n_layer=1, n_embd=16, ctx_len=16, batch_size=2,
-                       steps=steps, warmup=1, checkpoint_every=steps)
+                       steps=steps, warmup=1, checkpoint_every=steps, eval_tokens=64)
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,12 @@ class DemoModel:
 
 
 def _hash_tree(h: hashlib._Hash, path: Path) -> None:
-    files = sorted(p for p in path.rglob("*.py")) if path.is_dir() else [path]
+    files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
     for f in files:
         if "__pycache__" in f.parts:
             continue
-        h.update(str(f.relative_to(ROOT)).encode() + b"\0")
+        name = f.relative_to(path) if path.is_dir() else f.name
+        h.update(f"{path.name}/{name}".encode() + b"\0")
         h.update(f.read_bytes() + b"\0")
 
 

@@ -1,7 +1,8 @@
 """`python -m avatario_tools.devstack` (the README's `make run`).
 
-Migrates the SQLite databases, builds a small demo RWKV-4 checkpoint when no
-model is configured, starts profile, analytics, inference and gateway as
+Migrates the SQLite databases, trains the small demo RWKV-4 model on the
+corpus when no model is configured (first run only: cached in var/models/demo/;
+`--random-model` serves a random one instead), starts profile, analytics, inference and gateway as
 supervised local processes (logs prefixed, readiness awaited through health
 checks; `--inference-replicas 2` runs two inference processes behind the gateway,
 `--state-store-url redis://...` gives them the shared state tier), runs the scripted demo through the public API, and keeps the stack up
@@ -50,7 +51,7 @@ def _secrets(var: Path) -> dict[str, str]:
     return data
 
 
-def _demo_model(var: Path, console: Console) -> Path:
+def _random_model(var: Path, console: Console) -> Path:
     """A small random RWKV-4 checkpoint with the real key names, World vocabulary."""
     from services.inference.checkpoint import build_random_checkpoint
 
@@ -62,18 +63,40 @@ def _demo_model(var: Path, console: Console) -> Path:
     return path
 
 
+def _model(var: Path, console: Console, model: Path | None, tokenizer: str,
+           random_model: bool) -> tuple[Path, str]:
+    """(checkpoint, tokenizer spec) the inference node serves.
+
+    --model: that checkpoint with --tokenizer ("world" when not given). --random-model: the
+    random World-vocabulary model (quick runs). Default: the demo model trained here on the
+    corpus (avatario_tools.corpus.demo), trained on first use and cached under var/.
+    """
+    if model is not None:
+        return model, tokenizer or "world"
+    if tokenizer:
+        raise typer.BadParameter("--tokenizer goes with --model (the demo and random models "
+                                 "bring their own)", param_hint="--tokenizer")
+    if random_model:
+        return _random_model(var, console), "world"
+    from avatario_tools.corpus.demo import ensure_demo_model
+
+    demo = ensure_demo_model(var, progress=True, log=console.print)
+    return demo.model, str(demo.tokenizer)
+
+
 async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None, tokenizer: str,
                 strategy: str, demo: bool, exit_after_demo: bool, sessions: int, weeks: int,
                 log_level: str, verbose: bool, inference_replicas: int = 1,
-                state_store_url: str | None = None) -> int:
+                state_store_url: str | None = None, random_model: bool = False) -> int:
     console = Console()
     var.mkdir(parents=True, exist_ok=True)
     sec = _secrets(var)
+    model, tokenizer = _model(var, console, model, tokenizer, random_model)
     cfg = StackConfig(
         var=var, ports=consecutive_ports(base_port, inference_replicas),
         metrics_ports=consecutive_ports(metrics_base, inference_replicas),
         inference_replicas=inference_replicas, state_store_url=state_store_url or None,
-        database_urls=StackConfig.sqlite(var), model=model or _demo_model(var, console),
+        database_urls=StackConfig.sqlite(var), model=model,
         tokenizer=tokenizer, strategy=strategy, internal_token=sec["internal_token"],
         jwt_signing_keys=sec["jwt_signing_keys"], jwt_active_kid=sec["jwt_active_kid"],
         token_pepper=sec["token_pepper"], log_level=log_level,
@@ -131,10 +154,18 @@ def run(
         50051, help="gRPC ports: gateway, profile, analytics, inference (then the other "
                     "inference replicas) from here."),
     metrics_base_port: int = typer.Option(9101, help="Metrics ports, in the same order."),
-    model: Path | None = typer.Option(None, envvar="AVATARIO_DEVSTACK_MODEL",
-                                      help="An RWKV-4 .pth (e.g. a Raven 7B); default: a small random demo model."),
-    tokenizer: str = typer.Option("world", envvar="AVATARIO_DEVSTACK_TOKENIZER",
-                                  help='Tokenizer JSON path (Raven: 20B_tokenizer.json) or "world".'),
+    model: Path | None = typer.Option(
+        None, envvar="AVATARIO_DEVSTACK_MODEL",
+        help="An RWKV-4 .pth (e.g. a Raven 7B); default: the small demo model trained here on "
+             "the corpus (first run: a few minutes, then cached in var/models/demo/)."),
+    tokenizer: str = typer.Option(
+        "", envvar="AVATARIO_DEVSTACK_TOKENIZER",
+        help='With --model: its tokenizer JSON path (Raven: 20B_tokenizer.json) or "world" '
+             '(the default).'),
+    random_model: bool = typer.Option(
+        False, "--random-model",
+        help="Serve a small random model (World vocabulary) instead of the trained demo model: "
+             "no training, replies are noise."),
     strategy: str = typer.Option("", envvar="AVATARIO_DEVSTACK_STRATEGY",
                                  help="rwkv strategy; empty = the planner decides."),
     demo: bool = typer.Option(True, help="Run the scripted demo through the gateway."),
@@ -154,7 +185,7 @@ def run(
 ) -> None:
     raise typer.Exit(asyncio.run(_main(var, base_port, metrics_base_port, model, tokenizer, strategy,
                                        demo, exit_after_demo, sessions, weeks, log_level, verbose,
-                                       inference_replicas, state_store_url)))
+                                       inference_replicas, state_store_url, random_model)))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_samples_are_conversations_in_the_node_layout(material, fmt):
     for sample in corpus.train + corpus.validation:
         header, *turns = sample.segments
         assert header.endswith(TURN_END) and header.startswith(plain_header.split(TURN_END)[0])
-        assert len(turns) % 3 == 0 and 1 <= len(turns) // 3 <= 4  # the last may be short
+        assert len(turns) % 3 == 0 and 1 <= len(turns) // 3 <= 6  # the last may be short
         for ask, answer, end in zip(turns[::3], turns[1::3], turns[2::3], strict=True):
             assert re.fullmatch(rf"{user}: [^\n]+\n\n{bot}:", ask)
             assert answer.startswith(" ") and TURN_END not in answer
