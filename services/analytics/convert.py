@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from avatario.analytics.v1 import analytics_pb2
 from avatario.common.v1 import play_pb2, report_pb2
 from services.analytics.domain.catalog import FieldSpec, GameSpec, correct_rule_text
 from services.analytics.domain.report import ChildReport, ChildSummary
@@ -248,3 +249,31 @@ def report_pb(r: ChildReport) -> report_pb2.ChildReport:
 
 def statements_pb(statements: Iterable[Mapping[str, Any]]) -> list[struct_pb2.Struct]:
     return [to_struct(s) for s in statements]
+
+
+# -- the streamed export -------------------------------------------------------------------
+
+
+def raw_session_pb(raw) -> play_pb2.GameSession:
+    """A stored session with its trials (repo.reads.RawSession) as submitted."""
+    r = raw.row
+    return session_pb(Session(r.session_id, r.child_id, r.game_id, r.game_version,
+                              r.started_at, r.ended_at, raw.trials))
+
+
+def export_record(child_id: str, kind: str, rec) -> analytics_pb2.ChildExportRecord:
+    """One record of services.analytics.domain.exporting.records as protobuf."""
+    out = analytics_pb2.ChildExportRecord(child_id=child_id)
+    if kind == "session":
+        out.session.CopyFrom(raw_session_pb(rec))
+    elif kind == "result":
+        out.result.CopyFrom(result_pb(rec.result, received_at=rec.raw.row.received_at))
+    elif kind == "statement":
+        out.statement.CopyFrom(to_struct(rec))
+    elif kind == "mood_checkin":
+        out.mood_checkin.CopyFrom(checkin_pb(rec))
+    elif kind == "flag":
+        out.flag.CopyFrom(flag_pb(rec))
+    else:
+        raise ValueError(f"unknown export record kind {kind!r}")
+    return out

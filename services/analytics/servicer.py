@@ -27,6 +27,7 @@ import structlog
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario.analytics.v1 import analytics_pb2_grpc as pb_grpc
 from services.analytics import convert, hashing, validate
+from services.analytics.domain import exporting
 from services.analytics.domain.catalog import Catalog, validate_mood_checkin, validate_session
 from services.analytics.domain.flags import DEFAULT_FLAG_POLICY, FlagPolicy
 from services.analytics.domain.norms_keeper import Norms
@@ -38,6 +39,7 @@ from services.analytics.domain.xapi import Actor, child_statements, pseudonymous
 from services.analytics.domain.xp import XpOutbox
 from services.analytics.metrics import AnalyticsMetrics
 from services.analytics.repo import erase, ingest, reads
+from services.common.chunking import batches
 from services.common.db import Database, in_transaction, read
 from services.common.errors import InvalidArgument
 from services.common.pagination import PageRequest, cursor_value, encode_token, parse_page
@@ -200,6 +202,21 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             mood_checkins=[convert.checkin_pb(c) for c in checkins],
             flags=[convert.flag_pb(f) for f in flags],
             statements=convert.statements_pb(statements)))
+
+    async def StreamChildExport(self, request: pb.StreamChildExportRequest, context):
+        now = self.clock()
+        ref = validate.child_ref(request.child, now)
+        actor = Actor(self.xapi_home_page, pseudonymous_id(ref.child_id, self.xapi_key))
+
+        async def flags():
+            return (await self.reporter.evaluate(ref, now, now)).report.flags
+
+        found = exporting.records(
+            self.db, exporting.ChildKey(ref.family_id, ref.child_id), catalog=self.catalog,
+            actor=actor, flags=flags)
+        records = (convert.export_record(ref.child_id, kind, rec) async for kind, rec in found)
+        async for batch in batches(records):
+            yield pb.StreamChildExportResponse(records=batch)
 
     async def EraseChildData(self, request: pb.EraseChildDataRequest, context):
         ref = validate.child_ref(request.child, self.clock())

@@ -141,6 +141,18 @@ def consent_required(scope_name: str) -> FailedPrecondition:
     )
 
 
+CONVERSATION_TURN_LIMIT = "CONVERSATION_TURN_LIMIT"
+
+
+def turn_limit_reached(limit: int) -> FailedPrecondition:
+    """The one error for a conversation that holds its most turns: FAILED_PRECONDITION
+    whose ErrorInfo has reason CONVERSATION_TURN_LIMIT and metadata {"turn_limit": N}."""
+    return FailedPrecondition(
+        f"this conversation has reached its limit of {limit} turns; start a new conversation",
+        violation_type=CONVERSATION_TURN_LIMIT, subject="conversation",
+        metadata={"turn_limit": str(limit)})
+
+
 class PermissionDenied(DomainError):
     pass
 

@@ -132,6 +132,14 @@ POLICY: dict[str, Rule] = {
         "FamilyService/ListChildren": _P,
         "FamilyService/UpdateChild": _P,
         "FamilyService/ListAuditEvents": _P,
+        # Several parents: any parent of the family; what only the owner may do
+        # (remove another parent, hand ownership on, erase the family) profile
+        # decides from the caller's role, which changes without new tokens.
+        "FamilyService/CreateFamilyInvite": _P,
+        "FamilyService/JoinFamily": _P,
+        "FamilyService/ListParents": _P,
+        "FamilyService/RemoveParent": _P,
+        "FamilyService/TransferOwnership": _P_PASSWORD,
         "AvatarService/ListAvatarItems": _PD,
         "AvatarService/GetAvatar": _PD,
         "AvatarService/CustomizeAvatar": _PD,
@@ -150,8 +158,11 @@ POLICY: dict[str, Rule] = {
         "ChatService/ListConversations": _P,
         "ChatService/ListMessages": _P,
         "ChatService/Chat": _P,
+        "ChatService/UpdateConversation": _P,
         "PrivacyService/ExportFamilyData": _P,
         "PrivacyService/EraseFamily": _P_PASSWORD,
+        "PrivacyService/DeleteChild": _P_PASSWORD,
+        "PrivacyService/StreamFamilyExport": _P,
     }.items()
 }
 

@@ -6,8 +6,13 @@ One turn:
      with RetryInfo when all are busy);
   2. in parallel from profile: the family's consents (CONSENT_SCOPE_CHAT_ASSISTANT
      must be active, else FAILED_PRECONDITION), the conversation and then its
-     child (NOT_FOUND for other families'), and the stored messages (the last
-     `chat_history_turns` complete turns become the history); then the child's
+     child (NOT_FOUND for other families' and for another parent's private one;
+     PERMISSION_DENIED for another parent's shared one: only its owner continues
+     it), the messages of this turn_id, and the newest messages, a page at a time
+     newest first until the last `chat_history_turns` complete turns are in hand
+     (at most HISTORY_PAGES pages: the whole conversation is never read); a
+     conversation at its turn limit answers FAILED_PRECONDITION
+     (CONVERSATION_TURN_LIMIT) before inference is asked; then the child's
      analytics summary (cached per child for `summary_cache_ttl_s`, one fetch at
      a time; if analytics fails the turn goes on without it, logged). Consents
      are read on every turn, so a withdrawal on any replica counts at once: the
@@ -53,13 +58,20 @@ from avatario.common.v1 import chat_pb2, family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.inference.v1 import inference_pb2 as inf
 from avatario.profile.v1 import profile_pb2 as pf
-from services.common.errors import AlreadyExists, DomainError, Unavailable, consent_required
+from services.common.errors import (
+    AlreadyExists,
+    DomainError,
+    PermissionDenied,
+    Unavailable,
+    consent_required,
+    turn_limit_reached,
+)
 from services.common.interceptors import outside_call
 from services.common.timeutil import age_months, utcnow
 from services.common.validation import Violations
 from services.gateway.auth import ParentPrincipal
 from services.gateway.clients.backends import BackendFailure
-from services.gateway.clients.calls import all_pages, child_ref, gather_all
+from services.gateway.clients.calls import child_ref, gather_all
 from services.gateway.deps import Deps
 from services.gateway.ratelimit import StreamLimiter
 
@@ -70,6 +82,9 @@ INCOMPLETE = frozenset({FR.FINISH_REASON_CANCELLED, FR.FINISH_REASON_ERROR})
 CHAT_SCOPE = family_pb2.CONSENT_SCOPE_CHAT_ASSISTANT
 PLAY_SCOPE = family_pb2.CONSENT_SCOPE_GAMEPLAY_ANALYTICS
 PROFILE_SCOPE = family_pb2.CONSENT_SCOPE_CHILD_PROFILE
+# The history is read newest first, at most this many pages (a conversation whose
+# recent turns are mostly incomplete gets a shorter history, not a full scan).
+HISTORY_PAGES = 4
 
 
 @dataclass
@@ -156,27 +171,31 @@ class ChatOrchestrator:
                 family_id=who.family_id, child_id=conv.child_id))).child
             return conv, child
 
-        consents, (conversation, child), messages = await gather_all(
+        consents, (conversation, child), this_turn, messages = await gather_all(
             p.call("ListConsents", pf.ListConsentsRequest(family_id=who.family_id)),
             conversation_and_child(),
-            all_pages(lambda token: p.call("ListMessages", pf.ListMessagesRequest(
+            p.call("ListMessages", pf.ListMessagesRequest(
                 family_id=who.family_id, conversation_id=request.conversation_id,
-                page_size=200, page_token=token)), "messages"),
+                parent_id=who.parent_id, turn_id=request.turn_id, page_size=2)),
+            self._recent_messages(who, request),
         )
         active = {c.scope for c in consents.consents if not c.HasField("withdrawn_at")}
         if CHAT_SCOPE not in active:
             raise consent_required(family_pb2.ConsentScope.Name(CHAT_SCOPE))
+        if conversation.owner_parent_id not in ("", who.parent_id):
+            raise PermissionDenied(
+                "only the parent who started this conversation may continue it")
+        replay = next(turns_of(list(this_turn.messages)), None)
+        if replay is None and conversation.turn_limit and \
+                conversation.turn_count >= conversation.turn_limit:
+            raise turn_limit_reached(conversation.turn_limit)
         # The assistant hears about the child only with the consents that cover it:
         # nickname and age with CHILD_PROFILE, the play summary with GAMEPLAY_ANALYTICS.
         summary = await self._summary(child) if PLAY_SCOPE in active else ""
         if PROFILE_SCOPE not in active:
             child = family_pb2.Child(child_id=child.child_id, family_id=child.family_id)
-        replay, history = None, []
-        for user, bot in turns_of(messages):
-            if user.turn_id == request.turn_id:
-                replay = (user, bot)
-            elif bot.complete:
-                history.append((user, bot))
+        history = [(user, bot) for user, bot in turns_of(messages)
+                   if bot.complete and user.turn_id != request.turn_id]
         turns = []
         keep = history[-self.s.chat_history_turns:] if self.s.chat_history_turns else []
         for user, bot in keep:
@@ -187,6 +206,28 @@ class ChatOrchestrator:
             age_months=(max(0, age_months(child.birth_year, child.birth_month, utcnow()))
                         if child.birth_year else 0), summary=summary)
         return TurnContext(conversation.conversation_id, context, turns, replay)
+
+    async def _recent_messages(self, who: ParentPrincipal,
+                               request: gw.ChatRequest) -> list[chat_pb2.ChatMessage]:
+        """The newest messages, oldest first: enough for `chat_history_turns` complete
+        turns (other than this one) when the conversation has them."""
+        want = self.s.chat_history_turns
+        if not want:
+            return []
+        newest: list[chat_pb2.ChatMessage] = []
+        token = ""
+        for _ in range(HISTORY_PAGES):
+            resp = await self.d.profile.call("ListMessages", pf.ListMessagesRequest(
+                family_id=who.family_id, conversation_id=request.conversation_id,
+                parent_id=who.parent_id, newest_first=True, page_size=min(200, 2 * want + 4),
+                page_token=token))
+            newest.extend(resp.messages)
+            token = resp.next_page_token
+            complete = sum(1 for user, bot in turns_of(newest)
+                           if bot.complete and user.turn_id != request.turn_id)
+            if complete >= want or not token:
+                break
+        return newest[::-1]
 
     async def _summary(self, child) -> str:
         """The child's analytics summary: cached, one fetch per child at a time."""
@@ -283,7 +324,7 @@ class ChatOrchestrator:
         resp = await self.d.profile.call("AppendTurn", pf.AppendTurnRequest(
             family_id=who.family_id, conversation_id=request.conversation_id,
             turn_id=request.turn_id, user_message=request.message, assistant_message=text,
-            finish_reason=reason))
+            finish_reason=reason, parent_id=who.parent_id))
         if reason in INCOMPLETE:
             try:
                 await self.d.inference.call("ForgetConversations", inf.ForgetConversationsRequest(

@@ -75,7 +75,8 @@ INTERNAL_IDENTITIES = ("internal", "no-credential")
 # Calls that end the world's sessions or data: run last in a round, so the others
 # meet live tokens and rows.
 DESTRUCTIVE = ("EraseFamily", "EraseFamilyData", "EraseChildData", "RevokeDevice", "SignOut",
-               "RefreshTokens", "ChangePassword", "WithdrawConsent")
+               "RefreshTokens", "ChangePassword", "WithdrawConsent", "DeleteChild", "RemoveParent",
+               "TransferOwnership", "JoinFamily")
 
 
 def is_write(method: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.domain.types import MetricValue, MoodCheckIn, SessionResult, Trial
@@ -177,3 +177,55 @@ async def raw_sessions(session: AsyncSession, child_id: str) -> list[RawSession]
             t.trial_index, t.stimulus, t.response, t.correct, t.responded, t.reaction_time_ms,
             t.presented_at, t.responded_at))
     return [RawSession(r, tuple(trials.get(r.session_id, ()))) for r in rows]
+
+
+# -- export, a page at a time ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportedSession:
+    raw: RawSession
+    result: SessionResult
+
+
+async def session_page(session: AsyncSession, child_id: str,
+                       after: tuple[datetime, str] | None, limit: int) -> list[ExportedSession]:
+    """Up to `limit` of the child's sessions after the (started_at, session_id) position,
+    oldest first, each with its raw trials and its stored result."""
+    stmt = select(GameSession).where(GameSession.child_id == child_id)
+    if after is not None:
+        t, sid = after
+        stmt = stmt.where(or_(GameSession.started_at > t,
+                              and_(GameSession.started_at == t, GameSession.session_id > sid)))
+    rows = list((await session.execute(
+        stmt.order_by(GameSession.started_at, GameSession.session_id).limit(limit))).scalars())
+    ids = [r.session_id for r in rows]
+    if not ids:
+        return []
+    trials: dict[str, list[Trial]] = defaultdict(list)
+    for t in (await session.execute(
+            select(TrialRow).where(TrialRow.session_id.in_(ids))
+            .order_by(TrialRow.session_id, TrialRow.trial_index))).scalars():
+        trials[t.session_id].append(Trial(
+            t.trial_index, t.stimulus, t.response, t.correct, t.responded, t.reaction_time_ms,
+            t.presented_at, t.responded_at))
+    metrics: dict[str, list[MetricValue]] = defaultdict(list)
+    for sid, *values in (await session.execute(
+            select(*_METRIC_COLS).where(SessionMetric.session_id.in_(ids)))).all():
+        metrics[sid].append(MetricValue(*values))
+    return [ExportedSession(RawSession(r, tuple(trials.get(r.session_id, ()))),
+                            result_of(r, metrics.get(r.session_id, ()))) for r in rows]
+
+
+async def checkin_page(session: AsyncSession, child_id: str,
+                       after: tuple[datetime, str] | None, limit: int) -> list[MoodCheckIn]:
+    """Up to `limit` check-ins after the (recorded_at, checkin_id) position, oldest first."""
+    stmt = select(MoodCheckInRow).where(MoodCheckInRow.child_id == child_id)
+    if after is not None:
+        t, cid = after
+        stmt = stmt.where(or_(MoodCheckInRow.recorded_at > t,
+                              and_(MoodCheckInRow.recorded_at == t,
+                                   MoodCheckInRow.checkin_id > cid)))
+    rows = (await session.execute(stmt.order_by(
+        MoodCheckInRow.recorded_at, MoodCheckInRow.checkin_id).limit(limit))).scalars()
+    return [checkin_of(r) for r in rows]

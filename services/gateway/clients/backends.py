@@ -50,11 +50,12 @@ PROFILE_IDEMPOTENT = (
     "Authenticate", "GetParent", "ListConsents", "GetChild", "ListChildren", "ListAvatarItems",
     "GetAvatar", "CustomizeAvatar", "AwardXp", "AuthenticateDevice", "ListDevices",
     "RevokeDevice", "GetConversation", "ListConversations", "AppendTurn", "ListMessages",
-    "ListAuditEvents",
+    "ListAuditEvents", "ListParents", "UpdateConversation",
 )
 ANALYTICS_IDEMPOTENT = (
     "ListGames", "SubmitGameSession", "SubmitMoodCheckIn", "GetChildReport", "ListFlags",
     "GetChildSummary", "ListTips", "ExportChildData", "EraseChildData", "EraseFamilyData",
+    "StreamChildExport",
 )
 INFERENCE_IDEMPOTENT = ("GetModelInfo", "ForgetConversations")
 

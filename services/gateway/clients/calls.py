@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import grpc
+
 from avatario.analytics.v1 import analytics_pb2 as an
 from avatario.common.v1 import family_pb2
 from avatario.profile.v1 import profile_pb2 as pf
@@ -50,3 +52,16 @@ async def all_pages(fetch: Callable[[str], Awaitable], items: str, *, max_pages:
         if not token:
             break
     return out
+
+
+async def relay_stream(backend: Backend, method: str, request, *, timeout: float):
+    """Every response of a backend's server-streaming call, its errors translated like a
+    unary call's; the call is cancelled if the consumer stops early."""
+    call = backend.stream(method, request, timeout=timeout)
+    try:
+        async for resp in call:
+            yield resp
+    except grpc.aio.AioRpcError as err:
+        raise backend.failed(err) from None
+    finally:
+        call.cancel()

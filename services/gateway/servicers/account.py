@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import structlog
 
 from avatario.analytics.v1 import analytics_pb2 as an
+from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.inference.v1 import inference_pb2 as inf
 from avatario.profile.v1 import profile_pb2 as pf
@@ -17,13 +19,58 @@ from services.common.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from services.common.validation import Violations
 from services.gateway.auth import ParentPrincipal
-from services.gateway.clients.calls import all_pages, child_ref, gather_all
+from services.gateway.clients.calls import (
+    all_pages,
+    child_ref,
+    gather_all,
+    get_child,
+    relay_stream,
+)
 from services.gateway.deps import Deps
 from services.gateway.servicers.base import auth_tokens
 
 log = structlog.get_logger("avatario.gateway")
 FORGET_BATCH = 1000
+OWNER = family_pb2.FAMILY_ROLE_OWNER
+# An export streams for as long as a family's history takes, in units of the
+# backend deadline.
+EXPORT_DEADLINE_FACTOR = 24
+
+
+async def reauthenticate(d: Deps, who: ParentPrincipal, password: str) -> family_pb2.Parent | None:
+    """The caller's parent record when `password` is theirs (PERMISSION_DENIED otherwise);
+    None when profile no longer has the parent (their family was erased)."""
+    try:
+        parent = (await d.profile.call("GetParent", pf.GetParentRequest(
+            family_id=who.family_id, parent_id=who.parent_id))).parent
+    except NotFound:
+        return None
+    try:
+        checked = (await d.profile.call("Authenticate", pf.AuthenticateRequest(
+            email=parent.email, password=password), credential_check=True)).parent
+    except (Unauthenticated, InvalidArgument) as exc:
+        raise PermissionDenied("the password is wrong") from exc
+    if checked.parent_id != who.parent_id:
+        raise PermissionDenied("the password is wrong")
+    return parent
+
+
+def require_password(v: Violations, password: str) -> None:
+    if not password:
+        v.add("password", "is required")
+
+
+async def forget_conversations(d: Deps, conversation_ids: list[str]) -> int:
+    """Erase conversations' state on every inference replica (tombstones, erased=True)."""
+    forgotten = 0
+    for i in range(0, len(conversation_ids), FORGET_BATCH):
+        forgotten += (await d.inference.call(
+            "ForgetConversations", inf.ForgetConversationsRequest(
+                conversation_ids=conversation_ids[i:i + FORGET_BATCH],
+                erased=True))).forgotten
+    return forgotten
 
 
 class AuthServicer:
@@ -32,7 +79,8 @@ class AuthServicer:
 
     async def SignUp(self, request: gw.SignUpRequest, context, who):
         resp = await self.d.profile.call("CreateParent", pf.CreateParentRequest(
-            email=request.email, password=request.password, display_name=request.display_name))
+            email=request.email, password=request.password, display_name=request.display_name,
+            invite_code=request.invite_code))
         pair = await self.d.tokens.sign_in(resp.parent.parent_id, resp.parent.family_id)
         return gw.SignUpResponse(parent=resp.parent, tokens=auth_tokens(pair))
 
@@ -65,9 +113,11 @@ class AuthServicer:
         await self.d.profile.call("ChangePassword", pf.ChangePasswordRequest(
             family_id=who.family_id, parent_id=who.parent_id,
             current_password=request.current_password, new_password=request.new_password))
-        # Every sign-in of this parent ends, this one included: sign in again.
+        # Every sign-in of this parent ends, this one included; the answer carries
+        # fresh tokens, so this client carries on.
         await self.d.tokens.revoke_parent(who.parent_id, "password_changed")
-        return gw.ChangePasswordResponse()
+        pair = await self.d.tokens.sign_in(who.parent_id, who.family_id)
+        return gw.ChangePasswordResponse(tokens=auth_tokens(pair))
 
 
 class FamilyServicer:
@@ -135,6 +185,55 @@ class FamilyServicer:
         return gw.ListAuditEventsResponse(events=resp.events,
                                           next_page_token=resp.next_page_token)
 
+    # -- several parents (docs/families.md) ------------------------------------------
+
+    async def CreateFamilyInvite(self, request, context, who: ParentPrincipal):
+        resp = await self.d.profile.call("CreateFamilyInvite", pf.CreateFamilyInviteRequest(
+            family_id=who.family_id, parent_id=who.parent_id))
+        return gw.CreateFamilyInviteResponse(code=resp.code, expires_at=resp.expires_at,
+                                             invite=resp.invite)
+
+    async def JoinFamily(self, request: gw.JoinFamilyRequest, context, who: ParentPrincipal):
+        resp = await self.d.profile.call("JoinFamily", pf.JoinFamilyRequest(
+            family_id=who.family_id, parent_id=who.parent_id, code=request.code))
+        # The caller's tokens name the family they left: every sign-in ends, and the
+        # answer carries tokens for the family they joined.
+        await self.d.tokens.revoke_parent(who.parent_id, "joined_family")
+        pair = await self.d.tokens.sign_in(resp.parent.parent_id, resp.parent.family_id)
+        return gw.JoinFamilyResponse(parent=resp.parent, tokens=auth_tokens(pair))
+
+    async def ListParents(self, request, context, who: ParentPrincipal):
+        resp = await self.d.profile.call("ListParents", pf.ListParentsRequest(
+            family_id=who.family_id))
+        return gw.ListParentsResponse(parents=resp.parents)
+
+    async def RemoveParent(self, request: gw.RemoveParentRequest, context, who: ParentPrincipal):
+        resp = await self.d.profile.call("RemoveParent", pf.RemoveParentRequest(
+            family_id=who.family_id, parent_id=who.parent_id,
+            removed_parent_id=request.parent_id), remap={"removed_parent_id": "parent_id"})
+        await self.d.tokens.revoke_parent(resp.parent.parent_id, "removed_from_family")
+        try:
+            await forget_conversations(self.d, list(resp.conversation_ids))
+        except DomainError:
+            # Profile no longer has them; a replica's cached state of a conversation
+            # nobody can reach ages out of its cache.
+            log.warning("family.forget_removed_parent_failed", family_id=who.family_id,
+                        count=len(resp.conversation_ids))
+        return gw.RemoveParentResponse()
+
+    async def TransferOwnership(self, request: gw.TransferOwnershipRequest, context,
+                                who: ParentPrincipal):
+        v = Violations()
+        v.uuid("parent_id", request.parent_id)
+        require_password(v, request.password)
+        v.raise_if_any()
+        if await reauthenticate(self.d, who, request.password) is None:
+            raise NotFound("parent")
+        resp = await self.d.profile.call("TransferOwnership", pf.TransferOwnershipRequest(
+            family_id=who.family_id, parent_id=who.parent_id,
+            new_owner_parent_id=request.parent_id), remap={"new_owner_parent_id": "parent_id"})
+        return gw.TransferOwnershipResponse(parents=resp.parents)
+
 
 class PrivacyServicer:
     """Export gathers profile's and analytics' data; erasure reaches every service.
@@ -176,13 +275,7 @@ class PrivacyServicer:
         return gw.ExportFamilyDataResponse(profile=resp.export, children=children)
 
     async def _forget(self, conversation_ids: list[str]) -> int:
-        forgotten = 0
-        for i in range(0, len(conversation_ids), FORGET_BATCH):
-            forgotten += (await self.d.inference.call(
-                "ForgetConversations", inf.ForgetConversationsRequest(
-                    conversation_ids=conversation_ids[i:i + FORGET_BATCH],
-                    erased=True))).forgotten
-        return forgotten
+        return await forget_conversations(self.d, conversation_ids)
 
     async def _erase_analytics(self, family_id: str, deleted: dict[str, int]) -> None:
         resp = await self.d.analytics.call(
@@ -191,28 +284,15 @@ class PrivacyServicer:
         for k, v in resp.deleted_rows.items():
             deleted[f"analytics.{k}"] = deleted.get(f"analytics.{k}", 0) + v
 
-    async def _reauthenticate(self, who: ParentPrincipal, password: str) -> bool:
-        """True when the password is right; False when profile no longer has the parent."""
-        try:
-            parent = (await self.d.profile.call("GetParent", pf.GetParentRequest(
-                family_id=who.family_id, parent_id=who.parent_id))).parent
-        except NotFound:
-            return False
-        try:
-            checked = (await self.d.profile.call("Authenticate", pf.AuthenticateRequest(
-                email=parent.email, password=password), credential_check=True)).parent
-        except (Unauthenticated, InvalidArgument) as exc:
-            raise PermissionDenied("the password is wrong") from exc
-        if checked.parent_id != who.parent_id:
-            raise PermissionDenied("the password is wrong")
-        return True
-
     async def EraseFamily(self, request: gw.EraseFamilyRequest, context, who: ParentPrincipal):
         if not request.password:
             raise InvalidArgument.field("password", "is required")
         d = self.d
         deleted: dict[str, int] = {}
-        if await self._reauthenticate(who, request.password):
+        parent = await reauthenticate(d, who, request.password)
+        if parent is not None:
+            if parent.role not in (OWNER, family_pb2.FAMILY_ROLE_UNSPECIFIED):
+                raise PermissionDenied("only the family's owner may erase the family")
             conversations = await all_pages(lambda token: d.profile.call(
                 "ListConversations", pf.ListConversationsRequest(
                     family_id=who.family_id, page_size=200, page_token=token)), "conversations")
@@ -220,7 +300,8 @@ class PrivacyServicer:
             await self._erase_analytics(who.family_id, deleted)
             forgotten = await self._forget(conv_ids)
             profile = await d.profile.call(
-                "EraseFamily", pf.EraseFamilyRequest(family_id=who.family_id),
+                "EraseFamily", pf.EraseFamilyRequest(family_id=who.family_id,
+                                                     parent_id=who.parent_id),
                 timeout=d.settings.backend_deadline_s * 6)
             deleted |= {f"profile.{k}": v for k, v in profile.deleted_rows.items()}
             d.devices.evict(family_id=who.family_id)
@@ -233,6 +314,10 @@ class PrivacyServicer:
                                 count=len(late))
             deleted["inference.conversation_states"] = forgotten
         else:
+            # Profile has no such parent: either the family is gone (a retry after
+            # step 5: finish it) or the caller was removed from a family that still
+            # exists, with a token not yet known to be revoked here (refuse).
+            await self._require_family_erased(who)
             log.info("erase.resuming_after_profile", family_id=who.family_id)
         await self._erase_analytics(who.family_id, deleted)
         revoked = await d.tokens.revoke_family(who.family_id, "family_erased")
@@ -242,3 +327,88 @@ class PrivacyServicer:
         log.info("family.erase_completed", family_id=who.family_id,
                  rows=sum(deleted.values()))
         return gw.EraseFamilyResponse(deleted_rows=deleted)
+
+    async def _require_family_erased(self, who: ParentPrincipal) -> None:
+        try:
+            await self.d.profile.call("ListParents", pf.ListParentsRequest(
+                family_id=who.family_id))
+        except NotFound:
+            return
+        raise PermissionDenied("you are no longer a parent of this family")
+
+    async def DeleteChild(self, request: gw.DeleteChildRequest, context, who: ParentPrincipal):
+        """Erase one child everywhere, in an order any step of which can be retried:
+          1. re-authenticate; the child (NOT_FOUND when not the caller's family's);
+          2. every conversation of the child (any parent's), before profile erases them;
+          3. analytics EraseChildData (sessions, trials, metrics, check-ins, flags, XP
+             outbox, play days);
+          4. ForgetConversations(erased) on every inference replica;
+          5. profile DeleteChild (profile, avatar, XP, pairing codes, devices,
+             conversations, messages, audit events naming them); from here on no device
+             of the child authenticates, so nothing new reaches analytics;
+          6. analytics EraseChildData again, sweeping a session a device sent between 3
+             and 5; forget conversations profile reported that step 2 did not see;
+          7. evict the child's devices and summaries from this gateway's caches."""
+        v = Violations()
+        v.uuid("child_id", request.child_id)
+        require_password(v, request.password)
+        v.raise_if_any()
+        d = self.d
+        if await reauthenticate(d, who, request.password) is None:
+            raise NotFound("child")
+        child = await get_child(d.profile, who, request.child_id)
+        conversations = await all_pages(lambda token: d.profile.call(
+            "ListConversations", pf.ListConversationsRequest(
+                family_id=who.family_id, child_id=child.child_id, page_size=200,
+                page_token=token)), "conversations")
+        conv_ids = [c.conversation_id for c in conversations]
+        deleted: dict[str, int] = {}
+        await self._erase_child_analytics(child, deleted)
+        forgotten = await self._forget(conv_ids)
+        profile = await d.profile.call("DeleteChild", pf.DeleteChildRequest(
+            family_id=who.family_id, child_id=child.child_id, parent_id=who.parent_id),
+            timeout=d.settings.backend_deadline_s * 6)
+        deleted |= {f"profile.{k}": v for k, v in profile.deleted_rows.items()}
+        for device_id in profile.device_ids:
+            d.devices.evict(device_id=device_id)
+        await self._erase_child_analytics(child, deleted)
+        late = sorted(set(profile.conversation_ids) - set(conv_ids))
+        if late:
+            forgotten += await self._forget(late)
+        deleted["inference.conversation_states"] = forgotten
+        d.forget_child_context(who.family_id, child.child_id)
+        log.info("child.erase_completed", family_id=who.family_id, rows=sum(deleted.values()))
+        return gw.DeleteChildResponse(deleted_rows=deleted)
+
+    async def _erase_child_analytics(self, child, deleted: dict[str, int]) -> None:
+        resp = await self.d.analytics.call(
+            "EraseChildData", an.EraseChildDataRequest(child=child_ref(child)),
+            timeout=self.d.settings.backend_deadline_s * 6)
+        for k, v in resp.deleted_rows.items():
+            deleted[f"analytics.{k}"] = deleted.get(f"analytics.{k}", 0) + v
+
+    async def StreamFamilyExport(self, request, context, who: ParentPrincipal):
+        """Profile's records as they come, then each child's play data; the last
+        message counts the records of each kind."""
+        d = self.d
+        timeout = d.settings.backend_deadline_s * EXPORT_DEADLINE_FACTOR
+        counts: Counter[str] = Counter()
+        children: list[family_pb2.Child] = []
+        async for resp in relay_stream(d.profile, "StreamFamilyExport",
+                                       pf.StreamFamilyExportRequest(
+                                           family_id=who.family_id, parent_id=who.parent_id),
+                                       timeout=timeout):
+            for record in resp.records:
+                kind = record.WhichOneof("record")
+                counts[f"profile.{kind}"] += 1
+                if kind == "child":
+                    children.append(record.child)
+            yield gw.StreamFamilyExportResponse(profile=resp.records)
+        for child in children:
+            async for resp in relay_stream(d.analytics, "StreamChildExport",
+                                           an.StreamChildExportRequest(child=child_ref(child)),
+                                           timeout=timeout):
+                for record in resp.records:
+                    counts[f"analytics.{record.WhichOneof('record')}"] += 1
+                yield gw.StreamFamilyExportResponse(analytics=resp.records)
+        yield gw.StreamFamilyExportResponse(summary=gw.ExportSummary(record_counts=counts))

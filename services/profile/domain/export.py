@@ -61,7 +61,10 @@ async def records(db: Database, *, family_id: str, parent_id: str, now: datetime
                     if kind == "conversation":
                         async for message in _messages(db, row.id, page_rows):
                             yield "message", message
-            page = parse_page(page_rows, result.next_token) if result.next_token else None
+            # The next page from the token's position (pages here may be larger than a
+            # client's, so only the cursor is taken from it).
+            page = (PageRequest(page_rows, parse_page(0, result.next_token).cursor)
+                    if result.next_token else None)
 
 
 async def _messages(db: Database, conversation_id: str, page_rows: int):

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import (
     AlreadyExists,
-    FailedPrecondition,
     NotFound,
     PermissionDenied,
+    turn_limit_reached,
 )
 from services.common.pagination import Page, PageRequest, cursor_value, cut_page, time_page
 from services.profile.domain import rules
@@ -32,8 +32,6 @@ from services.profile.repo.base import (
     require_consent,
     require_family,
 )
-
-TURN_LIMIT_REACHED = "CONVERSATION_TURN_LIMIT"
 
 
 def visible_to(stmt: Select, viewer: str) -> Select:
@@ -129,13 +127,6 @@ def _same_turn(existing: list[ChatMessage], conv_id: str, user_text: str, reply:
         user is not None and bot is not None and user.conversation_id == conv_id
         and user.text == user_text and bot.text == reply and bot.finish_reason == finish_reason
     )
-
-
-def turn_limit_reached(limit: int) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"this conversation has reached its limit of {limit} turns; start a new conversation",
-        violation_type=TURN_LIMIT_REACHED, subject="conversation",
-        metadata={"turn_limit": str(limit)})
 
 
 async def append_turn(

@@ -37,6 +37,8 @@ class FakeInference:
         self.script = Script()
         self.requests: list[inf.ChatRequest] = []
         self.forgotten: list[str] = []
+        # The ids of ForgetConversations calls that said `erased` (an erasure).
+        self.erased: list[str] = []
         self.reached = asyncio.Event()  # `after` chunks were sent
         self.cancelled = asyncio.Event()
 
@@ -67,6 +69,8 @@ class FakeInference:
 
     async def ForgetConversations(self, request, context):
         self.forgotten.extend(request.conversation_ids)
+        if request.erased:
+            self.erased.extend(request.conversation_ids)
         return inf.ForgetConversationsResponse(forgotten=len(request.conversation_ids))
 
 

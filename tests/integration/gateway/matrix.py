@@ -27,6 +27,10 @@ class Victim:
     child_id: str
     conversation_id: str
     device_id: str
+    # A parent of the victim family other than its owner and the second-parent caller.
+    parent_id: str = ""
+    # A live invite code of the victim family.
+    invite_code: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Row:
     access: str
     scoped: bool = False  # the request names the victim's ids
     other: str | None = None  # what another family's parent gets, when not NOT_FOUND/OWN
+    # What the victim family's second parent (not the owner) gets, when not admitted.
+    second: Any = None
 
     @property
     def name(self) -> str:
@@ -44,7 +50,7 @@ class Row:
 
     @property
     def streaming(self) -> bool:
-        return self.method == "Chat"
+        return self.method in ("Chat", "StreamFamilyExport")
 
 
 def _session(child_id: str) -> play_pb2.GameSession:
@@ -83,6 +89,17 @@ ROWS: list[Row] = [
     Row("FamilyService", "UpdateChild", lambda v: gw.UpdateChildRequest(
         child_id=v.child_id, nickname="Renamed"), PARENT, scoped=True),
     Row("FamilyService", "ListAuditEvents", lambda v: gw.ListAuditEventsRequest(), PARENT),
+    Row("FamilyService", "CreateFamilyInvite", lambda v: gw.CreateFamilyInviteRequest(), PARENT),
+    # Another family's parent (with a child) may not leave it; the family's own
+    # parents are already in it.
+    Row("FamilyService", "JoinFamily", lambda v: gw.JoinFamilyRequest(code=v.invite_code),
+        PARENT, other=C.FAILED_PRECONDITION),
+    Row("FamilyService", "ListParents", lambda v: gw.ListParentsRequest(), PARENT),
+    Row("FamilyService", "RemoveParent", lambda v: gw.RemoveParentRequest(
+        parent_id=v.parent_id), PARENT, scoped=True, second=C.PERMISSION_DENIED),
+    Row("FamilyService", "TransferOwnership", lambda v: gw.TransferOwnershipRequest(
+        parent_id=v.parent_id, password=PASSWORD), PARENT, scoped=True,
+        second=C.PERMISSION_DENIED),
     Row("DeviceService", "CreatePairingCode", lambda v: gw.CreatePairingCodeRequest(
         child_id=v.child_id), PARENT, scoped=True),
     Row("DeviceService", "ListDevices", lambda v: gw.ListDevicesRequest(), PARENT),
@@ -95,18 +112,28 @@ ROWS: list[Row] = [
     Row("ReportService", "ListTips", lambda v: gw.ListTipsRequest(), PARENT),
     Row("ChatService", "CreateConversation", lambda v: gw.CreateConversationRequest(
         child_id=v.child_id, title="Sleep"), PARENT, scoped=True),
+    # The victim's conversation is the owner's own (private): the second parent
+    # gets what another family gets.
     Row("ChatService", "GetConversation", lambda v: gw.GetConversationRequest(
-        conversation_id=v.conversation_id), PARENT, scoped=True),
+        conversation_id=v.conversation_id), PARENT, scoped=True, second=C.NOT_FOUND),
     Row("ChatService", "ListConversations", lambda v: gw.ListConversationsRequest(
         child_id=v.child_id), PARENT, scoped=True),
     Row("ChatService", "ListMessages", lambda v: gw.ListMessagesRequest(
-        conversation_id=v.conversation_id), PARENT, scoped=True),
+        conversation_id=v.conversation_id), PARENT, scoped=True, second=C.NOT_FOUND),
     Row("ChatService", "Chat", lambda v: gw.ChatRequest(
         conversation_id=v.conversation_id, message="How is sleep going?", turn_id=new_id(),
-        params=chat_pb2.GenerationParams(max_tokens=4)), PARENT, scoped=True),
+        params=chat_pb2.GenerationParams(max_tokens=4)), PARENT, scoped=True,
+        second=C.NOT_FOUND),
+    Row("ChatService", "UpdateConversation", lambda v: gw.UpdateConversationRequest(
+        conversation_id=v.conversation_id, shared=True), PARENT, scoped=True,
+        second=C.NOT_FOUND),
     Row("PrivacyService", "ExportFamilyData", lambda v: gw.ExportFamilyDataRequest(), PARENT),
-    Row("PrivacyService", "EraseFamily", lambda v: gw.EraseFamilyRequest(password=PASSWORD),
+    Row("PrivacyService", "StreamFamilyExport", lambda v: gw.StreamFamilyExportRequest(),
         PARENT),
+    Row("PrivacyService", "EraseFamily", lambda v: gw.EraseFamilyRequest(password=PASSWORD),
+        PARENT, second=C.PERMISSION_DENIED),
+    Row("PrivacyService", "DeleteChild", lambda v: gw.DeleteChildRequest(
+        child_id=v.child_id, password=PASSWORD), PARENT, scoped=True),
     # Parent and child-device RPCs.
     Row("AvatarService", "ListAvatarItems", lambda v: gw.ListAvatarItemsRequest(), BOTH),
     Row("AvatarService", "GetAvatar", lambda v: gw.GetAvatarRequest(child_id=v.child_id), BOTH,
@@ -121,15 +148,18 @@ ROWS: list[Row] = [
 ]
 
 CASES = ("no_token", "malformed", "forged", "expired", "other_family_parent", "child_device",
-         "revoked_device")
+         "revoked_device", "second_parent", "removed_parent")
 
 
 def expected(row: Row, case: str):
     """A status code, ADMITTED or OWN."""
     if row.access == ANON:
         return C.INVALID_ARGUMENT  # the credential is irrelevant; the bad input is not
-    if case in ("no_token", "malformed", "forged", "expired", "revoked_device"):
+    if case in ("no_token", "malformed", "forged", "expired", "revoked_device",
+                "removed_parent"):
         return C.UNAUTHENTICATED
+    if case == "second_parent":
+        return row.second or ADMITTED
     if case == "child_device":
         return C.PERMISSION_DENIED if row.access == PARENT else ADMITTED
     assert case == "other_family_parent"

@@ -101,10 +101,10 @@ def new_email() -> str:
     return f"parent.{uuid.uuid4().hex[:10]}@example.org"
 
 
-async def sign_up(client: Client, email: str | None = None) -> Fam:
+async def sign_up(client: Client, email: str | None = None, invite_code: str = "") -> Fam:
     email = email or new_email()
     resp = await client.auth.SignUp(gw.SignUpRequest(
-        email=email, password=PASSWORD, display_name="Alex"))
+        email=email, password=PASSWORD, display_name="Alex", invite_code=invite_code))
     return Fam(email, resp.parent, resp.tokens, client.as_(resp.tokens.access_token))
 
 

@@ -1,5 +1,6 @@
 """The authorization matrix: every public RPC x {no token, malformed, forged
-signature, expired, other family's parent, child device, revoked device} ->
+signature, expired, other family's parent, child device, revoked device, the
+family's second parent (not its owner), a parent removed from the family} ->
 the expected status, plus an owner control per RPC. Another family's ids
 answer exactly like ids that do not exist (same code, same message)."""
 
@@ -25,7 +26,15 @@ from tests.integration.gateway.matrix import (
     Victim,
     expected,
 )
-from tests.integration.gateway.support import KEYS, Fam, bearer, new_family, new_id, pair_device
+from tests.integration.gateway.support import (
+    KEYS,
+    Fam,
+    bearer,
+    new_family,
+    new_id,
+    pair_device,
+    sign_up,
+)
 
 C = grpc.StatusCode
 MATRIX_SIZE = (len(ROWS), len(CASES))
@@ -36,7 +45,7 @@ def test_the_table_covers_every_public_rpc():
               for m in s.methods}
     assert {r.name for r in ROWS} == public
     assert len(ROWS) == len(public) == len(POLICY)
-    assert MATRIX_SIZE == (34, 7)
+    assert MATRIX_SIZE == (42, 9)
 
 
 @dataclass
@@ -48,6 +57,8 @@ class World:
     revoked_token: str
     forged: str
     expired: str
+    second: Fam
+    removed_token: str
 
     def metadata(self, case: str) -> list:
         if case == "no_token":
@@ -75,14 +86,29 @@ class World:
             return [bearer(self.device_token)]
         if case == "revoked_device":
             return [bearer(self.revoked_token)]
+        if case == "second_parent":
+            return [bearer(self.second.access)]
+        if case == "removed_parent":
+            return [bearer(self.removed_token)]
         if case == "owner":
             return [bearer(self.victim.access)]
         raise ValueError(case)
 
 
+async def join(stack, victim: Fam) -> Fam:
+    code = (await victim.client.family.CreateFamilyInvite(
+        gateway_pb2.CreateFamilyInviteRequest(), metadata=victim.client.md)).code
+    return await sign_up(stack.client, invite_code=code)
+
+
 async def build_world(stack) -> World:
     victim = await new_family(stack.client)
     attacker = await new_family(stack.client)
+    second, third, removed = [await join(stack, victim) for _ in range(3)]
+    await victim.client.family.RemoveParent(gateway_pb2.RemoveParentRequest(
+        parent_id=removed.parent.parent_id), metadata=victim.client.md)
+    code = (await victim.client.family.CreateFamilyInvite(
+        gateway_pb2.CreateFamilyInviteRequest(), metadata=victim.client.md)).code
     conv = (await victim.client.chat.CreateConversation(gateway_pb2.CreateConversationRequest(
         child_id=victim.child_id, title="t"), metadata=victim.client.md)).conversation
     device_token, device = await pair_device(victim)
@@ -99,8 +125,10 @@ async def build_world(stack) -> World:
     assert KEYS["k1"] not in forged
     expired, _ = stack.gateway.deps.tokens.codec.issue(
         victim.parent.parent_id, victim.family_id, new_id(), now=now - timedelta(hours=1))
-    return World(victim, attacker, Victim(victim.child_id, conv.conversation_id, device.device_id),
-                 device_token, revoked_token, forged, expired)
+    return World(victim, attacker,
+                 Victim(victim.child_id, conv.conversation_id, device.device_id,
+                        third.parent.parent_id, code),
+                 device_token, revoked_token, forged, expired, second, removed.access)
 
 
 async def invoke(client, row: Row, request, metadata):
@@ -135,12 +163,14 @@ async def test_authorization_matrix(shared_stack, row: Row):
     stack = shared_stack
     world = await build_world(stack)
     for case in CASES:
-        for metadata in world.metadata(case):
-            code, details, resp = await invoke(stack.client, row, row.build(world.ids), metadata)
-            check(row, case, code, details, resp, world)
+        # The second parent may change the family (erase a child, leave): a world of its own.
+        here = await build_world(stack) if case == "second_parent" else world
+        for metadata in here.metadata(case):
+            code, details, resp = await invoke(stack.client, row, row.build(here.ids), metadata)
+            check(row, case, code, details, resp, here)
             if case == "other_family_parent" and row.scoped:
                 # No leak: the victim's ids answer exactly like ids that do not exist.
-                nowhere = Victim(new_id(), new_id(), new_id())
+                nowhere = Victim(new_id(), new_id(), new_id(), new_id())
                 code2, details2, _ = await invoke(stack.client, row, row.build(nowhere), metadata)
                 assert (code2, details2) == (code, details), row.name
     # Positive control last (it may change the victim's state: erase, sign out).

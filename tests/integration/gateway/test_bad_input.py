@@ -147,9 +147,30 @@ CASES = [
     Bad("ChatService", "Chat", lambda f: gw.ChatRequest(conversation_id=new_id(),
                                                         turn_id=new_id()), "message"),
     Bad("PrivacyService", "EraseFamily", lambda f: gw.EraseFamilyRequest(), "password"),
+    Bad("AuthService", "SignUp", lambda f: gw.SignUpRequest(
+        email="a@example.org", password=PASSWORD, display_name="A", invite_code="!!"),
+        "invite_code", anonymous=True),
+    Bad("FamilyService", "JoinFamily", lambda f: gw.JoinFamilyRequest(), "code"),
+    Bad("FamilyService", "JoinFamily", lambda f: gw.JoinFamilyRequest(code="ABC"), "code"),
+    Bad("FamilyService", "RemoveParent", lambda f: gw.RemoveParentRequest(), "parent_id"),
+    Bad("FamilyService", "RemoveParent", lambda f: gw.RemoveParentRequest(parent_id="x"),
+        "parent_id"),
+    Bad("FamilyService", "TransferOwnership", lambda f: gw.TransferOwnershipRequest(
+        password=PASSWORD), "parent_id"),
+    Bad("FamilyService", "TransferOwnership", lambda f: gw.TransferOwnershipRequest(
+        parent_id=new_id()), "password"),
+    Bad("ChatService", "UpdateConversation", lambda f: gw.UpdateConversationRequest(
+        conversation_id="x"), "conversation_id"),
+    Bad("ChatService", "ListMessages", lambda f: gw.ListMessagesRequest(
+        conversation_id=new_id(), newest_first=True, page_token="!!"), "page_token"),
+    Bad("PrivacyService", "DeleteChild", lambda f: gw.DeleteChildRequest(
+        child_id="x", password=PASSWORD), "child_id"),
+    Bad("PrivacyService", "DeleteChild", lambda f: gw.DeleteChildRequest(
+        child_id=f.child_id), "password"),
 ]
 # RPCs whose every input is optional or absent: nothing to get wrong.
-NO_INPUT = {"SignOut", "GetAccount", "ListConsents", "ExportFamilyData"}
+NO_INPUT = {"SignOut", "GetAccount", "ListConsents", "ExportFamilyData", "CreateFamilyInvite",
+            "ListParents", "StreamFamilyExport"}
 
 
 async def test_every_public_rpc_has_bad_input_cases():

@@ -83,7 +83,8 @@ def test_the_policy_table():
     strict = {k.rsplit(".", 1)[1]
               for k, r in POLICY.items() if r.checks_password}
     assert strict == {"AuthService/SignIn", "AuthService/ChangePassword",
-                      "PrivacyService/EraseFamily"}
+                      "PrivacyService/EraseFamily", "PrivacyService/DeleteChild",
+                      "FamilyService/TransferOwnership"}
     assert all(r.allowed for r in POLICY.values())
     # Nothing is open to both anonymous callers and credentials.
     assert all(r.allowed == {ANON} or ANON not in r.allowed for r in POLICY.values())
