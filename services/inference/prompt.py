@@ -52,14 +52,18 @@ __all__ = [
     "stop_sequences",
 ]
 
-ChatFormat = Literal["raven", "world"]
+ChatFormat = Literal["raven", "world", "g1"]
 Role = Literal["parent", "assistant"]
 TURN_END = "\n\n"
 NICKNAME_MAX_CHARS = 40
 # The header keeps this much of the analytics summary (a longer one is cut at a word).
 SUMMARY_PROMPT_CHARS = 1500
 
-_SPEAKERS: dict[str, tuple[str, str]] = {"raven": ("Bob", "Alice"), "world": ("User", "Assistant")}
+_SPEAKERS: dict[str, tuple[str, str]] = {"raven": ("Bob", "Alice"), "world": ("User", "Assistant"),
+                                         "g1": ("User", "Assistant")}
+# RWKV-7 G1 (published usage: "System: ...\n\nUser: ...\n\nAssistant:", "\n\n" the round
+# separator; a reasoning block the model opens is never streamed: services/inference/reasoning.py)
+_SYSTEM_TAG = {"g1": "System: "}
 
 SYSTEM_PROMPT = (
     "{bot} is a warm, careful advisor on children's health, development and psychology who "
@@ -101,7 +105,8 @@ def speakers(chat_format: str) -> tuple[str, str]:
     try:
         return _SPEAKERS[chat_format]
     except KeyError:
-        raise ValueError(f"unknown chat format {chat_format!r}; use 'raven' or 'world'") from None
+        raise ValueError(f"unknown chat format {chat_format!r}; use 'raven', 'world' or 'g1'"
+                         ) from None
 
 
 def stop_sequences(chat_format: str) -> list[str]:
@@ -182,7 +187,7 @@ def _context_text(child: Any | None) -> str:
 def prompt_header(chat_format: str, child: Any | None = None) -> str:
     """System text, the child's context and a greeting exchange; ends with a blank line."""
     user, bot = speakers(chat_format)
-    blocks = [SYSTEM_PROMPT.format(user=user, bot=bot)]
+    blocks = [_SYSTEM_TAG.get(chat_format, "") + SYSTEM_PROMPT.format(user=user, bot=bot)]
     context = _context_text(child)
     if context:
         blocks.append(f"About {user}'s child:\n{context}")

@@ -19,6 +19,7 @@ from services.inference.convert import check_converted
 from services.inference.engine import Engine, EngineCallbacks, EngineConfig, FinishEvent
 from services.inference.gpu import GpuInventory, NvmlCollector
 from services.inference.lora import LoraError, load_adapter, merged_load, parse_spec
+from services.inference.model_family import family_of, load_batched
 from services.inference.planner import (
     ConfigError,
     GpuInfo,
@@ -26,6 +27,7 @@ from services.inference.planner import (
     Plan,
     resolve_plan,
 )
+from services.inference.rwkv7_batched import BatchedRWKV7
 from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
 from services.inference.safety.model_opinion import (
     ModelSecondOpinion,
@@ -295,10 +297,15 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
     if not path.is_file():
         raise ConfigError(f"model file not found: {path}")
     info = inspect_checkpoint(path)
-    if info.version != 4.0:
-        raise ConfigError(f"{path} is an RWKV-{info.version} checkpoint; this node serves RWKV-4")
-    tokenizer = load_tokenizer(settings.tokenizer,
-                               chat_format=settings.chat_format or None)  # type: ignore[arg-type]
+    # RWKV-4 or RWKV-7, told by the keys before the rwkv package is imported (one generation
+    # per process: services/inference/model_family.py); RWKV-5/6 refused by name
+    family = family_of(info)
+    if family.generation == 7 and settings.lora:
+        raise ConfigError("lora: adapters merge into RWKV-4 checkpoints only; this is an "
+                          "RWKV-7 checkpoint")
+    tokenizer = load_tokenizer(
+        settings.tokenizer,
+        chat_format=settings.chat_format or family.chat_format or None)  # type: ignore[arg-type]
     check_vocab(tokenizer, info.vocab_size)
     gpus = inventory.gpus()
     plan = resolve_plan(ModelShape.from_info(info), gpus, explicit=settings.strategy or None,
@@ -308,10 +315,12 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
         check_converted(path, plan.strategy)
     log.info("inference.plan", strategy=plan.strategy, reason=plan.reason,
              gpus=len(gpus), plan="\n" + plan.describe())
-    model = _load_model(settings, path, plan.strategy, info)
-    batched = BatchedRWKV(model, onednn=None if settings.onednn else False,
-                          packed_weights=settings.cpu_packed_weights)
-    log.info("inference.batched_decode", batched=batched.batched,
+    batched = load_batched(path, family, plan.strategy,
+                           onednn=None if settings.onednn else False,
+                           packed_weights=settings.cpu_packed_weights,
+                           load_package_model=lambda p, s: _load_model(settings, p, s, info))
+    model = batched.model
+    log.info("inference.batched_decode", family=family.name, batched=batched.batched,
              fallback_reason=batched.fallback_reason, onednn=batched.onednn,
              packed_weights=batched.packed_weights, extra_host_bytes=batched.extra_bytes)
     cache = StateCache(settings.state_cache_bytes, Tombstones(settings.state_tombstone_s))
@@ -323,6 +332,7 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
             prefill_tokens_per_step=settings.prefill_tokens_per_step,
             max_tokens_limit=settings.max_tokens_limit,
             max_prompt_tokens=settings.max_prompt_tokens,
+            reasoning_block=family.reasoning_block,
         ),
     )
     # Readiness: the node reports SERVING only once this returns, so the warm-up forward has
@@ -342,7 +352,7 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
 
 
 def state_tier(settings: InferenceSettings, cache: StateCache, model: object,
-               batched: BatchedRWKV, tokenizer: Tokenizer, strategy: str,
+               batched: BatchedRWKV | BatchedRWKV7, tokenizer: Tokenizer, strategy: str,
                metrics: EngineCallbacks | None = None) -> StateTier:
     """The local cache with the shared store when `state_store_url` is set. The store is
     connected lazily: a store that is down at start degrades like one that goes down later."""
@@ -351,7 +361,8 @@ def state_tier(settings: InferenceSettings, cache: StateCache, model: object,
     fingerprint = b""
     if url:
         placement = [(str(t.device), str(t.dtype), t.numel()) for t in batched.zero_state()]
-        fingerprint = model_fingerprint(getattr(model, "w", {}), vocabulary_digest(tokenizer),
+        weights = batched.z if isinstance(batched, BatchedRWKV7) else getattr(model, "w", {})
+        fingerprint = model_fingerprint(weights, vocabulary_digest(tokenizer),
                                         placement, strategy)
         store = RedisStateStore(
             url, prefix=settings.state_store_prefix, ttl_s=settings.state_store_ttl_s,

@@ -20,14 +20,16 @@ class InferenceSettings(ServiceSettings):
     # (measured: bench/bench_load.py; above max_batch_size + max_queue: the engine answers first).
     max_inflight_rpcs: int = Field(128, ge=0, le=100_000, description="0 = no cap.")
     metrics_port: int | None = Field(9104, ge=0, le=65535)
-    model_path: Path = Field(description="RWKV-4 .pth checkpoint (raw or pre-converted).")
+    model_path: Path = Field(description="RWKV-4 .pth checkpoint (raw or pre-converted) or "
+                             "RWKV-7 .pth (x070: World, G1); the generation is read from its keys.")
     tokenizer: str = Field(
         "world", description='Path to a tokenizers JSON (Raven: 20B_tokenizer.json) or "world".'
     )
     lora: str = Field(
         "", description="LoRA adapter merged into the raw checkpoint at load: path[:alpha] "
         "(alpha: the LoRA alpha, default the trained one; services/inference/lora.py).")
-    chat_format: str = Field("", description='"raven" or "world"; empty: from the tokenizer.')
+    chat_format: str = Field("", description='"raven", "world" or "g1"; empty: "g1" for an '
+                             'RWKV-7 checkpoint, else from the tokenizer.')
     strategy: str = Field("", description="rwkv strategy string; empty: the planner decides.")
     cpu_first_layers: int = Field(0, ge=0, description="Planner option: first N layers on CPU.")
     max_batch_size: int = Field(16, ge=1, le=256, description="Sequences decoded together.")

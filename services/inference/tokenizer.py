@@ -30,7 +30,7 @@ __all__ = [
     "load_tokenizer",
 ]
 
-ChatFormat = Literal["raven", "world"]
+ChatFormat = Literal["raven", "world", "g1"]  # g1: RWKV-7 G1 (World vocabulary)
 END_OF_TEXT = 0
 WORLD_VOCAB_SIZE = 65536
 RAVEN_VOCAB_SIZE = 50277
