@@ -63,19 +63,43 @@ def _random_model(var: Path, console: Console) -> Path:
     return path
 
 
+def _random_model7(var: Path, console: Console) -> Path:
+    """A small random RWKV-7 (x070, G1-shaped) checkpoint with the real key names, World
+    vocabulary: the node reads its generation from the keys and serves it as RWKV-7."""
+    from services.inference.checkpoint import build_random_checkpoint7
+
+    path = var / "models" / "demo-rwkv7-g1-L4-D128.pth"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        console.print(f"building a small random RWKV-7 demo model at {path} ...")
+        build_random_checkpoint7(path, n_layer=4, n_embd=128, vocab_size=65536, head_size=64,
+                                 seed=7)
+    return path
+
+
 def _model(var: Path, console: Console, model: Path | None, tokenizer: str,
-           random_model: bool) -> tuple[Path, str]:
+           random_model: bool, demo_generation: int = 4) -> tuple[Path, str]:
     """(checkpoint, tokenizer spec) the inference node serves.
 
-    --model: that checkpoint with --tokenizer ("world" when not given). --random-model: the
-    random World-vocabulary model (quick runs). Default: the demo model trained here on the
-    corpus (avatario_tools.corpus.demo), trained on first use and cached under var/.
+    --model: that checkpoint (RWKV-4 or RWKV-7, told by its keys) with --tokenizer ("world"
+    when not given). --random-model: the random World-vocabulary model (quick runs).
+    --demo-generation 7: a random RWKV-7 model (there is no trained RWKV-7 demo model).
+    Default: the demo model trained here on the corpus (avatario_tools.corpus.demo), trained
+    on first use and cached under var/.
     """
     if model is not None:
+        if demo_generation != 4:
+            raise typer.BadParameter("--demo-generation chooses the demo model; --model names "
+                                     "one (its generation is read from the file)",
+                                     param_hint="--demo-generation")
         return model, tokenizer or "world"
+    if demo_generation not in (4, 7):
+        raise typer.BadParameter("4 (RWKV-4) or 7 (RWKV-7)", param_hint="--demo-generation")
     if tokenizer:
         raise typer.BadParameter("--tokenizer goes with --model (the demo and random models "
                                  "bring their own)", param_hint="--tokenizer")
+    if demo_generation == 7:
+        return _random_model7(var, console), "world"
     if random_model:
         return _random_model(var, console), "world"
     from avatario_tools.corpus.demo import ensure_demo_model
@@ -87,11 +111,12 @@ def _model(var: Path, console: Console, model: Path | None, tokenizer: str,
 async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None, tokenizer: str,
                 strategy: str, demo: bool, exit_after_demo: bool, sessions: int, weeks: int,
                 log_level: str, verbose: bool, inference_replicas: int = 1,
-                state_store_url: str | None = None, random_model: bool = False) -> int:
+                state_store_url: str | None = None, random_model: bool = False,
+                demo_generation: int = 4) -> int:
     console = Console()
     var.mkdir(parents=True, exist_ok=True)
     sec = _secrets(var)
-    model, tokenizer = _model(var, console, model, tokenizer, random_model)
+    model, tokenizer = _model(var, console, model, tokenizer, random_model, demo_generation)
     cfg = StackConfig(
         var=var, ports=consecutive_ports(base_port, inference_replicas),
         metrics_ports=consecutive_ports(metrics_base, inference_replicas),
@@ -156,7 +181,8 @@ def run(
     metrics_base_port: int = typer.Option(9101, help="Metrics ports, in the same order."),
     model: Path | None = typer.Option(
         None, envvar="AVATARIO_DEVSTACK_MODEL",
-        help="An RWKV-4 .pth (e.g. a Raven 7B); default: the small demo model trained here on "
+        help="An RWKV-4 .pth (e.g. a Raven 7B) or an RWKV-7 .pth (e.g. a G1 model; the "
+             "generation is read from the file); default: the small demo model trained here on "
              "the corpus (first run: a few minutes, then cached in var/models/demo/)."),
     tokenizer: str = typer.Option(
         "", envvar="AVATARIO_DEVSTACK_TOKENIZER",
@@ -166,6 +192,10 @@ def run(
         False, "--random-model",
         help="Serve a small random model (World vocabulary) instead of the trained demo model: "
              "no training, replies are noise."),
+    demo_generation: int = typer.Option(
+        4, "--demo-generation", envvar="AVATARIO_DEVSTACK_DEMO_GENERATION",
+        help="7: serve a small random RWKV-7 (G1-shaped) model instead of the RWKV-4 demo "
+             "model (replies are noise); 4: the RWKV-4 demo model."),
     strategy: str = typer.Option("", envvar="AVATARIO_DEVSTACK_STRATEGY",
                                  help="rwkv strategy; empty = the planner decides."),
     demo: bool = typer.Option(True, help="Run the scripted demo through the gateway."),
@@ -185,7 +215,8 @@ def run(
 ) -> None:
     raise typer.Exit(asyncio.run(_main(var, base_port, metrics_base_port, model, tokenizer, strategy,
                                        demo, exit_after_demo, sessions, weeks, log_level, verbose,
-                                       inference_replicas, state_store_url, random_model)))
+                                       inference_replicas, state_store_url, random_model,
+                                       demo_generation)))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ the fp16 rescaling is applied and the strategy is recorded under ``_strategy``. 
 loads faster and with less host memory, but only with that exact strategy.
 
     python -m services.inference.convert IN.pth OUT.pth --strategy "cuda:0 fp16i8"
+
+RWKV-7 checkpoints are not converted, and need not be: the package's RWKV-7 path has no
+convert-and-save (nor int8), and loads the raw `.pth` memory-mapped, transposing and casting
+each tensor once on its way to the device; the node then places the layers itself. A
+converted file could only save that one pass, which costs about as much as reading the file.
+`convert` on an RWKV-7 file says so (`RWKV7_NO_CONVERSION`) and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +26,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.inference.checkpoint import detect_generation
 from services.inference.planner import ConfigError, Segment, canonical_strategy, parse_strategy
 
-__all__ = ["ConversionReport", "app", "check_converted", "convert_checkpoint", "read_metadata"]
+__all__ = ["RWKV7_NO_CONVERSION", "ConversionReport", "app", "check_converted",
+           "convert_checkpoint", "read_metadata"]
 
 MIN_VERSION = 0.7
+RWKV7_NO_CONVERSION = (
+    "is an RWKV-7 checkpoint: it needs no conversion. The rwkv package's RWKV-7 path has no "
+    "convert-and-save and no int8; it memory-maps the raw .pth and casts each tensor once "
+    "onto its device, and the node places the layers itself. Serve the raw file (--model).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,8 @@ def convert_checkpoint(
     if out.suffix != ".pth":
         out = out.with_name(out.name + ".pth")  # the package appends it anyway
     sd = _load_meta(src)
+    if detect_generation([k for k in sd if isinstance(k, str)]) == 7.0:
+        raise ConfigError(f"{src} {RWKV7_NO_CONVERSION}")
     if "_strategy" in sd:
         raise ConfigError(
             f"{src} is already converted (for {sd['_strategy']!r}); convert the raw checkpoint"

@@ -166,3 +166,27 @@ def test_rwkv7_strategies_without_int8_or_streaming() -> None:
         slots_from_strategy("cpu fp32 *3 -> cpu fp16i8", 12)
     slots = slots_from_strategy("cpu fp32 *3 -> cpu bf16", 12)
     assert [s.dtype for s in slots] == [torch.float32] * 3 + [torch.bfloat16] * 10
+
+
+def test_convert_says_an_rwkv7_file_needs_no_conversion(tmp_path: Path) -> None:
+    from services.inference.convert import convert_checkpoint
+
+    src = build_random_checkpoint7(tmp_path / "g1", n_layer=1, n_embd=64, vocab_size=256,
+                                   head_size=32)
+    with pytest.raises(ConfigError, match="RWKV-7 checkpoint: it needs no conversion"):
+        convert_checkpoint(src, tmp_path / "out.pth", "cpu fp32")
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_devstack_builds_a_random_rwkv7_demo_model(tmp_path: Path) -> None:
+    import typer
+    from rich.console import Console
+
+    from avatario_tools.devstack.__main__ import _model
+
+    path, tok = _model(tmp_path, Console(quiet=True), None, "", False, 7)
+    info = inspect_checkpoint(path)
+    assert tok == "world" and info.version == 7 and info.vocab_size == 65536
+    assert _model(tmp_path, Console(quiet=True), None, "", False, 7)[0] == path  # cached
+    with pytest.raises(typer.BadParameter, match="--model names one"):
+        _model(tmp_path, Console(quiet=True), path, "", False, 7)
