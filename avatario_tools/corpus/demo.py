@@ -59,7 +59,7 @@ class DemoConfig:
     n_embd: int = 192
     ctx_len: int = 128
     batch_size: int = 4
-    steps: int = 800
+    steps: int = 1000
     lr: float = 2e-3
     lr_final: float = 1e-4
     warmup: int = 30
