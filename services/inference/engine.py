@@ -427,6 +427,8 @@ class Engine:
         handle = self.submit(GenerationRequest(
             conversation_id="", prompt_tokens=list(prompt_tokens), deadline=deadline,
             request_id=request_id, score_only=True,
+            # nothing is generated: ask for one token so any max_tokens limit admits it
+            params=SamplingParams(max_tokens=1),
             score_token_ids=tuple(int(t) for t in token_ids) if token_ids is not None else None))
         try:
             final = await handle.result()

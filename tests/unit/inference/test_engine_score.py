@@ -79,6 +79,14 @@ async def test_log_probs_of_requested_ids(make_engine, model_fp32) -> None:
     assert float((got - ref).abs().max()) <= 1e-4
 
 
+async def test_scoring_works_under_a_small_max_tokens_limit(make_engine, model_fp32) -> None:
+    # A node configured with max_tokens_limit below the sampling default still scores.
+    eng = make_engine(max_tokens_limit=8)
+    tokens = _prompt(random.Random(3), 12)
+    got = await eng.score(tokens)
+    assert torch.allclose(got, _reference(model_fp32, tokens), atol=1e-4)
+
+
 async def test_scoring_never_touches_the_state_cache(make_engine) -> None:
     cache = StateCache(1 << 24)
     eng = make_engine(cache=cache)
