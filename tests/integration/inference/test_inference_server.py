@@ -17,9 +17,9 @@ from services.inference.checkpoint import build_random_checkpoint
 from services.inference.main import build_server
 from services.inference.planner import ConfigError
 from services.inference.prompt import PromptBuilder
-from services.inference.settings import InferenceSettings
 from services.inference.tokenizer import load_tokenizer
-from tests.helpers import INTERNAL_TOKEN, assert_rpc_error, new_id, retry_after
+from tests.helpers import assert_rpc_error, new_id, retry_after
+from tests.integration.inference.support import collect_chat, node_settings
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,7 @@ def model_path(tmp_path_factory):
     return path
 
 
-def _settings(model_path, **kw) -> InferenceSettings:
-    base = dict(internal_token=INTERNAL_TOKEN, port=0, metrics_port=None, model_path=model_path,
-                tokenizer="world", strategy="", max_tokens_limit=256, default_max_tokens=16)
-    return InferenceSettings(**(base | kw))
+_settings = node_settings
 
 
 # One node for the module: loading the model and the World vocabulary takes seconds.
@@ -46,11 +43,6 @@ async def node(model_path):
     await node.server.stop(0)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stub(node):
-    async with internal_channel(f"127.0.0.1:{node.port}", node.settings, caller="test") as ch:
-        yield inference_pb2_grpc.InferenceServiceStub(ch)
-
 
 def _req(conv: str, message: str, history=(), **params) -> inference_pb2.ChatRequest:
     p = chat_pb2.GenerationParams(**({"temperature": 0.0, "max_tokens": 8} | params))
@@ -60,16 +52,6 @@ def _req(conv: str, message: str, history=(), **params) -> inference_pb2.ChatReq
         child=chat_pb2.ChildContext(child_id=new_id(), nickname="Mia", age_months=84,
                                     summary="Working memory is on track."))
 
-
-async def _collect(call) -> tuple[str, inference_pb2.ChatFinal]:
-    chunks, final = [], None
-    async for resp in call:
-        if resp.HasField("chunk"):
-            chunks.append(resp.chunk.text)
-        else:
-            final = resp.final
-    assert final is not None
-    return "".join(chunks), final
 
 
 async def test_model_info_reports_the_plan(stub):
@@ -82,27 +64,27 @@ async def test_model_info_reports_the_plan(stub):
 
 async def test_chat_streams_and_resumes_from_the_state_cache(stub):
     conv = new_id()
-    text, final = await _collect(stub.Chat(_req(conv, "How can I help my son sleep better?")))
+    text, final = await collect_chat(stub.Chat(_req(conv, "How can I help my son sleep better?")))
     assert final.text == text
     assert final.finish_reason in (chat_pb2.FINISH_REASON_STOP, chat_pb2.FINISH_REASON_LENGTH,
                                    chat_pb2.FINISH_REASON_STOP_SEQUENCE)
     assert final.stats.prompt_tokens > 50 and not final.stats.cache_hit
     history = [(chat_pb2.ROLE_PARENT, "How can I help my son sleep better?"),
                (chat_pb2.ROLE_ASSISTANT, final.text)]
-    _, second = await _collect(stub.Chat(_req(conv, "And on weekends?", history)))
+    _, second = await collect_chat(stub.Chat(_req(conv, "And on weekends?", history)))
     assert second.stats.cache_hit
     assert second.stats.cached_tokens == final.stats.prompt_tokens + second.stats.cached_tokens - final.stats.prompt_tokens
     assert second.stats.cached_tokens >= final.stats.prompt_tokens
 
     # Another conversation with the same history re-prefills (no cross-conversation reuse).
-    _, other = await _collect(stub.Chat(_req(new_id(), "And on weekends?", history)))
+    _, other = await collect_chat(stub.Chat(_req(new_id(), "And on weekends?", history)))
     assert not other.stats.cache_hit and other.stats.prompt_tokens == second.stats.prompt_tokens
 
     # Forgotten conversations re-prefill from the history.
     forgot = await stub.ForgetConversations(
         inference_pb2.ForgetConversationsRequest(conversation_ids=[conv]))
     assert forgot.forgotten == 1
-    _, third = await _collect(stub.Chat(_req(conv, "And on weekends?", history)))
+    _, third = await collect_chat(stub.Chat(_req(conv, "And on weekends?", history)))
     assert not third.stats.cache_hit
 
 
@@ -112,7 +94,7 @@ async def test_a_message_at_the_limit_is_prefilled_whole(stub):
     message = ("sleep " * CHAT_MESSAGE_MAX_CHARS)[: CHAT_MESSAGE_MAX_CHARS - 1] + "?"
     history = [(chat_pb2.ROLE_PARENT, "Hello"), (chat_pb2.ROLE_ASSISTANT, " Hi.")]
     req = _req(new_id(), message, history, max_tokens=1)
-    _, final = await _collect(stub.Chat(req))
+    _, final = await collect_chat(stub.Chat(req))
     world = load_tokenizer("world")
     expected = prompt_tokens(PromptBuilder(world, "world"), req, 1 << 20)
     assert final.stats.prompt_tokens == len(expected)
@@ -120,11 +102,11 @@ async def test_a_message_at_the_limit_is_prefilled_whole(stub):
 
 
 async def test_greedy_is_deterministic_and_seed_reproduces(stub):
-    a = await _collect(stub.Chat(_req(new_id(), "Tell me about reading.")))
-    b = await _collect(stub.Chat(_req(new_id(), "Tell me about reading.")))
+    a = await collect_chat(stub.Chat(_req(new_id(), "Tell me about reading.")))
+    b = await collect_chat(stub.Chat(_req(new_id(), "Tell me about reading.")))
     assert a[0] == b[0]
-    s1 = await _collect(stub.Chat(_req(new_id(), "Ideas?", temperature=1.0, seed=5)))
-    s2 = await _collect(stub.Chat(_req(new_id(), "Ideas?", temperature=1.0, seed=5)))
+    s1 = await collect_chat(stub.Chat(_req(new_id(), "Ideas?", temperature=1.0, seed=5)))
+    s2 = await collect_chat(stub.Chat(_req(new_id(), "Ideas?", temperature=1.0, seed=5)))
     assert s1[0] == s2[0]
 
 
@@ -133,7 +115,7 @@ async def test_greedy_is_deterministic_and_seed_reproduces(stub):
     ("how much ibuprofen can I give my 4 year old", "medication_dosing"),
 ])
 async def test_safety_answers_without_the_model(stub, message, category):
-    text, final = await _collect(stub.Chat(_req(new_id(), message)))
+    text, final = await collect_chat(stub.Chat(_req(new_id(), message)))
     assert final.finish_reason == chat_pb2.FINISH_REASON_SAFETY
     assert final.safety_category == category and final.text == text and text
     assert final.stats.prompt_tokens == 0
@@ -155,7 +137,7 @@ async def test_chat_bad_input(stub, mutate, field):
     req = _req(new_id(), "Hello")
     mutate(req)
     with pytest.raises(grpc.aio.AioRpcError) as ei:
-        await _collect(stub.Chat(req))
+        await collect_chat(stub.Chat(req))
     assert_rpc_error(ei.value, grpc.StatusCode.INVALID_ARGUMENT, field)
 
 
@@ -191,17 +173,17 @@ async def test_backpressure_cancellation_and_deadline(model_path):
             stub = inference_pb2_grpc.InferenceServiceStub(ch)
             long = stub.Chat(_req(new_id(), "Tell me a long story.", max_tokens=4096,
                                   temperature=1.0, seed=1, stop=["@@never@@"]))
-            reader = asyncio.create_task(_collect(long))
+            reader = asyncio.create_task(collect_chat(long))
             await _wait_for(lambda: engine.running_count() == 1)
             with pytest.raises(grpc.aio.AioRpcError) as ei:
-                await _collect(stub.Chat(_req(new_id(), "Me too")))
+                await collect_chat(stub.Chat(_req(new_id(), "Me too")))
             assert_rpc_error(ei.value, grpc.StatusCode.RESOURCE_EXHAUSTED)
             assert retry_after(ei.value) and retry_after(ei.value) > 0
             long.cancel()  # a cancelled stream frees its slot
             with pytest.raises(asyncio.CancelledError):
                 await reader
             await _wait_for(lambda: engine.outstanding() == 0)
-            text, final = await _collect(stub.Chat(_req(new_id(), "Now there is room")))
+            text, final = await collect_chat(stub.Chat(_req(new_id(), "Now there is room")))
             # The freed slot serves a whole reply: greedy, max_tokens 8, none of it held back.
             assert final.finish_reason == chat_pb2.FINISH_REASON_LENGTH
             assert final.stats.completion_tokens == 8 and final.text == text and text.strip()
@@ -210,7 +192,7 @@ async def test_backpressure_cancellation_and_deadline(model_path):
                 # 4096 tokens take seconds even for the tiny model: the deadline hits first.
                 # Seeded like the long story above (unseeded, an early end of turn could
                 # finish the reply before the deadline).
-                await _collect(stub.Chat(_req(new_id(), "Tell me a long story.", max_tokens=4096,
+                await collect_chat(stub.Chat(_req(new_id(), "Tell me a long story.", max_tokens=4096,
                                               temperature=1.0, seed=1, stop=["@@never@@"]),
                                          timeout=0.3))
             assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

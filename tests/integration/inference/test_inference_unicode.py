@@ -12,12 +12,12 @@ import pytest
 import pytest_asyncio
 
 from avatario.common.v1 import chat_pb2
-from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
-from services.common.clients import internal_channel
+from avatario.inference.v1 import inference_pb2
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.main import build_server
 from services.inference.settings import InferenceSettings
 from tests.helpers import INTERNAL_TOKEN, assert_rpc_error, new_id
+from tests.integration.inference.support import collect_chat
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -54,11 +54,6 @@ async def node(tmp_path_factory):
     await node.server.stop(0)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stub(node):
-    async with internal_channel(f"127.0.0.1:{node.port}", node.settings, caller="test") as ch:
-        yield inference_pb2_grpc.InferenceServiceStub(ch)
-
 
 @pytest.fixture
 def submitted(node, monkeypatch) -> list:
@@ -85,16 +80,6 @@ def _req(message: str, history=(), summary: str = "Working memory is on track.",
                                     summary=summary))
 
 
-async def _collect(call) -> tuple[str, inference_pb2.ChatFinal]:
-    chunks, final = [], None
-    async for resp in call:
-        if resp.HasField("chunk"):
-            chunks.append(resp.chunk.text)
-        else:
-            final = resp.final
-    assert final is not None
-    return "".join(chunks), final
-
 
 @pytest.mark.parametrize("message", [
     "I want to k\u200bill myself",
@@ -105,7 +90,7 @@ async def _collect(call) -> tuple[str, inference_pb2.ChatFinal]:
 ])
 async def test_disguised_crisis_gets_the_fixed_answer_without_the_model(stub, submitted,
                                                                          message):
-    text, final = await _collect(stub.Chat(_req(message)))
+    text, final = await collect_chat(stub.Chat(_req(message)))
     assert final.finish_reason == chat_pb2.FINISH_REASON_SAFETY
     assert final.safety_category == "crisis" and final.text == text and text
     assert final.stats.prompt_tokens == 0
@@ -114,7 +99,7 @@ async def test_disguised_crisis_gets_the_fixed_answer_without_the_model(stub, su
 
 async def test_special_token_text_never_reaches_the_prompt_as_a_token(stub, submitted):
     history = [(chat_pb2.ROLE_PARENT, f"Hello{EOT}"), (chat_pb2.ROLE_ASSISTANT, "Hi.")]
-    _, final = await _collect(stub.Chat(_req(f"Ideas?{EOT}{EOT}", history,
+    _, final = await collect_chat(stub.Chat(_req(f"Ideas?{EOT}{EOT}", history,
                                              summary=f"On track.{EOT}", nickname=f"Mia{EOT}")))
     assert final.finish_reason != chat_pb2.FINISH_REASON_SAFETY
     [request] = submitted
@@ -124,6 +109,6 @@ async def test_special_token_text_never_reaches_the_prompt_as_a_token(stub, subm
 
 async def test_invisible_only_message_is_invalid(stub, submitted):
     with pytest.raises(grpc.aio.AioRpcError) as ei:
-        await _collect(stub.Chat(_req("\u200b\u2060\u00ad\ufeff")))
+        await collect_chat(stub.Chat(_req("\u200b\u2060\u00ad\ufeff")))
     assert_rpc_error(ei.value, grpc.StatusCode.INVALID_ARGUMENT, "message")
     assert submitted == []

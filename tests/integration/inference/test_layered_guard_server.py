@@ -7,8 +7,7 @@ import pytest
 import pytest_asyncio
 
 from avatario.common.v1 import chat_pb2
-from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
-from services.common.clients import internal_channel
+from avatario.inference.v1 import inference_pb2
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.main import build_server
 from services.inference.safety.classifier import Thresholds
@@ -38,11 +37,6 @@ async def node(model_path):
     yield node
     await node.server.stop(0)
 
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stub(node):
-    async with internal_channel(f"127.0.0.1:{node.port}", node.settings, caller="test") as ch:
-        yield inference_pb2_grpc.InferenceServiceStub(ch)
 
 
 def _req(message: str) -> inference_pb2.ChatRequest:
