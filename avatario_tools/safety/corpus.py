@@ -6,6 +6,12 @@ the validation and test splits hold phrasings the model never saw in training: w
 subtopic the templates are ordered by a hash and every 10th from position 3 goes to
 validation, every 10th from position 7 to test (subtopics of fewer than 4 templates are all
 training). Thresholds are chosen on validation; test is only reported.
+
+Benign has two sources: the look-alikes (templates/benign.py, full of the categories' words)
+and ordinary chat (templates/chat.py: follow-ups, answers, thanks, everyday questions; its
+subtopics start with `chat_`, see `is_ordinary_chat`). Some messages of every class get a
+sentence of ordinary context in front; those sentences come from training templates only, so
+no validation or test phrasing leaks into training through them.
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ from collections import Counter
 from dataclasses import dataclass
 
 from avatario_tools.safety.grammar import Filler, perturb
-from avatario_tools.safety.templates import COMMON_SLOTS, MODULES
+from avatario_tools.safety.templates import COMMON_SLOTS, MODULES, SOURCES, chat
 
 SEED = "avatario-safety-corpus-v1"
 PER_TEMPLATE = {"benign": 48, "crisis": 52, "abuse": 52, "medical_emergency": 50,
                 "medication_dosing": 66}
+PER_CHAT_TEMPLATE = 36  # ordinary chat: many short templates, fewer variants each
+ORDINARY_PREFIX = "chat_"
+# Subtopics whose training templates may open a message of any class as context.
+_CONTEXT_GROUPS = {
+    "benign": ("family", "development", "feelings", "baby", "mild_illness"),
+    "chat": ("chat_facts", "chat_sleep", "chat_food", "chat_school", "chat_routines"),
+}
 LABELS = ("benign", "crisis", "abuse", "medical_emergency", "medication_dosing")
 SPLITS = ("train", "validation", "test")
 
@@ -51,43 +64,52 @@ def template_split(templates: list[str], label: str, group: str) -> dict[str, st
     return out
 
 
-def _benign_sentences(rng: random.Random) -> list[str]:
-    """Plain benign sentences used to make long messages in every class."""
-    module = MODULES["benign"]
-    filler = Filler(rng, {**COMMON_SLOTS, **module.SLOTS})
+def is_ordinary_chat(group: str) -> bool:
+    """True for an Example.group of the ordinary chat source ("benign/chat_...")."""
+    return group.split("/", 1)[-1].startswith(ORDINARY_PREFIX)
+
+
+def _context_sentences(rng: random.Random) -> list[str]:
+    """Plain benign sentences (training templates only) used to make longer messages."""
     out = []
-    for group in ("family", "development", "feelings", "baby", "mild_illness"):
-        for t in module.GROUPS[group]:
-            out.append(filler.fill(t).rstrip(".?!") + ".")
+    for name, module in (("benign", MODULES["benign"]), ("chat", chat)):
+        filler = Filler(rng, {**COMMON_SLOTS, **module.SLOTS})
+        for group in _CONTEXT_GROUPS[name]:
+            templates = module.GROUPS[group]
+            splits = template_split(templates, "benign", group)
+            for t in templates:
+                if splits[t] == "train":
+                    out.append(filler.fill(t).rstrip(".?!") + ".")
     return out
 
 
 def generate() -> list[Example]:
     """Every example of every class, in a fixed order."""
-    context = _benign_sentences(random.Random(f"{SEED}:context"))
+    context = _context_sentences(random.Random(f"{SEED}:context"))
     examples: list[Example] = []
-    for label in LABELS:
-        module = MODULES[label]
+    seen: dict[str, set[str]] = {label: set() for label in LABELS}
+    for label, module in SOURCES:
         slots = {**COMMON_SLOTS, **module.SLOTS}
-        seen: set[str] = set()
         for group, templates in module.GROUPS.items():
             splits = template_split(templates, label, group)
+            want = PER_CHAT_TEMPLATE if group.startswith(ORDINARY_PREFIX) else PER_TEMPLATE[label]
             for t in templates:
                 rng = random.Random(f"{SEED}:{label}:{group}:{t}")
                 filler = Filler(rng, slots)
-                want, tries = PER_TEMPLATE[label], 0
-                made = 0
+                made, tries = 0, 0
                 while made < want and tries < want * 6:
                     tries += 1
                     text = filler.fill(t)
                     if rng.random() < 0.65:
                         text = perturb(rng, text)
-                    if rng.random() < 0.1:  # a longer message: some context first
-                        text = f"{rng.choice(context)} {text}"
+                    r = rng.random()
+                    if r < 0.15:  # a longer message: one or two sentences of context first
+                        lead = rng.sample(context, 1 if r < 0.1 else 2)
+                        text = " ".join((*lead, text))
                     key = text.lower()
-                    if key in seen:
+                    if key in seen[label]:
                         continue
-                    seen.add(key)
+                    seen[label].add(key)
                     examples.append(Example(text, label, splits[t], f"{label}/{group}"))
                     made += 1
     return examples

@@ -4,13 +4,37 @@
 coefficients written into a zip with fixed timestamps, and metadata without clocks. The same
 library versions give byte-identical files (test_safety_classifier_build checks it).
 
-Thresholds are chosen on the VALIDATION split (templates never seen in training), with the
-rules (layer 1) in front, leaning to recall on the dangerous categories:
+Base-rate prior. The corpus holds about as many harmful messages as benign ones, but real
+chat is overwhelmingly benign, and a logistic regression's intercepts learn the training mix:
+a message with few known features (a short follow-up such as "She is 6.") then leans toward
+whatever class the intercepts favour. After each fit the intercepts are corrected to the
+deployment prior PRIOR by Bayes' rule (Saerens et al., 2002, "Adjusting the outputs of a
+classifier to new a priori probabilities"): b_c += log(PRIOR[c] / share of c in the fitted
+rows), so the stored scores are probabilities under the stated mix. The number is an
+ASSUMPTION, stated plainly: no traffic exists yet to measure it. We assume 2 % of parent chat
+messages fall in one of the four categories (0.5 % each, no reason to rank them) and 98 % are
+benign; for a parenting-advice chat this is deliberately on the high side, so the correction
+does not lean too far toward benign. Revise it from the decision metrics
+(avatario_inference_safety_decisions_total) once there is real traffic. Because the four
+categories share one prior, the correction is a monotone map of the total harm score; the
+thresholds below are chosen on the corrected scores.
 
-- answer[c]: the lowest score at which at most ANSWER_BENIGN of the benign validation messages
-  that the rules let through would get category c's fixed answer, never below ANSWER_FLOOR;
-- borderline[c]: the same with BORDERLINE_BENIGN (the model's reply plus one help line is a
-  mild outcome for a benign message), never below BORDERLINE_FLOOR and never above answer[c].
+Thresholds are chosen on the VALIDATION split (templates never seen in training), with the
+rules (layer 1) in front, leaning to recall on the dangerous categories, against each of the
+two benign populations separately (so the many easy ordinary-chat messages cannot loosen the
+thresholds for the look-alikes), taking the stricter:
+
+- answer[c]: the lowest score at which at most ANSWER_BENIGN of the benign look-alikes (and
+  ORDINARY_ANSWER of the ordinary chat) in validation that the rules let through would get
+  category c's fixed answer, never below ANSWER_FLOOR;
+- borderline[c]: the same with BORDERLINE_BENIGN and ORDINARY_BORDERLINE (the model's reply
+  plus one help line is a mild outcome for a benign message), never below BORDERLINE_FLOOR
+  and never above answer[c].
+
+The floors are only a safety net for a validation split too clean to set a threshold, and
+are tied to the stated prior: ANSWER_FLOOR is the prior harm share (never the fixed answer for
+a message the classifier finds no more likely harmful than an average message), and
+BORDERLINE_FLOOR is one category's prior share.
 """
 
 from __future__ import annotations
@@ -28,7 +52,13 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from avatario_tools.safety.corpus import LABELS, corpus_hash, generate, sizes
+from avatario_tools.safety.corpus import (
+    LABELS,
+    corpus_hash,
+    generate,
+    is_ordinary_chat,
+    sizes,
+)
 from services.inference.safety import guard_from_config
 from services.inference.safety.classifier import (
     BENIGN,
@@ -53,10 +83,16 @@ VECTORIZERS: list[dict[str, Any]] = [
 ]
 C = 4.0
 MAX_ITER = 3000
+# Assumed deployment mix (see the module docstring): 98 % benign, 0.5 % per category.
+PRIOR = {"benign": 0.98, "crisis": 0.005, "abuse": 0.005, "medical_emergency": 0.005,
+         "medication_dosing": 0.005}
 ANSWER_BENIGN = 0.005
-ANSWER_FLOOR = 0.35
 BORDERLINE_BENIGN = 0.03
-BORDERLINE_FLOOR = 0.15
+ORDINARY_ANSWER = 0.001
+ORDINARY_BORDERLINE = 0.002
+ANSWER_FLOOR = 0.02  # = the prior harm share
+BORDERLINE_FLOOR = 0.005  # = one category's prior
+STEP = 0.001  # threshold grid
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -75,11 +111,11 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def _threshold(harm: np.ndarray, n_benign: int, share: float, floor: float) -> float:
-    """Lowest score (0.01 steps) that at most share * n_benign of these benign scores reach."""
+    """Lowest score (STEP grid) that at most share * n_benign of these benign scores reach."""
     allowed = int(share * n_benign)
     ranked = np.sort(harm)[::-1]
-    t = floor if ranked.size <= allowed else float(np.ceil((ranked[allowed] + 1e-9) * 100) / 100)
-    return float(round(min(max(floor, t), 0.99), 2))
+    t = floor if ranked.size <= allowed else float(np.ceil((ranked[allowed] + 1e-9) / STEP) * STEP)
+    return float(round(min(max(floor, t), 0.99), 3))
 
 
 def _rates(labels: np.ndarray, rules_cat: list[str | None], scores: list[dict[str, float]],
@@ -108,12 +144,19 @@ def _rates(labels: np.ndarray, rules_cat: list[str | None], scores: list[dict[st
     return out
 
 
+def prior_shift(classes, y: np.ndarray) -> np.ndarray:
+    """Per class, log(PRIOR / share in y): added to the intercepts (Bayes' rule for a new prior)."""
+    shares = np.array([np.mean(y == c) for c in classes])
+    return np.log(np.array([PRIOR[c] for c in classes]) / shares)
+
+
 def _fit(x, y) -> tuple[LogisticRegression, np.ndarray, np.ndarray]:
     with threadpool_limits(limits=1):
         model = LogisticRegression(C=C, max_iter=MAX_ITER, solver="lbfgs", tol=1e-6)
         model.fit(x, y)
     # stored as float16 (features, classes); scores are computed from these values
-    return model, model.coef_.T.astype(np.float16), model.intercept_.astype(np.float32)
+    intercept = model.intercept_ + prior_shift(model.classes_, y)
+    return model, model.coef_.T.astype(np.float16), intercept.astype(np.float32)
 
 
 def _runtime_probabilities(classes, coef, intercept, views: list[str]) -> np.ndarray:
@@ -146,15 +189,23 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     cats = [c for c in classes if c != BENIGN]
     scores = [{c: float(p[j]) for j, c in enumerate(classes) if c != BENIGN} for p in probs]
     val = np.flatnonzero(split == "validation")
-    benign_val = [i for i in val if labels[i] == BENIGN and rules_cat[i] is None]
+    passed = [i for i in val if labels[i] == BENIGN and rules_cat[i] is None]
+    populations = (  # (validation messages, answer share, borderline share)
+        ([i for i in passed if not is_ordinary_chat(examples[i].group)],
+         ANSWER_BENIGN, BORDERLINE_BENIGN),
+        ([i for i in passed if is_ordinary_chat(examples[i].group)],
+         ORDINARY_ANSWER, ORDINARY_BORDERLINE),
+    )
     thresholds: dict[str, Thresholds] = {}
     for c in cats:
-        harm = np.array([sum(scores[i].values()) for i in benign_val
-                         if max(scores[i], key=lambda k: (scores[i][k], k)) == c])
-        answer = _threshold(harm, len(benign_val), ANSWER_BENIGN, ANSWER_FLOOR)
-        borderline = min(answer, _threshold(harm, len(benign_val), BORDERLINE_BENIGN,
-                                            BORDERLINE_FLOOR))
-        thresholds[c] = Thresholds(answer, borderline)
+        answer, borderline = ANSWER_FLOOR, BORDERLINE_FLOOR
+        for rows, answer_share, borderline_share in populations:
+            harm = np.array([sum(scores[i].values()) for i in rows
+                             if max(scores[i], key=lambda k: (scores[i][k], k)) == c])
+            answer = max(answer, _threshold(harm, len(rows), answer_share, ANSWER_FLOOR))
+            borderline = max(borderline, _threshold(harm, len(rows), borderline_share,
+                                                    BORDERLINE_FLOOR))
+        thresholds[c] = Thresholds(answer, min(answer, borderline))
 
     evaluation = {}
     never = {c: Thresholds(2.0, 2.0) for c in cats}
@@ -164,6 +215,10 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         s_ = [scores[i] for i in idx]
         evaluation[name] = {"layered": _rates(labels[idx], r, s_, thresholds),
                             "rules_only": _rates(labels[idx], r, s_, never)}
+        chat_idx = [j for j, i in enumerate(idx) if is_ordinary_chat(examples[i].group)]
+        evaluation[name]["layered_ordinary_chat"] = _rates(
+            labels[idx][chat_idx], [r[j] for j in chat_idx], [s_[j] for j in chat_idx],
+            thresholds)
 
     # The shipped model: refit on training + validation with the same settings; the
     # thresholds stay the ones chosen on validation above (test stays unseen).
@@ -191,10 +246,16 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "model": {"kind": "LogisticRegression", "solver": "lbfgs", "C": C, "max_iter": MAX_ITER,
                   "coefficient_dtype": "float16", "iterations": int(np.max(model.n_iter_))},
         "thresholds": thresholds_json,
+        "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
+                  "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
+                            "category; see avatario_tools/safety/train.py"},
         "threshold_rule": {"chosen_on": "validation", "answer_benign_share": ANSWER_BENIGN,
                            "answer_floor": ANSWER_FLOOR,
                            "borderline_benign_share": BORDERLINE_BENIGN,
-                           "borderline_floor": BORDERLINE_FLOOR},
+                           "borderline_floor": BORDERLINE_FLOOR,
+                           "ordinary_chat_answer_share": ORDINARY_ANSWER,
+                           "ordinary_chat_borderline_share": ORDINARY_BORDERLINE,
+                           "grid": STEP},
         "corpus": {"sha256": corpus_hash(examples), "sizes": sizes(examples),
                    "split": "by template within each subtopic (see avatario_tools.safety.corpus)"},
         "evaluation": evaluation,
@@ -206,6 +267,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                                      encoding="utf-8")
     log(f"thresholds: {json.dumps(thresholds_json)}")
     log(f"validation: {json.dumps(evaluation['validation']['layered'])}")
+    log(f"validation, ordinary chat: {json.dumps(evaluation['validation']['layered_ordinary_chat'])}")
     log(f"test: {json.dumps(evaluation['test']['layered'])}")
     log(f"test (shipped model): {json.dumps(evaluation['test_shipped_model']['layered'])}")
     log(f"wrote {coef_path} ({coef_path.stat().st_size} bytes) in {time.perf_counter() - t0:.1f} s")

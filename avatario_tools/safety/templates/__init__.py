@@ -6,7 +6,7 @@ from the category definitions in issue 11; nothing is taken from chat logs or fr
 
 from __future__ import annotations
 
-from avatario_tools.safety.templates import abuse, benign, crisis, dosing, emergency
+from avatario_tools.safety.templates import abuse, benign, chat, crisis, dosing, emergency
 
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 MODULES = {
@@ -16,6 +16,15 @@ MODULES = {
     "medication_dosing": dosing,
     "benign": benign,
 }
+# Template sources per label, in corpus order: benign has the look-alikes and ordinary chat.
+SOURCES = (
+    ("benign", benign),
+    ("benign", chat),
+    ("crisis", crisis),
+    ("abuse", abuse),
+    ("medical_emergency", emergency),
+    ("medication_dosing", dosing),
+)
 
 # Slots every category may use.
 COMMON_SLOTS: dict[str, list[str]] = {
