@@ -183,11 +183,19 @@ def test_ordinary_chat_gets_no_safety_text(guard, message):
     assert a.borderline is None, (message, a.borderline, a.scores)
 
 
-@pytest.mark.xfail(strict=True, reason="the dosing rule reads the device 'tablet' as a medicine")
 @pytest.mark.parametrize("message", RULE_FALSE_ALARMS)
 def test_screen_time_on_a_tablet_is_not_a_dosing_question(guard, message):
     a = guard.check(message)
     assert a.verdict is None and a.borderline is None, (message, a.layer)
+
+
+@pytest.mark.parametrize("message", [
+    "how many tablets can I give him", "how much of the tablet can she have",
+    "can I give half a tablet of ibuprofen", "how much tablet should he take",
+])
+def test_a_medicine_tablet_is_still_a_dosing_question(guard, message):
+    a = guard.check(message)
+    assert a.verdict is not None and a.verdict.category == "medication_dosing", (message, a.layer)
 
 
 @pytest.mark.parametrize("category, message", HARMFUL)

@@ -51,11 +51,15 @@ MEDNAME = (
     r"iron (?:pills|tablets|drops)|fluoride (?:tablets|drops))"
 )
 MED = (
-    rf"(?:{MEDNAME}|medicines?|medications?|meds|syrup|drops|tablets?|pills?|capsules?|"
+    # "tablet" is also the screen: "on the tablet", "tablet time" are not medicine
+    rf"(?:{MEDNAME}|medicines?|medications?|meds|syrup|drops|"
+    r"(?<!on the )(?<!on his )(?<!on her )(?<!on a )(?<!on my )tablet(?! time| games?| screen)|"
+    r"tablets|pills?|capsules?|"
     r"suppositor(?:y|ies)|gummies|doses?|vitamins?|inhaler|puffer)"
 )
 UNIT = (
-    r"(?:mg|ml|mls|milligrams?|millilit(?:er|re)s?|teaspoons?|tsp|tablespoons?|tablets?|pills?|"
+    r"(?:mg|ml|mls|milligrams?|millilit(?:er|re)s?|teaspoons?|tsp|tablespoons?|"
+    r"tablet(?! time| games?| screen)|tablets|pills?|"
     r"drops|puffs?|units|capsules?|mcg|micrograms?)"
 )
 HARMFUL = (
