@@ -12,7 +12,7 @@ from tests.fuzz.protofuzz import PUBLIC_RECEIVE_LIMIT, UNICODE_EDGES, Fuzzer, te
 
 def test_scalars_enums_timestamps_and_sizes_reach_their_edges():
     fz = Fuzzer({"child_id": ["real-child"]})
-    sessions = draw_cases(fz.message(analytics_pb2.SubmitGameSessionRequest), 150, 1)
+    sessions = draw_cases(fz.message(analytics_pb2.SubmitGameSessionRequest), 400, 1)
     checkins = draw_cases(fz.message(gw.SubmitMoodCheckInRequest), 300, 2)
     known_moods = {v.number for v in play_pb2.Mood.DESCRIPTOR.values}
     moods = {c.checkin.mood for c in checkins}
