@@ -61,7 +61,7 @@ async def test_platform_norms_replace_provisional_bands_and_apply_to_history(
     k, sim = kids[0], sims[0]
     want = build_report(k.ref.child_id, k.ref.birth_year, k.ref.birth_month,
                         score_child(sim, CATALOG, table), sim.checkins, AS_OF, CATALOG,
-                        load_tips())
+                        load_tips(), norms=table)
     expected = convert.report_pb(want)
     after.ClearField("flags")
     expected.ClearField("flags")  # first_seen_at comes from the earlier evaluation
