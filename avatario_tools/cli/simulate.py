@@ -49,7 +49,10 @@ def plan(child_id: str, birth_year: int, birth_month: int, *, sessions: int, wee
     """About `sessions` sessions (and mood check-ins on some days) over the last `weeks`."""
     if weeks < 1 or sessions < 1:
         raise ValueError("sessions and weeks must be at least 1")
-    rng = random.Random(seed)
+    # The child's id is part of the seed: the same seed gives the same play for one child,
+    # and other session ids for another (session ids are global: a second demo on the
+    # same databases must not resubmit the first one's ids).
+    rng = random.Random(None if seed is None else f"{seed}:{child_id}")
     now = now or datetime.now(UTC)
     # Start a day early so the last simulated afternoon is already in the past.
     start = now - timedelta(days=weeks * 7 + 1)
