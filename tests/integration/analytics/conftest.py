@@ -73,7 +73,10 @@ def analytics_settings(url: str, **overrides: Any) -> AnalyticsSettings:
     values: dict[str, Any] = dict(
         internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=0, metrics_port=None,
         database_url=url, log_json=False, profile_target=f"127.0.0.1:{free_port()}",
-        profile_deadline_s=2.0, xp_outbox_poll_s=1.0, xp_retry_initial_s=60,
+        # Profile runs in this process and shares its event loop with analytics' scoring
+        # and the test's clients: a generous deadline keeps a busy CI machine from
+        # turning the per-write consent check into UNAVAILABLE.
+        profile_deadline_s=10.0, xp_outbox_poll_s=1.0, xp_retry_initial_s=60,
         xp_retry_max_s=600, renorm_interval_s=0, norms_refresh_s=3600, db_pool_size=4,
     )
     values.update(overrides)

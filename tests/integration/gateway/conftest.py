@@ -117,7 +117,9 @@ async def start_analytics(url: str, profile_target: str):
     settings = AnalyticsSettings(
         internal_token=INTERNAL_TOKEN, host="127.0.0.1", port=0, metrics_port=None,
         database_url=url, log_json=False, profile_target=profile_target, renorm_interval_s=0,
-        norms_refresh_s=3600, db_pool_size=4, xp_outbox_poll_s=0.2)
+        norms_refresh_s=3600, db_pool_size=4, xp_outbox_poll_s=0.2,
+        # profile shares this process's event loop: see tests/integration/analytics/conftest.py
+        profile_deadline_s=10.0)
     built = await build_analytics(settings, Database(url, pool_size=4))
     await built.server.start()
     await built.start_background()
