@@ -22,6 +22,9 @@ from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.common.clients import internal_channel
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.main import build_server
+from services.inference.safety import SafetyGuard
+from services.inference.safety.classifier import Classifier
+from services.inference.safety.layered import LayeredGuard
 from services.inference.settings import InferenceSettings
 from tests.helpers import INTERNAL_TOKEN, assert_rpc_error, new_id
 
@@ -33,6 +36,9 @@ async def _fails(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
     return exc.value
 
 REDIS = "redis://127.0.0.1:6379/0"
+# A message the shipped classifier finds borderline (help line, not the fixed answer).
+BORDERLINE = "My son has a high fever."
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -153,10 +159,13 @@ async def test_every_turn_after_a_completed_reply_resumes_from_its_state(
                                         vocab_size=50277, seed=5)
         spec = str(RAVEN_20B)
     settled_differently = 0
+    # The fixture depends on the shipped classifier: say so plainly if a rebuild moves it.
+    verdict = LayeredGuard(SafetyGuard.for_country("default"), Classifier.load()).check(BORDERLINE)
+    assert verdict.verdict is None and verdict.borderline, "pick another borderline message"
     async with serving(model, tokenizer=spec) as n:
         for seed in range(12):
-            # "And then?" is borderline for the classifier: the reply gets a help line
-            msg = ("And then?" if seed % 3 == 0 else
+            # BORDERLINE is borderline for the classifier: the reply gets a help line
+            msg = (BORDERLINE if seed % 3 == 0 else
                    "How can I help my son with reading, attention and his behaviour?")
             conv = new_id()
             first = await _chat(n.stub, _req(conv, msg, temperature=1.0, seed=seed,
