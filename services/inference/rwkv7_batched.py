@@ -48,6 +48,7 @@ from services.inference.rwkv_batched import (
     State,
     StateBatch,
     _cpu_kernel_ok,
+    time_major,
 )
 
 __all__ = ["BatchedRWKV7", "Slot", "StackedStates7", "state_bytes7"]
@@ -448,20 +449,10 @@ class BatchedRWKV7:
         laid out time-major, so the sequences still running at time t are rows
         offs[t] .. offs[t] + n[t] - 1, the first n[t] of them; every product runs once over
         all rows, the state recurrence steps through time for the running sequences."""
-        k_jobs = len(jobs)
-        order = sorted(range(k_jobs), key=lambda i: -len(jobs[i][0]))
-        toks = [list(jobs[i][0]) for i in order]
-        steps = len(toks[0])
-        n_run = [sum(1 for tk in toks if len(tk) > t) for t in range(steps)]
-        offs = [0] * (steps + 1)
-        for t in range(steps):
-            offs[t + 1] = offs[t] + n_run[t]
-        flat = [toks[j][t] for t in range(steps) for j in range(n_run[t])]
-        # token shift: row (t, j) reads (t - 1, j); at t = 0 the sequence's state row, which
-        # sits before the rows in torch.cat([state rows, rows])
-        prev = list(range(n_run[0])) + [k_jobs + offs[t - 1] + j for t in range(1, steps)
-                                        for j in range(n_run[t])]
-        last = [offs[len(tk) - 1] + j for j, tk in enumerate(toks)]
+        lay = time_major(jobs)
+        order, steps, n_run, offs, flat = lay.order, lay.steps, lay.n_run, lay.offs, lay.flat
+        prev, last = lay.prev, lay.last
+        index: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # once per device
         zero = self.zero_state()
         # the jobs' states stacked per slot [k_jobs, ...] on each layer's device (copies)
         st = [torch.stack([self._state_slot((jobs[i][1] or zero)[j], j) for i in order])
@@ -475,8 +466,10 @@ class BatchedRWKV7:
                 if ly.to_here:
                     x, v_first = self._move(ly.slot, x, v_first)
                 dev = ly.slot.device
-                prev_idx = torch.tensor(prev, dtype=torch.long, device=dev)
-                last_idx = torch.tensor(last, dtype=torch.long, device=dev)
+                if dev not in index:
+                    index[dev] = (torch.tensor(prev, dtype=torch.long, device=dev),
+                                  torch.tensor(last, dtype=torch.long, device=dev))
+                prev_idx, last_idx = index[dev]
                 s0 = 3 * i
                 xx = F.layer_norm(x, c, weight=ly.ln1[0], bias=ly.ln1[1])
                 sx = torch.cat([st[s0], xx]).index_select(0, prev_idx)
@@ -495,7 +488,7 @@ class BatchedRWKV7:
                 st[s0 + 2] = xx.index_select(0, last_idx)
             last_rows = torch.tensor(last, dtype=torch.long, device=x.device)
             logits = self._project(x.index_select(0, last_rows))
-            out: list[tuple[torch.Tensor, State] | None] = [None] * k_jobs
+            out: list[tuple[torch.Tensor, State] | None] = [None] * len(jobs)
             for j, i in enumerate(order):
                 out[i] = (logits[j].clone(), [t[j].clone() for t in st])
         return out  # type: ignore[return-value]

@@ -24,6 +24,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -279,6 +280,41 @@ class _Layer:
         self.fkw, self.frw = mat(f + "key.weight"), mat(f + "receptance.weight")
         self.fvw = mat(f + "value.weight")
         self.rescale = rescale_layer > 0 and (i + 1) % rescale_layer == 0
+
+
+@dataclass(frozen=True)
+class TimeMajor:
+    """Several sequences' tokens laid out time-major for one prefill pass (both
+    generations' batched prefill use it). Sequences are ordered longest first, so those
+    still running at time t are rows offs[t] .. offs[t] + n_run[t] - 1, the first n_run[t].
+
+    prev: the row each row's token shift reads, (t - 1, j); at t = 0 the sequence's state
+    row, which sits before the rows in torch.cat([state rows, rows]). last: each sequence's
+    last row (in `order`)."""
+
+    order: list[int]
+    steps: int
+    n_run: list[int]
+    offs: list[int]
+    flat: list[int]
+    prev: list[int]
+    last: list[int]
+
+
+def time_major(jobs: Sequence[tuple[Sequence[int], Any]]) -> TimeMajor:
+    k_jobs = len(jobs)
+    order = sorted(range(k_jobs), key=lambda i: -len(jobs[i][0]))
+    toks = [list(jobs[i][0]) for i in order]
+    steps = len(toks[0])
+    n_run = [sum(1 for tk in toks if len(tk) > t) for t in range(steps)]
+    offs = [0] * (steps + 1)
+    for t in range(steps):
+        offs[t + 1] = offs[t] + n_run[t]
+    flat = [toks[j][t] for t in range(steps) for j in range(n_run[t])]
+    prev = list(range(n_run[0])) + [k_jobs + offs[t - 1] + j for t in range(1, steps)
+                                    for j in range(n_run[t])]
+    last = [offs[len(tk) - 1] + j for j, tk in enumerate(toks)]
+    return TimeMajor(order, steps, n_run, offs, flat, prev, last)
 
 
 class BatchedRWKV:
@@ -567,21 +603,10 @@ class BatchedRWKV:
         and their tokens laid out time-major, so the sequences still running at time t are
         rows offs[t] .. offs[t] + n[t] - 1, the first n[t] of them."""
         k_jobs = len(jobs)
-        order = sorted(range(k_jobs), key=lambda i: -len(jobs[i][0]))
-        toks = [list(jobs[i][0]) for i in order]
-        steps = len(toks[0])
-        n = [sum(1 for tk in toks if len(tk) > t) for t in range(steps)]
-        offs = [0] * (steps + 1)
-        for t in range(steps):
-            offs[t + 1] = offs[t] + n[t]
-        flat = [toks[j][t] for t in range(steps) for j in range(n[t])]
-        # token shift: row (t, j) reads (t - 1, j); at t = 0 the sequence's state, which sits
-        # before the rows in torch.cat([state rows, rows])
-        prev = list(range(n[0])) + [k_jobs + offs[t - 1] + j for t in range(1, steps)
-                                    for j in range(n[t])]
-        last = [offs[len(tk) - 1] + j for j, tk in enumerate(toks)]
-        prev_idx = torch.tensor(prev, dtype=torch.long)
-        last_idx = torch.tensor(last, dtype=torch.long)
+        lay = time_major(jobs)
+        order, steps, n, offs, flat = lay.order, lay.steps, lay.n_run, lay.offs, lay.flat
+        prev_idx = torch.tensor(lay.prev, dtype=torch.long)
+        last_idx = torch.tensor(lay.last, dtype=torch.long)
         zero = self.zero_state()
         # the jobs' states, stacked per slot [k_jobs, width] (copies: inputs stay untouched)
         st = [torch.stack([(jobs[i][1] or zero)[j] for i in order])
