@@ -159,14 +159,8 @@ def build_random_checkpoint(
     w["ln_out.weight"] = torch.ones(c)
     w["ln_out.bias"] = torch.zeros(c)
     w["head.weight"] = _rand(gen, vocab_size, c, std=2.0 / math.sqrt(c))
-    out = {k: v.to(dtype).contiguous() for k, v in w.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
-    random_marker_path(path).write_text(json.dumps(
-        {"random": True, "seed": seed, "n_layer": n_layer, "n_embd": n_embd,
-         "vocab_size": vocab_size, "built_by": "services.inference.checkpoint."
-         "build_random_checkpoint"}) + "\n")
-    return path
+    return _save_random(path, w, dtype, seed=seed, n_layer=n_layer, n_embd=n_embd,
+                        vocab_size=vocab_size, built_by="build_random_checkpoint")
 
 
 def build_random_checkpoint7(
@@ -246,13 +240,20 @@ def build_random_checkpoint7(
     w["ln_out.weight"] = torch.ones(c)
     w["ln_out.bias"] = torch.zeros(c)
     w["head.weight"] = _rand(gen, vocab_size, c, std=2.0 / math.sqrt(c))
+    return _save_random(path, w, dtype, generation=7, seed=seed, n_layer=n_layer,
+                        n_embd=n_embd, head_size=head_size, vocab_size=vocab_size,
+                        built_by="build_random_checkpoint7")
+
+
+def _save_random(path: Path, w: dict[str, torch.Tensor], dtype: torch.dtype, *,
+                 built_by: str, **facts: int) -> Path:
+    """Save random weights in `dtype` and the `.random.json` marker beside them (the node's
+    "this is a demo model" signal)."""
     out = {k: v.to(dtype).contiguous() for k, v in w.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
-    random_marker_path(path).write_text(json.dumps(
-        {"random": True, "generation": 7, "seed": seed, "n_layer": n_layer, "n_embd": n_embd,
-         "head_size": head_size, "vocab_size": vocab_size, "built_by":
-         "services.inference.checkpoint.build_random_checkpoint7"}) + "\n")
+    marker = {"random": True, **facts, "built_by": f"services.inference.checkpoint.{built_by}"}
+    random_marker_path(path).write_text(json.dumps(marker) + "\n")
     return path
 
 
