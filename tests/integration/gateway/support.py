@@ -137,3 +137,14 @@ async def fails(call, code: grpc.StatusCode, field: str | None = None) -> grpc.R
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+async def collect(call) -> tuple[list[str], gw.ChatDone | None]:
+    """A public Chat stream read to its end: the text chunks and the ChatDone (if any)."""
+    texts, done = [], None
+    while (event := await call.read()) is not grpc.aio.EOF:
+        if event.HasField("done"):
+            done = event.done
+        else:
+            texts.append(event.text)
+    return texts, done

@@ -16,7 +16,7 @@ from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from tests.helpers import retry_after
 from tests.integration.gateway.conftest import fake_target, sqlite_only
 from tests.integration.gateway.fakes import FakeInference, start_fake
-from tests.integration.gateway.support import CHAT, DEAD_TARGET, fails, new_family, new_id
+from tests.integration.gateway.support import CHAT, DEAD_TARGET, collect, fails, new_family, new_id
 
 C = grpc.StatusCode
 FR = chat_pb2
@@ -42,15 +42,6 @@ def ask(conv_id: str, message: str = "How can we make bedtime easier?", turn_id:
     return gw.ChatRequest(conversation_id=conv_id, message=message, turn_id=turn_id or new_id(),
                           params=chat_pb2.GenerationParams(**params))
 
-
-async def collect(call) -> tuple[list[str], gw.ChatDone | None]:
-    texts, done = [], None
-    while (event := await call.read()) is not grpc.aio.EOF:
-        if event.HasField("done"):
-            done = event.done
-        else:
-            texts.append(event.text)
-    return texts, done
 
 
 async def messages(fam, conv_id: str):

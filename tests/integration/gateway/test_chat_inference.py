@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 import pytest_asyncio
 
@@ -20,7 +19,7 @@ from services.inference.checkpoint import build_random_checkpoint
 from services.inference.settings import InferenceSettings
 from tests.helpers import INTERNAL_TOKEN
 from tests.integration.gateway.conftest import running_stack
-from tests.integration.gateway.support import PASSWORD, new_family, new_id
+from tests.integration.gateway.support import PASSWORD, collect, new_family, new_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 FR = chat_pb2
@@ -63,15 +62,6 @@ def ask(conv_id: str, message: str, max_tokens: int = 12) -> gw.ChatRequest:
     return gw.ChatRequest(conversation_id=conv_id, message=message, turn_id=new_id(),
                           params=chat_pb2.GenerationParams(max_tokens=max_tokens, temperature=0.0))
 
-
-async def collect(call):
-    texts, done = [], None
-    while (event := await call.read()) is not grpc.aio.EOF:
-        if event.HasField("done"):
-            done = event.done
-        else:
-            texts.append(event.text)
-    return texts, done
 
 
 async def stored(fam, conv_id):

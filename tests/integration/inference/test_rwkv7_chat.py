@@ -5,7 +5,6 @@ safety guard unchanged, and the node's description of the model."""
 
 from __future__ import annotations
 
-import grpc
 import pytest
 import pytest_asyncio
 
@@ -20,7 +19,7 @@ from services.inference.rwkv7_batched import BatchedRWKV7
 from services.inference.settings import InferenceSettings
 from tests.helpers import INTERNAL_TOKEN
 from tests.integration.gateway.conftest import running_stack, sqlite_only
-from tests.integration.gateway.support import new_family, new_id
+from tests.integration.gateway.support import collect, new_family, new_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 db_urls = pytest.fixture(scope="module", name="db_urls")(sqlite_only)
@@ -58,15 +57,6 @@ def ask(conv_id: str, message: str, max_tokens: int = 10) -> gw.ChatRequest:
     return gw.ChatRequest(conversation_id=conv_id, message=message, turn_id=new_id(),
                           params=chat_pb2.GenerationParams(max_tokens=max_tokens, temperature=0.0))
 
-
-async def collect(call):
-    texts, done = [], None
-    while (event := await call.read()) is not grpc.aio.EOF:
-        if event.HasField("done"):
-            done = event.done
-        else:
-            texts.append(event.text)
-    return texts, done
 
 
 async def test_the_node_serves_the_rwkv7_file_split_over_two_segments(node):
