@@ -117,3 +117,19 @@ async def serving_process(module: str, env: dict[str, str], service: str) -> Asy
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def schema_diff(url: str, metadata) -> list:
+    """Alembic's differences between the migrated database at `url` and the models'
+    metadata (types compared); [] when the migrations produce exactly the models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda c: compare_metadata(
+                MigrationContext.configure(c, opts={"compare_type": True}), metadata))
+    finally:
+        await engine.dispose()

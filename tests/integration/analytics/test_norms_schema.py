@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from avatario.analytics.v1 import analytics_pb2 as pb
 from avatario_tools.simulation.evaluation import score_child
 from services.analytics import convert
@@ -16,6 +12,7 @@ from services.analytics.domain.tips import load_tips
 from services.analytics.main import _renorm
 from services.analytics.models import metadata
 from services.analytics.settings import AnalyticsJobSettings
+from tests.helpers import schema_diff
 from tests.integration.analytics.conftest import start_analytics
 from tests.integration.analytics.support import (
     CATALOG,
@@ -75,11 +72,4 @@ async def test_platform_norms_replace_provisional_bands_and_apply_to_history(
 
 
 async def test_the_migrated_schema_matches_the_models(analytics_db_url):
-    engine = create_async_engine(analytics_db_url)
-    try:
-        async with engine.connect() as conn:
-            diff = await conn.run_sync(lambda c: compare_metadata(
-                MigrationContext.configure(c, opts={"compare_type": True}), metadata))
-    finally:
-        await engine.dispose()
-    assert diff == []
+    assert await schema_diff(analytics_db_url, metadata) == []

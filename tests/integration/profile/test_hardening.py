@@ -12,10 +12,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from avatario.profile.v1 import profile_pb2 as pb
 from avatario.profile.v1 import profile_pb2_grpc
@@ -25,7 +22,7 @@ from services.common.timeutil import utcnow
 from services.profile.main import build_server
 from services.profile.models import Parent, metadata
 from services.profile.passwords import Passwords
-from tests.helpers import retry_after
+from tests.helpers import retry_after, schema_diff
 from tests.integration.profile.conftest import profile_settings
 from tests.integration.profile.support import PASSWORD, fails, new_email, new_family, new_id
 
@@ -137,11 +134,4 @@ async def test_a_failing_statement_does_not_carry_its_bound_values(profile):
 
 
 async def test_the_migrated_schema_matches_the_models(profile_db_url):
-    engine = create_async_engine(profile_db_url)
-    try:
-        async with engine.connect() as conn:
-            diff = await conn.run_sync(lambda c: compare_metadata(
-                MigrationContext.configure(c, opts={"compare_type": True}), metadata))
-    finally:
-        await engine.dispose()
-    assert diff == []
+    assert await schema_diff(profile_db_url, metadata) == []
