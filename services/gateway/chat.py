@@ -45,7 +45,6 @@ incomplete turns are left out.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -68,7 +67,7 @@ from services.common.errors import (
 )
 from services.common.interceptors import outside_call
 from services.common.timeutil import age_months, utcnow
-from services.common.validation import Violations
+from services.common.validation import Violations, strip_control
 from services.gateway.auth import ParentPrincipal
 from services.gateway.clients.backends import BackendFailure
 from services.gateway.clients.calls import child_ref, gather_all
@@ -95,13 +94,9 @@ class TurnContext:
     replay: tuple[chat_pb2.ChatMessage, chat_pb2.ChatMessage] | None
 
 
-# Control characters a model may emit (random or misbehaving weights): never relayed
-# or stored (profile refuses them, and a terminal would interpret them).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def clean(text: str) -> str:
-    return _CONTROL.sub("", text)
+# Control characters a model may emit (random or misbehaving weights) are never relayed or
+# stored (profile refuses them; a terminal would interpret them): the chassis' one rule.
+clean = strip_control
 
 
 def turns_of(messages: list[chat_pb2.ChatMessage]):
