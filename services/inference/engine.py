@@ -58,6 +58,8 @@ import structlog
 import torch
 
 from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.inference.decode_slots import MAX_BUCKET, DecodeSlots, supports_slots
+from services.inference.device_sampling import sample_batch_device
 from services.inference.model_family import as_batched
 from services.inference.reasoning import ReasoningFilter
 from services.inference.rwkv_batched import State, StateBatch
@@ -115,6 +117,16 @@ class EngineConfig:
     # RWKV-7 G1: a `<think>...</think>` block the model opens is never streamed nor part of
     # the reply's text (services/inference/reasoning.py).
     reasoning_block: bool = False
+    # GPU speed (issue 15). slot_decode: decode states in preallocated slots, steps padded
+    # to batch-size buckets (decode_slots.py); "auto" = where the head and states are on a
+    # GPU and the model has the slot interface. cuda_graphs: on the slot path, capture each bucket's
+    # step in a CUDA graph where every state and the head are on one CUDA device
+    # (AVATARIO_INFERENCE_CUDA_GRAPHS). device_sampling: sample on the logits' device
+    # (device_sampling.py); "auto" = on the slot path with the head on a GPU (on the CPU the
+    # host sampler is faster: bench/bench_sampler.py).
+    slot_decode: Literal["auto", "on", "off"] = "auto"
+    cuda_graphs: bool = True
+    device_sampling: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if min(self.max_running, self.prefill_chunk_len, self.prefill_tokens_per_step,
@@ -122,6 +134,9 @@ class EngineConfig:
             raise ValueError("EngineConfig limits must be positive (max_queue >= 0)")
         if self.single_row_threads < 0:
             raise ValueError("EngineConfig.single_row_threads must be >= 0")
+        for name in ("slot_decode", "device_sampling"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ValueError(f"EngineConfig.{name} must be auto, on or off")
 
 
 @dataclass(slots=True)
@@ -318,7 +333,12 @@ class Engine:
         self._prefilling: list[_Seq] = []
         self._closing: list[_Seq] = []
         self._decoding: list[_Seq] = []
-        self._batch: StateBatch = self.bm.new_batch()
+        self._slots = self._slot_batch()
+        cfg = self.config
+        self._device_sampling = cfg.device_sampling == "on" or (
+            cfg.device_sampling == "auto" and self._slots is not None
+            and not self.bm.head_on_cpu)
+        self._batch: StateBatch = self._fresh_batch()
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._accepting = False
@@ -327,6 +347,26 @@ class Engine:
         self.steps = 0
         self._wide_threads = 0  # torch threads when the engine thread started (0: not yet)
         self._threads_now = 0
+
+    def _slot_batch(self) -> DecodeSlots | None:
+        """The preallocated slot states (EngineConfig.slot_decode), or None."""
+        mode, cap = self.config.slot_decode, self.config.max_running
+        fits = supports_slots(self.bm) and cap <= MAX_BUCKET
+        if mode == "on" and not fits:
+            raise ValueError("slot_decode='on' needs a batched model with the slot interface "
+                             f"(state_layout, step_states) and max_running <= {MAX_BUCKET}")
+        if mode == "off" or not fits:
+            return None
+        if mode == "auto" and (self.bm.head_on_cpu or not any(
+                torch.device(d).type == "cuda" for d, _dt, _w in self.bm.state_layout())):
+            return None
+        return DecodeSlots(self.bm, cap, cuda_graphs=self.config.cuda_graphs)
+
+    def _fresh_batch(self) -> StateBatch:
+        if self._slots is not None:
+            self._slots.clear()
+            return self._slots
+        return self.bm.new_batch()
 
     # ----- caller side
 
@@ -367,8 +407,17 @@ class Engine:
             batch = self.bm.new_batch([state] * rows)
             for _ in range(2):
                 check(f"decode step of {rows}", self.bm.step([tok] * rows, batch), rows)
+        graphs = 0
+        if self._slots is not None:  # the slot path, its graphs captured now
+            graphs = self._slots.capture_all()
+            for rows in (1, 2):
+                self._slots.extend([state] * rows)
+                check(f"slot decode step of {rows}", self._slots.step([tok] * rows), rows)
+                self._slots.clear()
         seconds = time.perf_counter() - t0
-        log.info("engine_warmed_up", seconds=round(seconds, 3), batched=self.bm.batched)
+        log.info("engine_warmed_up", seconds=round(seconds, 3), batched=self.bm.batched,
+                 slots=self._slots is not None, cuda_graphs=graphs,
+                 device_sampling=self._device_sampling)
         return seconds
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
@@ -686,7 +735,11 @@ class Engine:
     def _start_decoding(self, s: _Seq) -> None:
         assert s.logits is not None and s.state is not None
         s.prompt_state = s.state
-        self._accept(s, s.sampler.sample(s.logits))
+        if self._device_sampling:
+            tok = sample_batch_device([s.sampler], s.logits.reshape(1, -1), [0])[0]
+        else:
+            tok = s.sampler.sample(s.logits)
+        self._accept(s, tok)
         self._cb("on_tokens", 1)
         if s.reason is None:
             self._batch.append(s.state)
@@ -700,8 +753,15 @@ class Engine:
         seqs = self._decoding
         tokens = [s.generated[-1] for s in seqs]
         self._use_threads(self._decode_threads(len(seqs)))
-        logits = self.bm.step(tokens, self._batch)  # valid until the next step
-        sampled = sample_batch([s.sampler for s in seqs], logits)
+        if self._slots is not None:  # valid until the next step
+            logits = self._slots.step(tokens)
+        else:
+            logits = self.bm.step(tokens, self._batch)
+        samplers = [s.sampler for s in seqs]
+        if self._device_sampling:  # a request's k-th token draws with counter k
+            sampled = sample_batch_device(samplers, logits, [len(s.generated) for s in seqs])
+        else:
+            sampled = sample_batch(samplers, logits.float().cpu())
         keep: list[int] = []
         ended: list[tuple[_Seq, State | None]] = []
         gaps: list[float] = []
@@ -713,7 +773,8 @@ class Engine:
             if s.reason is None:
                 keep.append(i)
             else:
-                s.logits = logits[i].clone()  # the cached turn may resume from them
+                # the cached turn may resume from them (a host copy)
+                s.logits = logits[i].to("cpu", torch.float32, copy=True)
                 ended.append((s, self._batch.get(i) if s.reason in _CACHEABLE else None))
         n = len(seqs)
         if ended:
@@ -873,7 +934,7 @@ class Engine:
                     self._resolve_close(s, 0)
                 self._finalize(s, "error" if s.reason not in _CACHEABLE else s.reason)
             group.clear()
-        self._batch = self.bm.new_batch()
+        self._batch = self._fresh_batch()
 
     def _cb(self, name: str, *args: Any) -> None:
         try:

@@ -332,7 +332,7 @@ def load_runtime(settings: InferenceSettings, inventory: GpuInventory,
             prefill_tokens_per_step=settings.prefill_tokens_per_step,
             max_tokens_limit=settings.max_tokens_limit,
             max_prompt_tokens=settings.max_prompt_tokens,
-            reasoning_block=family.reasoning_block,
+            reasoning_block=family.reasoning_block, cuda_graphs=settings.cuda_graphs,
         ),
     )
     # Readiness: the node reports SERVING only once this returns, so the warm-up forward has

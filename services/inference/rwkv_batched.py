@@ -366,6 +366,7 @@ class BatchedRWKV:
         self.fallback_steps = 0  # per-sequence fallback steps
         self._layers: list[_Layer] = []
         self._logits_buf: torch.Tensor | None = None
+        self._emb_copies: dict[torch.device, torch.Tensor] = {}  # see step_states
         if self.batched:
             prev = None
             for i in range(self.n_layer):
@@ -530,14 +531,31 @@ class BatchedRWKV:
             self._logits_buf = buf
         return buf[:b]
 
+    def state_layout(self) -> list[tuple[Any, torch.dtype, int]]:
+        """(device, dtype, width) of each state tensor (5 per layer), as `step_states` takes
+        them (services/inference/decode_slots.py preallocates its buffers from it)."""
+        return self._layout()
+
     def _step_stacked(self, tokens: Sequence[int], sb: StackedStates) -> torch.Tensor:
+        idx = torch.as_tensor(list(tokens), dtype=torch.long, device=self.w["emb.weight"].device)
+        # oneDNN for the CPU products, except one row on one thread (BLAS is faster there)
+        return self.step_states(idx, sb.t, dnn=len(tokens) > 1 or torch.get_num_threads() > 1)
+
+    def step_states(self, idx: torch.Tensor, t: list[torch.Tensor], *, dnn: bool = True,
+                    on_device: bool = False) -> torch.Tensor:
+        """The batched decode step: token ids idx [B] (int64, on the embedding's device) fed
+        to the states t (5 tensors [B, width] per layer, on the layers' devices), whose
+        entries are replaced by the new states. Returns logits [B, V] float32 on the CPU, or
+        with `on_device` on the head's device; no host sync on a GPU-only placement then (the
+        step can be captured in a CUDA graph). Ids on another device than the embedding (the
+        package keeps it in host memory) read a copy of it made there once."""
         w = self.w
         emb = w["emb.weight"]
+        if idx.device != emb.device:
+            emb = self._emb_copies.get(idx.device)
+            if emb is None:
+                emb = self._emb_copies[idx.device] = w["emb.weight"].to(idx.device)
         n_embd = (self.n_embd,)
-        idx = torch.as_tensor(list(tokens), dtype=torch.long, device=emb.device)
-        t = sb.t
-        # oneDNN for the CPU products, except one row on one thread (BLAS is faster there)
-        dnn = len(tokens) > 1 or torch.get_num_threads() > 1
         with torch.inference_mode():
             x = emb.index_select(0, idx)
             s = 0
@@ -572,9 +590,10 @@ class BatchedRWKV:
                 if ly.rescale:
                     x = x / 2
                 s += 5
-            return self._project(x, dnn)
+            return self._project(x, dnn, on_device)
 
-    def _project(self, x: torch.Tensor, dnn: bool = True) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, dnn: bool = True, on_device: bool = False
+                 ) -> torch.Tensor:
         """Output norm and head for rows x [B, n_embd]: logits [B, V] float32 on the CPU (may
         be the reused logits buffer)."""
         w = self.w
@@ -583,7 +602,8 @@ class BatchedRWKV:
         x = F.layer_norm(x, (self.n_embd,), weight=w["ln_out.weight"], bias=w["ln_out.bias"])
         head = w["head.weight"]
         if x.dtype != torch.float32 or x.device.type != "cpu" or head.dtype != x.dtype:
-            return (x @ head).float().cpu()
+            out = (x @ head).float()
+            return out if on_device else out.cpu()
         if x.shape[0] <= 2 and self._head_c is not None:
             return torch.mm(x, self._head_c, out=self._logits_out(x.shape[0]))
         if self._head.wt is not None:

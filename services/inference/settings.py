@@ -63,6 +63,9 @@ class InferenceSettings(ServiceSettings):
     cpu_packed_weights: bool = Field(
         True, description="CPU fp32 layers: keep a oneDNN-packed copy of every matrix for "
         "batched decode (10-15% faster batches; as much host memory again as those matrices).")
+    cuda_graphs: bool = Field(
+        True, description="GPU nodes: capture each batch-size bucket's decode step in a CUDA "
+        "graph (one device holding every layer and the head); false: the same steps eagerly.")
     safety_country: str = Field("US", description="Emergency/crisis numbers used by the guard.")
     safety_classifier: bool = Field(
         True, description="Layer 2 of the input guard (the trained classifier); false: rules only.")
