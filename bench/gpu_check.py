@@ -1,4 +1,4 @@
-"""One CUDA check of the inference node, under 5 minutes, printing one table.
+"""One CUDA check of the inference node, well under 10 minutes, printing one table.
 
 Run it whenever a CUDA machine is at hand (from the repository root):
 
@@ -24,6 +24,12 @@ What it checks:
      in the same run, and its label log-probs against the package's forward.
   9. one LoRA training step of the trainer (issue 16; bench/bench_train.py lora_step) on
      24 x 2048, World vocabulary, bf16 base, rank 16, ctx 512 x batch 4: tokens/s, peak memory.
+ 10. issue 15's table (rows marked [15]; prompt 64, output 256): the 24 x 2048 engine (slot
+     decode, CUDA graphs, device sampling) at 1 / 64 / 256 streams vs the package loop;
+     device sampling of 64 x 65536 in ms; host time per decode step at 64 rows; then a
+     32 x 4096 checkpoint (~15 GB, built here; --skip-7b leaves it out): 1 stream against
+     the HBM roofline (weight bytes / timed device copy bandwidth), 64 streams vs the
+     package loop.
 
 Without CUDA it prints why and exits 2 without running anything, unless --allow-cpu, which
 runs every step on the CPU with a tiny fp32 model (a smoke test of this script).
@@ -63,6 +69,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=None, help="decode tokens per stream (32)")
     p.add_argument("--rtol", type=float, default=0.02,
                    help="fp16 logits: pass if max |diff| <= rtol * std(logits) (0.02)")
+    p.add_argument("--skip-7b", action="store_true",
+                   help="leave out the 32 x 4096 rows of issue 15 (a 15 GB checkpoint)")
     p.add_argument("--json", type=Path, default=RESULTS / "gpu_check.json")
     return p.parse_args(argv)
 
@@ -168,6 +176,185 @@ def check_step_breakdown(c: Checks, bm: Any, rows: int = 64, steps: int = 8) -> 
     c.add(f"one step at {rows} rows", f"forward {fwd * 1e3:.1f} ms, sampling {smp * 1e3:.1f} ms",
           f"sampling is {smp / (fwd + smp):.0%} of the step (host, {torch.get_num_threads()} "
           "threads)", None)
+
+
+def _engine_rate(bm: Any, tokenizer: Any, streams: int, tokens: int, prompt_len: int
+                 ) -> float:
+    """Decode tokens/s of `streams` concurrent requests (prompt `prompt_len`, `tokens` out,
+    T=1 / top-p 0.7 / default penalties) through the Engine as the node configures it."""
+    from bench.bench_engine import StepRecorder
+    from services.inference.engine import Engine, EngineConfig, GenerationRequest
+    from services.inference.sampling import SamplingParams
+
+    rec = StepRecorder()
+    cfg = EngineConfig(max_running=streams, max_queue=streams, turn_end="", eos_token_id=None,
+                       prefill_tokens_per_step=max(512, prompt_len * streams),
+                       max_tokens_limit=max(tokens, 1))
+
+    async def run() -> None:
+        eng = Engine(bm, tokenizer, config=cfg, callbacks=rec)
+        eng.warmup()
+        eng.start()
+        try:
+            g = torch.Generator().manual_seed(streams)
+            hs = [eng.submit(GenerationRequest(
+                f"s{i}", torch.randint(1, bm.vocab_size, (prompt_len,), generator=g).tolist(),
+                SamplingParams(temperature=1.0, top_p=0.7, max_tokens=tokens, seed=i),
+                use_cache=False, store_cache=False)) for i in range(streams)]
+            for h in hs:
+                await h.result()
+        finally:
+            eng.stop()
+
+    asyncio.run(run())
+    return rec.decode_rate(streams)
+
+
+def copy_bandwidth(cuda: bool) -> float:
+    """Device memory bandwidth in bytes/s from timed copies of a 1 GiB buffer (read + write)."""
+    n = (1 << 30) if cuda else (64 << 20)
+    dev = "cuda" if cuda else "cpu"
+    a = torch.empty(n, dtype=torch.uint8, device=dev)
+    b = torch.empty_like(a)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    b.copy_(a)
+    sync()
+    t = time.perf_counter()
+    reps = 10
+    for _ in range(reps):
+        b.copy_(a)
+    sync()
+    return 2 * n * reps / (time.perf_counter() - t)
+
+
+def _host_split(bm: Any, rows: int, cuda: bool) -> dict[str, float]:
+    """One decode step at `rows` rows as the engine runs it on a GPU (slot step + device
+    sampler + ids to the host), timed on the host clock, against the device time of the
+    same work replayed back to back (so the device is never waiting on the host): host
+    time = step - device time."""
+    from services.inference.decode_slots import DecodeSlots
+    from services.inference.device_sampling import RowParams, device_pick, sample_batch_device
+    from services.inference.sampling import Sampler, SamplingParams
+
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    slots = DecodeSlots(bm, rows)
+    slots.capture_all()
+    slots.extend([bm.zero_state() for _ in range(rows)])
+    params = SamplingParams(temperature=1.0, top_p=0.7, max_tokens=10**6)
+    samplers = [Sampler(dataclasses.replace(params, seed=i), bm.vocab_size) for i in range(rows)]
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(1, bm.vocab_size, (rows,), generator=g).tolist()
+    history, steps = (64, 20) if cuda else (2, 2)
+    for i in range(history):  # a history for the penalties
+        sample_batch_device(samplers, slots.step(tokens), [i] * rows)
+    sync()
+    t = time.perf_counter()
+    for i in range(steps):
+        tokens = sample_batch_device(samplers, slots.step(tokens), [history + i] * rows)
+    sync()
+    step = (time.perf_counter() - t) / steps
+    logits = slots.step(tokens)
+    rp = RowParams.of([s.params for s in samplers], logits.device)
+    u = torch.rand(rows, dtype=torch.float64, device=logits.device)
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        slots.step(tokens)
+    sync()
+    fwd = (time.perf_counter() - t) / steps
+    t = time.perf_counter()
+    for _ in range(steps):
+        device_pick(logits, rp, u)
+    sync()
+    smp = (time.perf_counter() - t) / steps
+    device = fwd + smp if cuda else step
+    return {"rows": rows, "step_ms": step * 1e3, "forward_ms": fwd * 1e3,
+            "sample_ms": smp * 1e3, "host_ms": max(0.0, step - device) * 1e3,
+            "host_share": max(0.0, step - device) / step, "graphs": slots.graphs_enabled}
+
+
+def check_issue15(c: Checks, model: Any, bm: Any, tokenizer: Any, cuda: bool,
+                  tokens: int, prompt_len: int, streams: tuple[int, ...], *,
+                  step_rows: bool = True) -> None:
+    """Issue 15's table for the loaded shape: package loop, engine at each stream count;
+    with `step_rows`, device sampling of 64 x 65536 and host time per decode step at 64."""
+    from services.inference.device_sampling import RowParams, device_pick
+
+    shape = f"{bm.n_layer}x{bm.n_embd}"
+    package_loop(model, 2, bm.vocab_size)
+    pkg = package_loop(model, tokens, bm.vocab_size)
+    out: dict[str, Any] = {"shape": shape, "package_tok_s": pkg, "tokens": tokens,
+                           "prompt": prompt_len}
+    c.add(f"[15] {shape} package loop", f"{pkg:.1f} tok/s", "model.forward, greedy", None)
+    for n in streams:
+        rate = _engine_rate(bm, tokenizer, n, tokens, prompt_len)
+        out[f"engine_{n}_tok_s"] = rate
+        goal = {1: "goal >= 400 and >= 2x", 64: "goal >= 15,000", 256: "goal >= 30,000"}
+        c.add(f"[15] {shape} engine, {n} stream(s)", f"{rate:,.0f} tok/s",
+              f"{rate / pkg:.1f}x the package loop; {goal.get(n, '')}", rate > 0)
+    if step_rows:
+        dev = "cuda" if cuda else "cpu"
+        v = 65536
+        logits = (torch.randn(64, v, generator=torch.Generator().manual_seed(1)) * 4).to(dev)
+        from services.inference.sampling import SamplingParams
+
+        rp = RowParams.of([SamplingParams(top_p=0.7)] * 64, dev)
+        u = torch.rand(64, dtype=torch.float64).to(dev)
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        device_pick(logits, rp, u)
+        sync()
+        t = time.perf_counter()
+        reps = 20 if cuda else 2
+        for _ in range(reps):
+            device_pick(logits, rp, u)
+        sync()
+        ms = (time.perf_counter() - t) / reps * 1e3
+        out["device_sampling_64x65536_ms"] = ms
+        c.add("[15] device sampling 64 x 65536", f"{ms:.3f} ms", f"on {dev}; goal <= 0.5 ms",
+              None)
+        split = _host_split(bm, 64, cuda)
+        out["host_split_64"] = split
+        c.add(f"[15] {shape} host time per step, 64 rows", f"{split['host_ms']:.2f} ms of "
+              f"{split['step_ms']:.2f} ms ({split['host_share']:.0%})",
+              f"forward {split['forward_ms']:.2f} ms, sampling {split['sample_ms']:.2f} ms; "
+              f"graphs {'on' if split['graphs'] else 'off'}; goal <= 20 %", None)
+    c.data.setdefault("issue15", {})[shape] = out
+
+
+def check_issue15_7b(c: Checks, args: argparse.Namespace, tokenizer: Any, cuda: bool,
+                     tokens: int, prompt_len: int) -> None:
+    """32 x 4096 (7B-class) fp16: 1 stream against the HBM roofline (weight bytes / copy
+    bandwidth) and 64 streams against the package loop. Without CUDA a tiny stand-in."""
+    from services.inference.checkpoint import build_random_checkpoint
+    from services.inference.rwkv_batched import BatchedRWKV, load_rwkv
+
+    n_layer, n_embd = (32, 4096) if cuda else (2, 96)
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        path = build_random_checkpoint(Path(d) / "b7", n_layer=n_layer, n_embd=n_embd,
+                                       vocab_size=args.vocab,
+                                       dtype=torch.float16 if cuda else torch.float32)
+        model = load_rwkv(path, "cuda fp16" if cuda else "cpu fp32")
+    bm = BatchedRWKV(model)
+    built = time.perf_counter() - t
+    dev_type = "cuda" if cuda else "cpu"
+    weight_bytes = sum(w.numel() * w.element_size() for w in model.w.values()
+                       if w.device.type == dev_type)
+    bw = copy_bandwidth(cuda)
+    roof = bw / weight_bytes
+    c.add(f"[15] {n_layer}x{n_embd} checkpoint", f"{_gib(weight_bytes)} of weights on "
+          f"{dev_type}", f"built and loaded in {built:.0f} s; copy bandwidth "
+          f"{bw / 1e9:,.0f} GB/s, roofline {roof:,.0f} tok/s", None)
+    check_issue15(c, model, bm, tokenizer, cuda, tokens, prompt_len, (1, 64), step_rows=False)
+    r = c.data["issue15"][f"{n_layer}x{n_embd}"]
+    r.update({"weight_bytes": weight_bytes, "copy_bytes_per_s": bw, "roofline_tok_s": roof})
+    c.add(f"[15] {n_layer}x{n_embd} 1 stream vs roofline",
+          f"{r['engine_1_tok_s'] / roof:.0%} of {roof:,.0f} tok/s", "goal >= 70 %", None)
+    c.add(f"[15] {n_layer}x{n_embd} 64 streams vs package",
+          f"{r['engine_64_tok_s'] / r['package_tok_s']:.1f}x", "goal >= 40x", None)
+    del bm, model
+    if cuda:
+        torch.cuda.empty_cache()
 
 
 def check_split(c: Checks, vocab: int, rtol: float) -> None:
@@ -354,6 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     check_logits(c, model, bm, device, fp16, args.rtol)
     check_throughput(c, model, bm, tokenizer, tokens)
     check_step_breakdown(c, bm)
+    # issue 15's table: fp16, World vocabulary, prompt 64, output 256 (tiny on the CPU)
+    i15_tokens, i15_prompt = (256, 64) if cuda else (args.tokens or 4, 8)
+    check_issue15(c, model, bm, tokenizer, cuda, i15_tokens, i15_prompt,
+                  (1, 64, 256) if cuda else (1, 4, 8))
     check_model_opinion(c, model, bm, tokenizer, repeats=20 if cuda else 4)
     if cuda:
         del bm, model
@@ -361,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         check_split(c, args.vocab, args.rtol)
     check_nvml_scrape(c, expect_gpus=cuda)
     check_lora_step(c, device, args.vocab, cuda)
+    if not args.skip_7b:
+        check_issue15_7b(c, args, tokenizer, cuda, i15_tokens, i15_prompt)
     total = time.perf_counter() - t0
     print_table(f"gpu_check on {device}: {'FAILED' if c.failed else 'all passed'} "
                 f"in {total:.0f} s", c.rows)

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import structlog
 import torch
 
 from services.inference.rwkv_batched import State
@@ -38,6 +39,7 @@ from services.inference.rwkv_batched import State
 __all__ = ["DecodeSlots", "SlotModel", "bucket_for", "buckets", "supports_slots"]
 
 MAX_BUCKET = 256
+log = structlog.get_logger("avatario.inference.decode_slots")
 
 
 class SlotModel(Protocol):
@@ -100,6 +102,7 @@ class DecodeSlots:
         self.copies = 0  # slot rows copied in or out (join / get), for tests and metrics
         self.steps = 0
         self.graph_replays = 0
+        self.capture_error = ""  # why graphs were turned off, if a capture failed
 
     # ----- the StateBatch protocol
 
@@ -184,11 +187,21 @@ class DecodeSlots:
     def capture_all(self) -> int:
         """Capture every bucket now (the engine's warm-up), so no request pays for it;
         returns how many graphs exist (0 where graphs are off)."""
-        if self.graphs_enabled:
-            for b in self.buckets:
-                if b not in self._graphs:
-                    self._graphs[b] = self._capture(b)
+        for b in self.buckets:
+            if self.graphs_enabled and b not in self._graphs:
+                self._try_capture(b)
         return len(self._graphs)
+
+    def _try_capture(self, bucket: int) -> None:
+        """Capture a bucket; a capture that fails turns graphs off (the eager step is the
+        same computation), logged once."""
+        try:
+            self._graphs[bucket] = self._capture(bucket)
+        except Exception as exc:  # noqa: BLE001 - graphs are an optimisation
+            self.graphs_enabled = False
+            self._graphs.clear()
+            self.capture_error = repr(exc)[:300]
+            log.warning("cuda_graph_capture_failed", bucket=bucket, error=self.capture_error)
 
     def step(self, tokens: Sequence[int]) -> torch.Tensor:
         """Feed tokens[i] to row i; return logits [rows, V] float32 on the head's device,
@@ -208,11 +221,12 @@ class DecodeSlots:
         self.steps += 1
         if self.graphs_enabled:
             if bucket not in self._graphs:
-                self._graphs[bucket] = self._capture(bucket)
+                self._try_capture(bucket)
                 # the capture's warm-up reset the static inputs: set them again
                 for d, t in idx.items():
                     t.copy_(slots.to(d))
                 tok.copy_(torch.tensor(list(tokens) + [0] * (bucket - n), dtype=torch.long))
+        if self.graphs_enabled:
             graph, out = self._graphs[bucket]
             graph.replay()
             self.graph_replays += 1
