@@ -72,7 +72,8 @@ def _report(result, what: str) -> None:
                            "train_loss": result.train_loss, "val_loss": result.val_loss,
                            "val_perplexity": result.val_perplexity,
                            "tokens_per_s": result.tokens_per_s,
-                           "resumed_from": result.resumed_from}))
+                           "resumed_from": result.resumed_from,
+                           "best_step": result.best_step}))
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -103,6 +104,11 @@ def train(
     checkpoint_every: int = 100, device: str = "cpu", grad_clip: float = 1.0,
     bptt_len: int = typer.Option(0, help="Truncated-BPTT segment (0: ctx_len)."),
     grad_checkpoint: bool = False, eval_tokens: int = 65536,
+    weight_decay: float = typer.Option(0.0, help="AdamW decay on weight matrices."),
+    dropout: float = typer.Option(0.0, help="On block outputs, training only."),
+    eval_every: int = typer.Option(0, help="Validation every N steps (0: at checkpoints)."),
+    keep_best: bool = typer.Option(False, "--keep-best/--keep-last",
+                                   help="Export the best validation checkpoint."),
     resume: bool = typer.Option(True, "--resume/--no-resume"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -124,7 +130,9 @@ def train(
             batch_size=batch_size, steps=steps, lr=lr, lr_final=lr_final, warmup=warmup,
             seed=seed, dtype=dtype, save_dtype=save_dtype, checkpoint_every=checkpoint_every,  # type: ignore[arg-type]
             device=device, grad_clip=grad_clip, bptt_len=bptt_len,
-            grad_checkpoint=grad_checkpoint, eval_tokens=eval_tokens, init=init)
+            grad_checkpoint=grad_checkpoint, eval_tokens=eval_tokens, init=init,
+            weight_decay=weight_decay, dropout=dropout, eval_every=eval_every,
+            keep_best=keep_best)
         result = train_model(cfg, tokens, out, progress=progress, resume=resume)
     except TrainError as exc:
         raise _fail(exc) from None

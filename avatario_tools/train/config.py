@@ -43,7 +43,9 @@ class TrainConfig:
     device: str = "cpu"
     # --- optimisation
     lr_final: float = 6e-5          # the cosine schedule ends here
+    # AdamW's decoupled decay, on weight matrices only (not embeddings, norms, time_* params)
     weight_decay: float = 0.0
+    dropout: float = 0.0            # on each block's time-mix and channel-mix outputs
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0          # max global gradient norm; 0 = no clipping
     # --- memory: truncated BPTT (state carried, gradient cut) every bptt_len tokens; 0 = ctx_len.
@@ -54,6 +56,8 @@ class TrainConfig:
     # --- validation
     eval_every: int = 0             # 0 = at checkpoints and at the end
     eval_tokens: int = 65536        # validation tokens scored (from the start of the split)
+    # export the weights of the evaluation with the lowest validation loss, not the last step's
+    keep_best: bool = False
     # --- output
     save_dtype: Dtype | None = None  # dtype of the exported .pth; None = the training dtype
     init: Path | None = None         # fine-tune this raw RWKV-4 .pth instead of a new model
@@ -73,6 +77,8 @@ class TrainConfig:
                 raise TrainError(f"{name} must be a finite number >= 0, got {v}")
         if self.lr == 0:
             raise TrainError("lr must be > 0")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise TrainError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.dtype not in ("fp32", "bf16"):
             raise TrainError(f"dtype must be fp32 or bf16, got {self.dtype!r}")
         if self.save_dtype not in (None, "fp32", "bf16"):
@@ -154,11 +160,12 @@ class TrainResult:
     path: Path                      # the .pth (train) or the adapter file (lora)
     steps: int
     train_loss: float               # mean loss of the last min(10, steps) steps
-    val_loss: float
+    val_loss: float                 # of the exported weights (the best one with keep_best)
     tokens_per_s: float             # training tokens per second of this process's steps
     losses: list[float] = field(default_factory=list)     # per step, resumed runs included
     val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
     resumed_from: int = 0           # the step a resumed run started from (0 = fresh)
+    best_step: int = 0              # the step whose weights were exported (keep_best), else steps
 
     @property
     def val_perplexity(self) -> float:

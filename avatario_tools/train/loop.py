@@ -45,6 +45,7 @@ from avatario_tools.train.model import (
     RWKV4,
     Shape,
     build_model,
+    decay_groups,
     detach_state,
     export,
     new_model,
@@ -149,13 +150,19 @@ def batch_loss(model: RWKV4, batch: torch.Tensor, config: TrainConfig, *, backwa
 
 
 def evaluate(model: RWKV4, tokens: np.ndarray, config: TrainConfig) -> float:
+    """Mean next-token loss on `tokens` in eval mode (no dropout); the mode is restored."""
     dev = model.emb.weight.device
     total, count = 0.0, 0
-    for batch in validation_windows(tokens, config.ctx_len, config.eval_tokens,
-                                    config.batch_size):
-        n = batch.shape[0] * (batch.shape[1] - 1)
-        total += batch_loss(model, batch.to(dev), config, backward=False) * n
-        count += n
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in validation_windows(tokens, config.ctx_len, config.eval_tokens,
+                                        config.batch_size):
+            n = batch.shape[0] * (batch.shape[1] - 1)
+            total += batch_loss(model, batch.to(dev), config, backward=False) * n
+            count += n
+    finally:
+        model.train(was_training)
     return total / count
 
 
@@ -173,13 +180,17 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
     model = run.model.to(dev)
     model.wkv_chunk = config.wkv_chunk
     model.grad_checkpoint = config.grad_checkpoint
+    model.dropout = config.dropout
+    model.train()
     torch.manual_seed(config.seed)
     sampler = WindowSampler(data.train, config.ctx_len, config.batch_size, config.seed)
-    opt = torch.optim.AdamW(run.params, lr=config.lr, betas=config.betas, eps=1e-8,
-                            weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(decay_groups(model, run.params, config.weight_decay),
+                            lr=config.lr, betas=config.betas, eps=1e-8)
     sched = _schedule(opt, config)
     losses: list[float] = []
     val_losses: list[tuple[int, float]] = []
+    # keep_best: (step, validation loss, trainable weights) of the best evaluation so far
+    best: tuple[int, float, dict[str, torch.Tensor]] | None = None
     start = 0
     folder = ckpt_dir(out)
     saved = _checkpoints(folder)
@@ -193,6 +204,9 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
             torch.set_rng_state(state["torch_rng"])
             losses = list(state["losses"])
             val_losses = [(int(s), float(v)) for s, v in state["val_losses"]]
+            if state.get("best") is not None:
+                b = state["best"]
+                best = (int(b["step"]), float(b["loss"]), b["trainable"])
             start = int(state["step"])
         else:
             print(f"trainer: {folder} holds another run's checkpoints; starting afresh",
@@ -207,11 +221,21 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
                      "fingerprint": run.fingerprint, "trainable": run.trainable_state(),
                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
-                     "losses": losses, "val_losses": [list(v) for v in val_losses]}, path)
+                     "losses": losses, "val_losses": [list(v) for v in val_losses],
+                     "best": None if best is None else {"step": best[0], "loss": best[1],
+                                                        "trainable": best[2]}}, path)
         for _, old in _checkpoints(folder)[:-config.keep_checkpoints]:
             old.unlink(missing_ok=True)
         if on_checkpoint is not None:
             on_checkpoint(step, path)
+
+    def validate(step: int) -> None:
+        nonlocal best
+        loss = evaluate(model, data.validation, config)
+        val_losses.append((step, loss))
+        if config.keep_best and (best is None or loss < best[1]):
+            # a copy: on the CPU the trainable state aliases the live weights
+            best = (step, loss, {k: v.clone() for k, v in run.trainable_state().items()})
 
     tokens_per_step = config.batch_size * config.ctx_len
     busy = 0.0
@@ -235,18 +259,22 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
                 raise TrainError(f"loss is {loss} at step {done}: lower lr or use fp32")
             at_ckpt = done % config.checkpoint_every == 0 or done == config.steps
             if at_ckpt or (config.eval_every and done % config.eval_every == 0):
-                val_losses.append((done, evaluate(model, data.validation, config)))
+                validate(done)
             if at_ckpt:
                 checkpoint(done)
             bar.update(task, completed=done, loss=loss,
                        val=f"{val_losses[-1][1]:.4f}" if val_losses else "-",
                        tps=(done - start) * tokens_per_step / max(busy, 1e-9))
     if not val_losses or val_losses[-1][0] != config.steps:
-        val_losses.append((config.steps, evaluate(model, data.validation, config)))
+        validate(config.steps)
+    best_step, val_loss = val_losses[-1]
+    if best is not None:
+        best_step, val_loss = best[0], best[1]
+        run.load_trainable(best[2])
     path = run.export()
     tail = losses[-10:]
     return TrainResult(path=path, steps=config.steps, train_loss=sum(tail) / len(tail),
-                       val_loss=val_losses[-1][1],
+                       val_loss=val_loss, best_step=best_step,
                        tokens_per_s=(config.steps - start) * tokens_per_step / busy
                        if busy else 0.0,
                        losses=losses, val_losses=val_losses, resumed_from=start)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -107,12 +108,13 @@ class Block(nn.Module):
         self.ffn = ChannelMix(c, shape.ffn)
 
     def forward(self, x: torch.Tensor, att_x: torch.Tensor, aa: torch.Tensor, bb: torch.Tensor,
-                pp: torch.Tensor, ffn_x: torch.Tensor, chunk: int, step_form: bool = False):
+                pp: torch.Tensor, ffn_x: torch.Tensor, chunk: int, step_form: bool = False,
+                dropout: float = 0.0):
         xx = self.ln1(x)
         out, (aa, bb, pp) = self.att(xx, att_x, (aa, bb, pp), chunk, step_form)
-        x = x + out
+        x = x + F.dropout(out, dropout, self.training)
         xf = self.ln2(x)
-        x = x + self.ffn(xf, ffn_x)
+        x = x + F.dropout(self.ffn(xf, ffn_x), dropout, self.training)
         return x, xx[:, -1], aa, bb, pp, xf[:, -1]
 
 
@@ -128,6 +130,9 @@ class RWKV4(nn.Module):
         self.head = nn.Linear(shape.n_embd, shape.vocab_size, bias=False)
         self.wkv_chunk = 8
         self.grad_checkpoint = False
+        # dropout on each block's time-mix and channel-mix outputs, in training mode only
+        # (the trainer sets it; model.eval() or 0.0 gives the package's forward exactly)
+        self.dropout = 0.0
 
     def empty_state(self, batch: int) -> list[LayerState]:
         dev = self.emb.weight.device
@@ -145,13 +150,26 @@ class RWKV4(nn.Module):
         new_state: list[LayerState] = []
         for block, (att_x, (aa, bb, pp), ffn_x) in zip(self.blocks, state, strict=True):
             args = (x, att_x.to(x.dtype), aa, bb, pp, ffn_x.to(x.dtype), self.wkv_chunk,
-                    step_form)
+                    step_form, self.dropout)
             if self.grad_checkpoint and torch.is_grad_enabled():
                 x, att_x, aa, bb, pp, ffn_x = checkpoint(block, *args, use_reentrant=False)
             else:
                 x, att_x, aa, bb, pp, ffn_x = block(*args)
             new_state.append((att_x, (aa, bb, pp), ffn_x))
         return self.head(self.ln_out(x)), new_state
+
+
+def decay_groups(model: RWKV4, params: list[nn.Parameter], weight_decay: float
+                 ) -> list[dict]:
+    """AdamW parameter groups: decoupled weight decay on the weight matrices (the blocks'
+    linear layers, the head, LoRA adapters), none on the embeddings, layer norms and the
+    per-channel time parameters (time_decay, time_first, time_mix_*)."""
+    emb = model.emb.weight
+    decay = [p for p in params if p.ndim == 2 and p is not emb]
+    ids = {id(p) for p in decay}
+    rest = [p for p in params if id(p) not in ids]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": rest, "weight_decay": 0.0}) if g["params"]]
 
 
 def detach_state(state: list[LayerState]) -> list[LayerState]:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,14 @@ from avatario_tools.train.api import (
 from avatario_tools.train.cli import parse_shape
 from avatario_tools.train.loop import _schedule, batch_loss, evaluate, load_with_lora
 from avatario_tools.train.lora import add_lora
-from avatario_tools.train.model import Shape, export, forward_tokens, load_raw, new_model
+from avatario_tools.train.model import (
+    Shape,
+    decay_groups,
+    export,
+    forward_tokens,
+    load_raw,
+    new_model,
+)
 from avatario_tools.train.wkv import empty_state, wkv_chunked, wkv_step
 from services.inference.checkpoint import build_random_checkpoint
 from services.inference.lora import LoraError, load_adapter, merge_into, parse_spec
@@ -156,6 +164,61 @@ def test_training_lowers_the_validation_loss_and_reports_it(tmp_path):
         result.val_loss, rel=1e-5)
 
 
+def test_weight_decay_shrinks_weight_matrices_only():
+    """decay_groups: with zero gradients one AdamW step moves only the decayed parameters, each
+    by exactly the factor (1 - lr * weight_decay)."""
+    model = _perturbed(Shape(2, 16, 64))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(decay_groups(model, params, 0.5), lr=0.1)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    decayed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    matrices = {f"blocks.{i}.{m}.weight" for i in range(2) for m in (
+        "att.key", "att.value", "att.receptance", "att.output", "ffn.key", "ffn.receptance",
+        "ffn.value")} | {"head.weight"}
+    assert decayed == matrices  # not emb, ln*, time_decay, time_first, time_mix_*
+    for k in matrices:
+        torch.testing.assert_close(model.state_dict()[k], before[k] * (1 - 0.1 * 0.5))
+
+
+def test_dropout_acts_in_training_only_and_evaluation_is_deterministic():
+    model = _perturbed(Shape(2, 16, 64))
+    idx = torch.tensor([TOKENS])
+    model.eval()
+    plain = model(idx)[0]
+    model.dropout = 0.5
+    assert torch.equal(model(idx)[0], plain)  # eval mode: no dropout
+    model.train()
+    assert not torch.allclose(model(idx)[0], plain)
+    # the trainer's evaluate switches to eval mode and back
+    cfg = _cfg(dropout=0.5)
+    a = evaluate(model, _data().validation, cfg)
+    assert model.training and evaluate(model, _data().validation, cfg) == a
+    model.dropout = 0.0
+    assert evaluate(model, _data().validation, cfg) == a
+
+
+def test_keep_best_exports_the_best_validation_checkpoint(tmp_path):
+    """Validation on a different stream than training: its loss rises as the model learns the
+    training phrase, so the best evaluation is an early one, not the last."""
+    data = _data()
+    rng = np.random.default_rng(5)
+    other = TokenData(train=data.train, validation=rng.integers(0, 64, 600).astype(np.int32))
+    cfg = _cfg(steps=12, checkpoint_every=3, lr=1e-2, warmup=1, keep_best=True)
+    best = train_model(cfg, other, tmp_path / "best.pth")
+    losses = dict(best.val_losses)
+    assert best.best_step == min(losses, key=losses.get) < 12
+    assert best.val_loss == min(losses.values()) < losses[12]
+    assert evaluate(load_raw(best.path), other.validation, cfg) == pytest.approx(
+        best.val_loss, rel=1e-5)
+    last = train_model(replace(cfg, keep_best=False), other, tmp_path / "last.pth")
+    assert last.best_step == 12 and last.val_loss == pytest.approx(losses[12], rel=1e-6)
+    assert evaluate(load_raw(last.path), other.validation, cfg) == pytest.approx(
+        losses[12], rel=1e-5)
+
+
 def test_truncated_bptt_scores_the_same_as_the_whole_window():
     model = _perturbed(Shape(2, 16, 64))
     batch = torch.from_numpy(_data().train[:2 * 33].reshape(2, 33).astype(np.int64))
@@ -207,22 +270,26 @@ _RUNNER = textwrap.dedent("""
     from avatario_tools.train.api import TokenData, TrainConfig, train_model
     out, stop_at = Path(sys.argv[1]), int(sys.argv[2])
     d = np.load(sys.argv[3])
+    extra = json.loads(sys.argv[4])
     data = TokenData(train=d["train"], validation=d["validation"])
     cfg = TrainConfig(n_layer=2, n_embd=16, vocab_size=64, ctx_len=16, batch_size=2, steps=8,
-                      lr=3e-3, warmup=2, checkpoint_every=2, eval_tokens=128, wkv_chunk=4)
+                      lr=3e-3, warmup=2, checkpoint_every=2, eval_tokens=128, wkv_chunk=4,
+                      **extra)
     def hook(step, path):
         if step == stop_at:
             print("CHECKPOINT", step, flush=True)
             time.sleep(600)   # killed here, between checkpoints
     r = train_model(cfg, data, out, on_checkpoint=hook)
     print("RESULT " + json.dumps({"losses": r.losses, "val": r.val_losses,
-                                  "resumed_from": r.resumed_from}), flush=True)
+                                  "resumed_from": r.resumed_from, "best": r.best_step,
+                                  "val_loss": r.val_loss}), flush=True)
 """)
 
 
-def _run(args: list[str], stop_at: int) -> subprocess.Popen:
+def _run(args: list[str], stop_at: int, extra: dict | None = None) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # same kernels in every run
-    return subprocess.Popen([sys.executable, "-c", _RUNNER, *args[:1], str(stop_at), args[1]],
+    return subprocess.Popen([sys.executable, "-c", _RUNNER, *args[:1], str(stop_at), args[1],
+                             json.dumps(extra or {})],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -233,25 +300,29 @@ def _result(proc: subprocess.Popen) -> dict:
                            if line.startswith("RESULT "))[len("RESULT "):])
 
 
-def test_resume_after_sigkill_reproduces_the_loss_curve_bit_for_bit(tmp_path):
+# regularised: dropout draws from the torch generator, the best weights ride in the checkpoint
+@pytest.mark.parametrize("extra", [{}, {"dropout": 0.2, "weight_decay": 0.1, "keep_best": True}],
+                         ids=["plain", "dropout+decay+best"])
+def test_resume_after_sigkill_reproduces_the_loss_curve_bit_for_bit(tmp_path, extra):
     data = _data()
     npz = tmp_path / "data.npz"
     np.savez(npz, train=data.train, validation=data.validation)
-    whole = _result(_run([str(tmp_path / "a" / "m.pth"), str(npz)], stop_at=-1))
+    whole = _result(_run([str(tmp_path / "a" / "m.pth"), str(npz)], stop_at=-1, extra=extra))
 
     out = tmp_path / "b" / "m.pth"
-    proc = _run([str(out), str(npz)], stop_at=4)
+    proc = _run([str(out), str(npz)], stop_at=4, extra=extra)
     assert proc.stdout.readline().split() == ["CHECKPOINT", "4"]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     # A half-written checkpoint from a kill during a save is ignored.
     (out.parent / "m.pth.ckpt" / ".step-000006.pt.123.tmp").write_bytes(b"partial")
-    resumed = _result(_run([str(out), str(npz)], stop_at=-1))
+    resumed = _result(_run([str(out), str(npz)], stop_at=-1, extra=extra))
 
     assert resumed["resumed_from"] == 4 and whole["resumed_from"] == 0
     assert resumed["losses"] == whole["losses"] and len(whole["losses"]) == 8
     assert resumed["val"] == whole["val"]
+    assert (resumed["best"], resumed["val_loss"]) == (whole["best"], whole["val_loss"])
     a = torch.load(tmp_path / "a" / "m.pth", weights_only=True)
     b = torch.load(out, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -338,7 +409,8 @@ def test_unknown_shapes_are_refused(spec):
 @pytest.mark.parametrize("kw, field", [
     ({"n_layer": 0}, "n_layer"), ({"vocab_size": 1}, "vocab_size"), ({"dtype": "fp16"}, "dtype"),
     ({"lr": float("nan")}, "lr"), ({"n_embd": 15}, "n_embd"), ({"warmup": -1}, "warmup"),
-    ({"steps": 2.5}, "steps"),
+    ({"steps": 2.5}, "steps"), ({"dropout": 1.0}, "dropout"), ({"dropout": -0.1}, "dropout"),
+    ({"weight_decay": -1.0}, "weight_decay"),
 ])
 def test_bad_config_names_the_field(kw, field):
     with pytest.raises(TrainError, match=field):
