@@ -33,6 +33,7 @@ from avatario_tools.corpus.material import (
     load_material,
     material_files,
 )
+from services.inference.prompt import TURN_END, build_turn_suffix, normalize_message
 
 __all__ = ["DemoConfig", "DemoModel", "DemoTokens", "cache_key", "ensure_demo_model",
            "prepare_tokens"]
@@ -66,6 +67,19 @@ class DemoConfig:
     seed: int = 16
     checkpoint_every: int = 50
     eval_tokens: int = 65536  # validation tokens the trainer scores (the whole split here)
+    # regularisation and selection
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    keep_best: bool = False   # export the checkpoint with the lowest validation loss
+    eval_every: int = 0       # 0: at each checkpoint
+    # the trainer's validation stream: "turns" (held-out question/answer turns alone: what
+    # says whether the model answers) or "conversations" (as the node lays them out)
+    select_on: str = "turns"
+
+    def __post_init__(self) -> None:
+        if self.select_on not in ("turns", "conversations"):
+            raise ValueError(f"select_on must be 'turns' or 'conversations', got "
+                             f"{self.select_on!r}")
 
     def train_config(self, vocab_size: int):
         from avatario_tools.train.api import TrainConfig
@@ -75,7 +89,8 @@ class DemoConfig:
             ctx_len=self.ctx_len, batch_size=self.batch_size, steps=self.steps, lr=self.lr,
             lr_final=self.lr_final, warmup=self.warmup, seed=self.seed, dtype="fp32",
             checkpoint_every=self.checkpoint_every, device="cpu",
-            eval_tokens=self.eval_tokens,
+            eval_tokens=self.eval_tokens, weight_decay=self.weight_decay, dropout=self.dropout,
+            keep_best=self.keep_best, eval_every=self.eval_every,
         )
 
     def tiny(self, steps: int = 3) -> DemoConfig:
@@ -89,7 +104,8 @@ class DemoTokens:
     corpus: Corpus
     tokenizer: object  # tokenizers.Tokenizer
     train: np.ndarray
-    validation: np.ndarray
+    validation: np.ndarray          # held-out conversations, as the node lays them out
+    validation_turns: np.ndarray    # held-out question/answer turns alone (no header)
 
     @property
     def vocab_size(self) -> int:
@@ -128,14 +144,23 @@ def cache_key(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
     return h.hexdigest()[:16]
 
 
+def turn_pieces(corpus: Corpus, split: str = "validation") -> list[tuple[str, str, str]]:
+    """A split's question/answer pairs as single turns without the header, in the pieces the
+    node tokenizes ("{user}: q\\n\\n{bot}:", " answer", "\\n\\n")."""
+    fmt = corpus.config.chat_format
+    return [(build_turn_suffix(fmt, q), " " + normalize_message(a), TURN_END)
+            for _, q, a in corpus.pairs[split]]
+
+
 def prepare_tokens(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
                    tips_path: Path = DEFAULT_TIPS_PATH) -> DemoTokens:
-    """Corpus, tokenizer (trained on the train split only) and both token streams."""
+    """Corpus, tokenizer (trained on the train split only) and the token streams."""
     corpus = build_corpus(load_material(qa_dir, tips_path), config.build)
     tok = train_tokenizer(corpus.texts("train"), config.vocab_size)
     train = encode_samples(tok, [s.segments for s in corpus.train])
     validation = encode_samples(tok, [s.segments for s in corpus.validation])
-    return DemoTokens(corpus, tok, train, validation)
+    turns = encode_samples(tok, turn_pieces(corpus))
+    return DemoTokens(corpus, tok, train, validation, turns)
 
 
 def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: bool = False,
@@ -159,7 +184,8 @@ def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: 
     log(f"training the demo model ({cfg.n_layer} layers x {cfg.n_embd}, vocabulary "
         f"{data.vocab_size}, {cfg.steps} steps on {len(data.train)} corpus tokens) into "
         f"{folder} - once; later runs use the cache ...")
-    result = train_model(tcfg, TokenData(train=data.train, validation=data.validation),
+    held_out = data.validation_turns if cfg.select_on == "turns" else data.validation
+    result = train_model(tcfg, TokenData(train=data.train, validation=held_out),
                          folder / MODEL_FILE, progress=progress)
     manifest = {
         "key": key,
@@ -168,8 +194,11 @@ def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: 
         "tokens": {"train": len(data.train), "validation": len(data.validation)},
         "vocab_size": data.vocab_size,
         "train_loss": result.train_loss,
+        "val_stream": cfg.select_on,
         "val_loss": result.val_loss,
         "val_perplexity": result.val_perplexity,
+        "best_step": result.best_step,
+        "val_curve": [[s, round(v, 4)] for s, v in result.val_losses],
         "tokens_per_s": result.tokens_per_s,
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -22,9 +22,11 @@ import numpy as np
 
 from avatario_tools.corpus.bpe import encode_samples
 from avatario_tools.corpus.builder import Corpus
-from avatario_tools.corpus.demo import DemoConfig, DemoModel, prepare_tokens
+from avatario_tools.corpus.demo import DemoConfig, DemoModel, prepare_tokens, turn_pieces
+from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
 
-__all__ = ["Perplexities", "evaluate_demo", "turns_only", "unigram_loss"]
+__all__ = ["Perplexities", "Sample", "evaluate_demo", "held_out_questions", "sample_answers",
+           "turns_only", "unigram_loss"]
 
 
 @dataclass(frozen=True)
@@ -45,22 +47,18 @@ def unigram_loss(train: np.ndarray, validation: np.ndarray, vocab_size: int) -> 
 
 def turns_only(corpus: Corpus, tokenizer) -> np.ndarray:
     """The validation question/answer turns without the header, one pair per sample."""
-    from services.inference.prompt import TURN_END, build_turn_suffix, normalize_message
-
-    fmt = corpus.config.chat_format
-    pieces = [(build_turn_suffix(fmt, q), " " + normalize_message(a), TURN_END)
-              for _, q, a in corpus.pairs["validation"]]
-    return encode_samples(tokenizer, pieces)
+    return encode_samples(tokenizer, turn_pieces(corpus))
 
 
-def evaluate_demo(model: DemoModel, config: DemoConfig | None = None) -> list[Perplexities]:
+def evaluate_demo(model: DemoModel, config: DemoConfig | None = None, *,
+                  qa_dir: Path = DEFAULT_QA_DIR, tips_path: Path = DEFAULT_TIPS_PATH
+                  ) -> list[Perplexities]:
     from avatario_tools.train.api import evaluate_model
     from services.inference.checkpoint import build_random_checkpoint
 
     cfg = config or DemoConfig()
-    data = prepare_tokens(cfg)
-    streams = {"conversations": data.validation, "turns only": turns_only(data.corpus,
-                                                                          data.tokenizer)}
+    data = prepare_tokens(cfg, qa_dir, tips_path)
+    streams = {"conversations": data.validation, "turns only": data.validation_turns}
     out: list[Perplexities] = []
     with tempfile.TemporaryDirectory() as tmp:
         untrained = build_random_checkpoint(Path(tmp) / "untrained.pth", n_layer=cfg.n_layer,
@@ -74,4 +72,69 @@ def evaluate_demo(model: DemoModel, config: DemoConfig | None = None) -> list[Pe
             out.append(Perplexities(
                 name, len(tokens), ppl(model.model), ppl(untrained),
                 math.exp(unigram_loss(data.train, tokens, data.vocab_size))))
+    return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    group: str
+    question: str
+    answer: str          # the model's reply
+    reference: str       # the held-out answer the material gives
+
+
+def held_out_questions(corpus: Corpus, n: int = 5) -> list[tuple[str, str, str]]:
+    """n validation (group, question, answer): one per intent, intents of different topics
+    first (group ids are "<topic>-..."), in group order."""
+    first: dict[str, tuple[str, str, str]] = {}
+    for g, q, a in corpus.pairs["validation"]:
+        first.setdefault(g, (g, q, a))
+    ordered = [first[g] for g in sorted(first)]
+    picked: list[tuple[str, str, str]] = []
+    topics: set[str] = set()
+    for item in ordered:
+        topic = item[0].split("-")[0]
+        if topic not in topics:
+            picked.append(item)
+            topics.add(topic)
+    picked += [it for it in ordered if it not in picked]
+    return picked[:n]
+
+
+def sample_answers(model: DemoModel, config: DemoConfig | None = None, n: int = 5,
+                   max_tokens: int = 96, *, qa_dir: Path = DEFAULT_QA_DIR,
+                   tips_path: Path = DEFAULT_TIPS_PATH) -> list[Sample]:
+    """The model's replies to n held-out questions, prompted as the node prompts a first turn
+    (header without a child context, then the turn), decoded greedily with the node's default
+    presence/frequency penalties (0.2 each), up to the blank line that ends a turn."""
+    import torch
+
+    from avatario_tools.train.model import load_raw
+    from services.inference.prompt import TURN_END, build_turn_suffix, prompt_header
+    from services.inference.tokenizer import HfTokenizer
+
+    cfg = config or DemoConfig()
+    data = prepare_tokens(cfg, qa_dir, tips_path)
+    tok = HfTokenizer(model.tokenizer)
+    net = load_raw(model.model).eval()
+    fmt = cfg.build.chat_format
+    out: list[Sample] = []
+    for group, question, reference in held_out_questions(data.corpus, n):
+        ids = [*tok.encode(prompt_header(fmt, None)), *tok.encode(build_turn_suffix(fmt, question))]
+        made: list[int] = []
+        counts = torch.zeros(net.shape.vocab_size)
+        with torch.no_grad():
+            logits, state = net(torch.tensor([ids]))
+            for _ in range(max_tokens):
+                last = logits[0, -1].float() - (counts > 0) * 0.2 - counts * 0.2
+                nxt = int(torch.argmax(last))
+                if nxt == 0:
+                    break
+                made.append(nxt)
+                counts[nxt] += 1
+                if TURN_END in tok.decode(made):
+                    break
+                logits, state = net(torch.tensor([[nxt]]), state)
+        text = tok.decode(made).split(TURN_END)[0].strip()
+        out.append(Sample(group, question, text, reference))
     return out

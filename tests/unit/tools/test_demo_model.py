@@ -14,7 +14,8 @@ from rich.console import Console
 from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from avatario_tools.corpus import demo as demo_mod
-from avatario_tools.corpus.demo import DemoConfig, cache_key, ensure_demo_model
+from avatario_tools.corpus.demo import DemoConfig, cache_key, ensure_demo_model, prepare_tokens
+from avatario_tools.corpus.evaluate import sample_answers
 from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
 from avatario_tools.devstack import __main__ as devstack
 from services.common.clients import internal_channel
@@ -69,6 +70,24 @@ async def test_the_node_serves_the_demo_model_and_a_chat_streams_text(trained):
         await node.server.stop(0)
     assert final is not None and final.stats.completion_tokens > 0
     assert chunks and "".join(chunks).strip()
+
+
+def test_the_trainer_selects_on_the_held_out_turns(trained):
+    m = trained.manifest
+    assert m["val_stream"] == "turns"
+    curve = dict(m["val_curve"])
+    assert m["best_step"] in curve and m["val_loss"] == pytest.approx(curve[m["best_step"]],
+                                                                      abs=1e-4)
+
+
+def test_sample_answers_reply_to_held_out_questions_in_the_node_layout(trained):
+    data = prepare_tokens(TINY)
+    held_out = {(g, q) for g, q, _ in data.corpus.pairs["validation"]}
+    samples = sample_answers(trained, TINY, n=3, max_tokens=8)
+    assert len(samples) == 3 and len({s.group for s in samples}) == 3
+    assert all((s.group, s.question) in held_out and "\n\n" not in s.answer for s in samples)
+    # greedy with fixed penalties: the same replies again
+    assert sample_answers(trained, TINY, n=3, max_tokens=8) == samples
 
 
 def test_a_second_call_uses_the_cache(trained, monkeypatch):
