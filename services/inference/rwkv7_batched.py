@@ -41,6 +41,12 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from services.inference.rwkv7_kernel import (
+    attention_core,
+    attention_core_torch,
+    load_kernel,
+    wkv_torch,
+)
 from services.inference.rwkv_batched import (
     _LINEAR,
     PACK_BATCH_HINT,
@@ -168,7 +174,8 @@ class BatchedRWKV7:
 
     def __init__(self, model: Any, slots: Sequence[Slot] | None = None, *,
                  onednn: bool | None = None, packed_weights: bool = True,
-                 single_via_package: bool | None = None, strategy: str = "") -> None:
+                 single_via_package: bool | None = None, strategy: str = "",
+                 fused_kernel: bool = True) -> None:
         self.model = model
         self.z: dict[str, torch.Tensor] = model.z
         self.n_layer = int(model.n_layer)
@@ -194,6 +201,10 @@ class BatchedRWKV7:
         self._packed_bytes = 0
         self.single_via_package = (self.single_device if single_via_package is None
                                    else single_via_package and self.single_device)
+        # the compiled attention core (rwkv7_kernel) for CPU fp32 layers, built on first use
+        cpu32 = any(sl.device.type == "cpu" and sl.dtype == torch.float32 for sl in self.slots)
+        self.kernel: Any | None = load_kernel() if fused_kernel and cpu32 else None
+        self.kernel_calls = 0
         self.batched_steps = 0
         self.package_steps = 0
         self.fallback_steps = 0
@@ -207,6 +218,9 @@ class BatchedRWKV7:
             prev = slot
         self._head_move = self.slots[self.n_layer] != self.slots[self.n_layer - 1]
         self._head = self.z["head.weight"]  # [C, V] contiguous, as the package keeps it
+        # the head packed for oneDNN too: from two rows on it runs 3-10x the rate of `x @ head`
+        # on the package's [C, V] layout (a single row keeps the package's product)
+        self._head_mat = self._mat(self._head)
         self._logits_buf: torch.Tensor | None = None
 
     # ----- placement
@@ -347,50 +361,58 @@ class BatchedRWKV7:
             self._logits_buf = buf
         return buf[:b]
 
-    def _time_mix(self, ly: _Layer7, i: int, xx: torch.Tensor, prev: torch.Tensor,
-                  v_first: torch.Tensor | None, dnn: bool) -> tuple[torch.Tensor, ...]:
-        """The token-parallel part of the time mix for rows xx [R, C] whose previous
-        tokens' ln1 outputs are `prev` [R, C]: r, w (float32 decay), k, v, -kk, kk * a, g,
-        and v_first (layer 0: this v)."""
-        h, n = self.n_head, self.head_size
-        rows = xx.shape[0]
+    def _products(self, ly: _Layer7, i: int, xx: torch.Tensor, prev: torch.Tensor,
+                  dnn: bool) -> tuple[torch.Tensor, ...]:
+        """The time mix's products for rows xx [R, C] whose previous tokens' ln1 outputs are
+        `prev` [R, C]: r, k, v, g and the low-rank outputs wl (before w0), al (before a0)
+        and vl (before v0; None in layer 0)."""
         mixed = torch.addcmul(xx.unsqueeze(0), (prev - xx).unsqueeze(0), ly.att_mix)
         xr, xw, xk, xv, xa, xg = mixed.unbind(0)
         r = ly.rw(xr, dnn)
-        w = torch.tanh(xw @ ly.w1) @ ly.w2
         k = ly.kw(xk, dnn)
         v = ly.vw(xv, dnn)
-        a = torch.sigmoid(ly.a0 + (xa @ ly.a1) @ ly.a2)
+        wl = torch.tanh(xw @ ly.w1) @ ly.w2
+        al = (xa @ ly.a1) @ ly.a2
         g = torch.sigmoid(xg @ ly.g1) @ ly.g2
+        vl = (xv @ ly.v1) @ ly.v2 if i else None
+        return r, k, v, g, wl, al, vl
+
+    def _fused(self, ly: _Layer7) -> bool:
+        return (self.kernel is not None and ly.slot.device.type == "cpu"
+                and ly.slot.dtype == torch.float32)
+
+    def _core(self, ly: _Layer7, s: torch.Tensor, r: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor, g: torch.Tensor, wl: torch.Tensor, al: torch.Tensor,
+              vl: torch.Tensor | None, v_first: torch.Tensor | None) -> torch.Tensor:
+        """The attention core for rows of the state s [R, H, N, N] (see rwkv7_kernel): the
+        compiled kernel on CPU fp32 layers where it was built, else torch."""
+        if self._fused(ly):
+            self.kernel_calls += 1
+            return attention_core(self.kernel, s, r, k, v, g, wl, al, vl, v_first, ly)
+        return attention_core_torch(s, r, k, v, g, wl, al, vl, v_first, ly)
+
+    def _time_mix(self, ly: _Layer7, i: int, r: torch.Tensor, k: torch.Tensor,
+                  v: torch.Tensor, wl: torch.Tensor, al: torch.Tensor, vl: torch.Tensor | None,
+                  v_first: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """The token-parallel elementwise part of the core (prefill on the torch path): w
+        (float32 decay), k, v, -kk, kk * a."""
+        h, n = self.n_head, self.head_size
+        rows = r.shape[0]
+        a = torch.sigmoid(ly.a0 + al)
         kk = F.normalize((k * ly.k_k).view(rows, h, n), dim=-1, p=2.0).view(rows, h * n)
         k = k * (1 + (a - 1) * ly.k_a)
-        if i == 0:
-            v_first = v
-        else:
-            assert v_first is not None
-            v = v + (v_first - v) * torch.sigmoid(ly.v0 + (xv @ ly.v1) @ ly.v2)
-        w = torch.exp(_DECAY_SCALE * torch.sigmoid((ly.w0 + w).float()))
-        assert v_first is not None
-        return r, w, k, v, -kk, kk * a, g, v_first
-
-    def _wkv(self, s: torch.Tensor, r: torch.Tensor, w: torch.Tensor, k: torch.Tensor,
-             v: torch.Tensor, nkk: torch.Tensor, kka: torch.Tensor) -> torch.Tensor:
-        """One token for rows of the float32 state s [R, H, N, N] (updated in place):
-        S = S * w + (S @ -kk)(kk * a)^T + v k^T, then the readout S @ r [R, C]."""
-        rows, h, n = s.shape[0], self.n_head, self.head_size
-        sa = torch.matmul(s, nkk.float().view(rows, h, n, 1))  # from the old state
-        s.mul_(w.view(rows, h, 1, n))
-        s.addcmul_(sa, kka.float().view(rows, h, 1, n))
-        s.addcmul_(v.float().view(rows, h, n, 1), k.float().view(rows, h, 1, n))
-        st = s if r.dtype == torch.float32 else s.to(dtype=r.dtype)
-        return torch.matmul(st, r.view(rows, h, n, 1)).view(rows, h * n)
+        if i:
+            assert v_first is not None and vl is not None
+            v = v + (v_first - v) * torch.sigmoid(ly.v0 + vl)
+        w = torch.exp(_DECAY_SCALE * torch.sigmoid((ly.w0 + wl).float()))
+        return w, k, v, -kk, kk * a
 
     def _att_out(self, ly: _Layer7, y: torch.Tensor, r: torch.Tensor, k: torch.Tensor,
-                 v: torch.Tensor, g: torch.Tensor, dnn: bool) -> torch.Tensor:
+                 v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         rows, h, n = y.shape[0], self.n_head, self.head_size
         y = F.group_norm(y, h, weight=ly.ln_x[0], bias=ly.ln_x[1], eps=_LN_X_EPS)
         bonus = (r * k * ly.r_k).view(rows, h, n).sum(dim=-1, keepdim=True) * v.view(rows, h, n)
-        return ly.ow((y + bonus.view(rows, h * n)) * g, dnn)
+        return (y + bonus.view(rows, h * n)) * g
 
     def _channel_mix(self, ly: _Layer7, xx: torch.Tensor, prev: torch.Tensor,
                      dnn: bool) -> torch.Tensor:
@@ -413,9 +435,11 @@ class BatchedRWKV7:
                     x, v_first = self._move(ly.slot, x, v_first)
                 s = 3 * i
                 xx = F.layer_norm(x, c, weight=ly.ln1[0], bias=ly.ln1[1])
-                r, w, k, v, nkk, kka, g, v_first = self._time_mix(ly, i, xx, t[s], v_first, dnn)
-                y = self._wkv(t[s + 1].view(b, h, n, n), r, w, k, v, nkk, kka)
-                x = x + self._att_out(ly, y, r, k, v, g, dnn)
+                r, k, v, g, wl, al, vl = self._products(ly, i, xx, t[s], dnn)
+                if i == 0:
+                    v_first = v
+                y = self._core(ly, t[s + 1].view(b, h, n, n), r, k, v, g, wl, al, vl, v_first)
+                x = x + ly.ow(y, dnn)
                 t[s] = xx
                 xx = F.layer_norm(x, c, weight=ly.ln2[0], bias=ly.ln2[1])
                 x = x + self._channel_mix(ly, xx, t[s + 2], dnn)
@@ -440,6 +464,8 @@ class BatchedRWKV7:
                          bias=self.z["ln_out.bias"])
         head = self._head
         if x.dtype == torch.float32 and x.device.type == "cpu" and head.dtype == torch.float32:
+            if x.shape[0] > 1 and self._head_mat.packed is not None:
+                return self._head_mat(x)
             return torch.mm(x, head, out=self._logits_out(x.shape[0]))
         return (x @ head).float().cpu()
 
@@ -473,14 +499,27 @@ class BatchedRWKV7:
                 s0 = 3 * i
                 xx = F.layer_norm(x, c, weight=ly.ln1[0], bias=ly.ln1[1])
                 sx = torch.cat([st[s0], xx]).index_select(0, prev_idx)
-                r, w, k, v, nkk, kka, g, v_first = self._time_mix(ly, i, xx, sx, v_first, True)
-                y = torch.empty_like(r)
+                r, k, v, g, wl, al, vl = self._products(ly, i, xx, sx, True)
+                if i == 0:
+                    v_first = v
                 state = st[s0 + 1]
-                for t in range(steps):
-                    m, o = n_run[t], offs[t]
-                    sl = slice(o, o + m)
-                    y[sl] = self._wkv(state[:m], r[sl], w[sl], k[sl], v[sl], nkk[sl], kka[sl])
-                x = x + self._att_out(ly, y, r, k, v, g, True)
+                y = torch.empty_like(r)
+                if self._fused(ly):  # the whole core per time step, one kernel call each
+                    for t in range(steps):
+                        m, o = n_run[t], offs[t]
+                        sl = slice(o, o + m)
+                        y[sl] = self._core(ly, state[:m], r[sl], k[sl], v[sl], g[sl], wl[sl],
+                                           al[sl], None if vl is None else vl[sl],
+                                           None if v_first is None else v_first[sl])
+                else:  # the elementwise part over all tokens at once, the state per step
+                    w, k, v, nkk, kka = self._time_mix(ly, i, r, k, v, wl, al, vl, v_first)
+                    for t in range(steps):
+                        m, o = n_run[t], offs[t]
+                        sl = slice(o, o + m)
+                        y[sl] = wkv_torch(state[:m], r[sl], w[sl], k[sl], v[sl], nkk[sl],
+                                          kka[sl])
+                    y = self._att_out(ly, y, r, k, v, g)
+                x = x + ly.ow(y, True)
                 st[s0] = xx.index_select(0, last_idx)
                 xx = F.layer_norm(x, c, weight=ly.ln2[0], bias=ly.ln2[1])
                 sx = torch.cat([st[s0 + 2], xx]).index_select(0, prev_idx)

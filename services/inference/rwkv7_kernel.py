@@ -1,0 +1,333 @@
+"""A fused CPU kernel for the RWKV-7 decode step's attention core, built on first use.
+
+One decode step of a time-mix layer, after its products (r, k, v, g and the low-rank
+pairs' outputs), is a chain of about thirty small elementwise operations around the per-head
+N x N state update. On the CPU in fp32 each of them is a separate pass (and, on two threads,
+a separate parallel region) over [B, C] rows, and the state update alone is five passes over
+the [B, H, N, N] state (12.6 MB per layer at 64 rows of a 768-wide model). `attention_core`
+does all of it in one pass: each (row, head) pair reads its N x N state once, updates it in
+place and leaves the head's normalised, gated output.
+
+Math, per row and head (the package's `RWKV_x070_TMix_one` after its products):
+
+    a  = sigmoid(a0 + al)                  w  = exp(-exp(-0.5) * sigmoid(w0 + wl))
+    kk = normalize(k * k_k)                k' = k * (1 + (a - 1) * k_a)
+    v' = v + (v_first - v) * sigmoid(v0 + vl)        (layers > 0; layer 0 keeps v)
+    S  = S * w^T + (S @ -kk) (kk * a)^T + v' k'^T     (from the old S)
+    y  = group_norm(S @ r) * ln_x_w + ln_x_b          (per head, eps 64e-5)
+    out = (y + sum(r * k' * r_k) * v') * g
+
+`attention_core_torch` is the same function in torch (the fallback, and the reference the
+tests hold the kernel to). `load_kernel` compiles the C++ source with the system compiler
+against this torch's headers into a cache directory keyed by the source, torch, the
+compiler and the CPU's flags, loads it as a torch operator and checks it against the torch
+version on random data; where any of that fails (no compiler, no headers, a wrong result) it
+logs why once and returns None, and the callers use the torch version.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+from torch.nn import functional as F
+
+__all__ = ["attention_core", "attention_core_torch", "kernel_cache_dir", "load_kernel"]
+
+log = structlog.get_logger("avatario.inference.rwkv7_kernel")
+
+DECAY_SCALE = -0.606531  # -exp(-0.5), the package's constant
+LN_X_EPS = 64e-5
+_NAMESPACE = "avatario_rwkv7"
+_COMPILE_TIMEOUT_S = 300
+
+_SOURCE = r"""
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+void check(const at::Tensor& t, int64_t numel, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
+              name, " must be a contiguous float32 CPU tensor");
+  TORCH_CHECK(t.numel() == numel, name, " has ", t.numel(), " elements, expected ", numel);
+}
+
+// state [B, H, N, N] (updated in place); r k v g wl al [B, C]; vl v_first [B, C] or empty
+// (layer 0); w0 a0 k_k k_a r_k ln_w ln_b [C], v0 [C] or empty. Returns out [B, C].
+at::Tensor attention_core(at::Tensor state, at::Tensor r, at::Tensor k, at::Tensor v,
+                          at::Tensor g, at::Tensor wl, at::Tensor al, at::Tensor vl,
+                          at::Tensor v_first, at::Tensor w0, at::Tensor a0, at::Tensor v0,
+                          at::Tensor k_k, at::Tensor k_a, at::Tensor r_k, at::Tensor ln_w,
+                          at::Tensor ln_b, double eps, double decay_scale) {
+  TORCH_CHECK(state.dim() == 4 && state.size(2) == state.size(3), "state must be [B, H, N, N]");
+  const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
+  check(state, B * C * N, "state");
+  for (auto* p : {&r, &k, &v, &g, &wl, &al}) check(*p, B * C, "a [B, C] input");
+  const bool residual = vl.numel() > 0;
+  if (residual) {
+    check(vl, B * C, "vl");
+    check(v_first, B * C, "v_first");
+    check(v0, C, "v0");
+  }
+  for (auto* p : {&w0, &a0, &k_k, &k_a, &r_k, &ln_w, &ln_b}) check(*p, C, "a [C] parameter");
+  at::Tensor out = r.new_empty({B, C});
+  float* S = state.data_ptr<float>();
+  const float *R = r.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
+  const float *G = g.data_ptr<float>(), *WL = wl.data_ptr<float>(), *AL = al.data_ptr<float>();
+  const float *VL = residual ? vl.data_ptr<float>() : nullptr;
+  const float *VF = residual ? v_first.data_ptr<float>() : nullptr;
+  const float *V0 = residual ? v0.data_ptr<float>() : nullptr;
+  const float *W0 = w0.data_ptr<float>(), *A0 = a0.data_ptr<float>();
+  const float *KK = k_k.data_ptr<float>(), *KA = k_a.data_ptr<float>();
+  const float *RK = r_k.data_ptr<float>(), *LW = ln_w.data_ptr<float>();
+  const float *LB = ln_b.data_ptr<float>();
+  float* O = out.data_ptr<float>();
+  const float fe = static_cast<float>(eps), ds = static_cast<float>(decay_scale);
+  at::parallel_for(0, B * H, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(6 * N);
+    float *nkk = buf.data(), *kka = nkk + N, *kf = kka + N, *vv = kf + N, *ww = vv + N;
+    float *y = ww + N;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t b = u / H, h = u % H, o = b * C + h * N;  // row b, head h
+      const float *rr = R + o, *k0 = K + o, *v_ = V + o;
+      float ss = 0.f;
+      for (int64_t j = 0; j < N; ++j) {
+        const float t = k0[j] * KK[h * N + j];
+        nkk[j] = t;
+        ss += t * t;
+      }
+      const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+      for (int64_t j = 0; j < N; ++j) {
+        const int64_t c = h * N + j;
+        const float a = sigmoid(A0[c] + AL[o + j]);
+        const float kn = nkk[j] * inv;
+        nkk[j] = -kn;
+        kka[j] = kn * a;
+        kf[j] = k0[j] * (1.0f + (a - 1.0f) * KA[c]);
+        ww[j] = std::exp(ds * sigmoid(W0[c] + WL[o + j]));
+        vv[j] = residual ? v_[j] + (VF[o + j] - v_[j]) * sigmoid(V0[c] + VL[o + j]) : v_[j];
+      }
+      float* s = S + u * N * N;
+      float mean = 0.f;
+      for (int64_t i = 0; i < N; ++i) {
+        float* row = s + i * N;
+        float sa = 0.f;
+#pragma omp simd reduction(+ : sa)
+        for (int64_t j = 0; j < N; ++j) sa += row[j] * nkk[j];
+        const float vi = vv[i];
+        float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < N; ++j) {
+          const float t = row[j] * ww[j] + sa * kka[j] + vi * kf[j];
+          row[j] = t;
+          acc += t * rr[j];
+        }
+        y[i] = acc;
+        mean += acc;
+      }
+      mean /= static_cast<float>(N);
+      float var = 0.f, bonus = 0.f;
+      for (int64_t i = 0; i < N; ++i) {
+        const float d = y[i] - mean;
+        var += d * d;
+        bonus += rr[i] * kf[i] * RK[h * N + i];
+      }
+      const float rstd = 1.0f / std::sqrt(var / static_cast<float>(N) + fe);
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t c = h * N + i;
+        O[o + i] = ((y[i] - mean) * rstd * LW[c] + LB[c] + bonus * vv[i]) * G[o + i];
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(avatario_rwkv7, m) {
+  m.def("attention_core(Tensor(a!) state, Tensor r, Tensor k, Tensor v, Tensor g, Tensor wl, "
+        "Tensor al, Tensor vl, Tensor v_first, Tensor w0, Tensor a0, Tensor v0, Tensor k_k, "
+        "Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, float decay_scale) "
+        "-> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(avatario_rwkv7, CPU, m) { m.impl("attention_core", &attention_core); }
+"""
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=c++20", "-shared",
+          "-fPIC", "-w"]
+
+
+def attention_core_torch(state: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         g: torch.Tensor, wl: torch.Tensor, al: torch.Tensor,
+                         vl: torch.Tensor | None, v_first: torch.Tensor | None, p: Any
+                         ) -> torch.Tensor:
+    """The attention core in torch for rows [B, C] and the float32 state [B, H, N, N]
+    (updated in place); `p` holds the layer's w0 a0 v0 k_k k_a r_k ln_x (as `_Layer7` does).
+    Works in any dtype (the state stays float32, as in the package)."""
+    rows, h, n = state.shape[0], state.shape[1], state.shape[2]
+    a = torch.sigmoid(p.a0 + al)
+    kk = F.normalize((k * p.k_k).view(rows, h, n), dim=-1, p=2.0).view(rows, h * n)
+    k = k * (1 + (a - 1) * p.k_a)
+    if vl is not None:
+        assert v_first is not None
+        v = v + (v_first - v) * torch.sigmoid(p.v0 + vl)
+    w = torch.exp(DECAY_SCALE * torch.sigmoid((p.w0 + wl).float()))
+    y = wkv_torch(state, r, w, k, v, -kk, kk * a)
+    y = F.group_norm(y, h, weight=p.ln_x[0], bias=p.ln_x[1], eps=LN_X_EPS)
+    bonus = (r * k * p.r_k).view(rows, h, n).sum(dim=-1, keepdim=True) * v.view(rows, h, n)
+    return (y + bonus.view(rows, h * n)) * g
+
+
+def wkv_torch(s: torch.Tensor, r: torch.Tensor, w: torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor, nkk: torch.Tensor, kka: torch.Tensor) -> torch.Tensor:
+    """One token for rows of the float32 state s [R, H, N, N] (updated in place):
+    S = S * w + (S @ -kk)(kk * a)^T + v k^T, then the readout S @ r [R, C]. The package
+    writes the middle term as `S @ ab` with the rank-one `ab = -kk (kk * a)^T`; the product
+    is the same, computed without forming the N x N matrix."""
+    rows, h, n = s.shape[0], s.shape[1], s.shape[2]
+    sa = torch.matmul(s, nkk.float().view(rows, h, n, 1))  # from the old state
+    s.mul_(w.view(rows, h, 1, n))
+    s.addcmul_(sa, kka.float().view(rows, h, 1, n))
+    s.addcmul_(v.float().view(rows, h, n, 1), k.float().view(rows, h, 1, n))
+    st = s if r.dtype == torch.float32 else s.to(dtype=r.dtype)
+    return torch.matmul(st, r.view(rows, h, n, 1)).view(rows, h * n)
+
+
+def attention_core(op: Any, state: torch.Tensor, r: torch.Tensor, k: torch.Tensor,
+                   v: torch.Tensor, g: torch.Tensor, wl: torch.Tensor, al: torch.Tensor,
+                   vl: torch.Tensor | None, v_first: torch.Tensor | None, p: Any) -> torch.Tensor:
+    """`attention_core_torch` through the compiled operator `op` (from `load_kernel`):
+    float32 CPU tensors only."""
+    empty = _EMPTY
+    return op(state, r, k, v, g, wl, al, empty if vl is None else vl,
+              empty if v_first is None or vl is None else v_first, p.w0, p.a0,
+              empty if p.v0 is None else p.v0, p.k_k, p.k_a, p.r_k, p.ln_x[0], p.ln_x[1],
+              LN_X_EPS, DECAY_SCALE)
+
+
+_EMPTY = torch.empty(0)
+
+
+def kernel_cache_dir() -> Path:
+    """Where built kernels are kept: ~/.cache/avatario/kernels, or the temporary directory
+    where the home directory is not writable."""
+    home = Path.home() / ".cache" / "avatario" / "kernels"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except OSError:
+        pass
+    tmp = Path(tempfile.gettempdir()) / "avatario-kernels"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build(compiler: str, cache: Path) -> Path:
+    """The shared library for this source, torch, compiler and CPU: built once (atomically,
+    so concurrent processes never load a half-written file), then reused."""
+    from torch.utils import cpp_extension  # noqa: PLC0415 - only where a kernel is built
+
+    lib_dir = Path(torch.__file__).parent / "lib"
+    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch.compiled_with_cxx11_abi())}"
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout.splitlines()[0]
+    key = hashlib.sha256("\n".join([_SOURCE, torch.__version__, version, " ".join(_FLAGS), abi,
+                                    platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
+    target = cache / f"rwkv7_attention_{key}.so"
+    if target.exists():
+        return target
+    with tempfile.TemporaryDirectory(dir=cache) as d:
+        src = Path(d) / "rwkv7_attention.cpp"
+        src.write_text(_SOURCE)
+        out = Path(d) / target.name
+        cmd = [compiler, *_FLAGS, abi, *includes, str(src), "-o", str(out), f"-L{lib_dir}",
+               "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{lib_dir}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} exited {done.returncode}: {done.stderr[-600:]}")
+        os.replace(out, target)
+    return target
+
+
+@functools.cache
+def load_kernel(compiler: str = "c++") -> Any | None:
+    """The compiled `attention_core` operator, or None (logged once) where it cannot be
+    built, loaded or does not agree with `attention_core_torch`."""
+    try:
+        if shutil.which(compiler) is None:
+            raise RuntimeError(f"no C++ compiler {compiler!r} on PATH")
+        if not hasattr(torch.ops, _NAMESPACE) or not hasattr(getattr(torch.ops, _NAMESPACE),
+                                                             "attention_core"):
+            torch.ops.load_library(str(_build(compiler, kernel_cache_dir())))
+        op = torch.ops.avatario_rwkv7.attention_core
+        problem = self_check(op)
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the torch version
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        log.warning("rwkv7_kernel_unavailable", reason=problem[:800],
+                    fallback="torch operations (slower decode on the CPU)")
+        return None
+    log.info("rwkv7_kernel_ready")
+    return op
+
+
+class _Params:
+    __slots__ = ("w0", "a0", "v0", "k_k", "k_a", "r_k", "ln_x")
+
+    def __init__(self, c: int, g: torch.Generator, residual: bool) -> None:
+        def rnd(scale: float = 1.0) -> torch.Tensor:
+            return torch.randn(c, generator=g) * scale
+
+        self.w0, self.a0, self.k_k, self.k_a, self.r_k = rnd(), rnd(), rnd(), rnd(0.5), rnd()
+        self.v0 = rnd() if residual else None
+        self.ln_x = (rnd(), rnd())
+
+
+def self_check(op: Any, rows: int = 3, heads: int = 2, n: int = 16) -> str:
+    """'' when `op` agrees with `attention_core_torch` on random data (both layer kinds),
+    else what differs."""
+    g = torch.Generator().manual_seed(7)
+    c = heads * n
+    for residual in (False, True):
+        p = _Params(c, g, residual)
+        x = [torch.randn(rows, c, generator=g) for _ in range(8)]
+        r, k, v, gate, wl, al, vl, vf = x
+        s = torch.randn(rows, heads, n, n, generator=g)
+        s2 = s.clone()
+        want = attention_core_torch(s, r, k, v, gate, wl, al, vl if residual else None,
+                                    vf if residual else None, p)
+        got = attention_core(op, s2, r, k, v, gate, wl, al, vl if residual else None,
+                             vf if residual else None, p)
+        err = max(float((got - want).abs().max()), float((s2 - s).abs().max()))
+        if not err <= 1e-4:
+            return f"the kernel differs from the torch version by {err:g} (residual={residual})"
+    return ""

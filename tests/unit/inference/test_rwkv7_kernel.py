@@ -1,0 +1,137 @@
+"""The compiled RWKV-7 attention core (services/inference/rwkv7_kernel.py) against its torch
+version, and the batched model through either of them against the package's forward."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import torch
+
+from services.inference.checkpoint import build_random_checkpoint7
+from services.inference.model_family import load_rwkv7
+from services.inference.rwkv7_batched import BatchedRWKV7
+from services.inference.rwkv7_kernel import (
+    attention_core,
+    attention_core_torch,
+    load_kernel,
+    self_check,
+)
+
+TOL = 1e-4
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
+                                    reason="no C++ compiler: the node runs the torch version")
+
+
+class _P:
+    """A layer's core parameters, random (as `_Layer7` holds them)."""
+
+    def __init__(self, c: int, g: torch.Generator, residual: bool) -> None:
+        def rnd(scale: float = 1.0) -> torch.Tensor:
+            return torch.randn(c, generator=g) * scale
+
+        self.w0, self.a0, self.k_k, self.k_a, self.r_k = rnd(), rnd(), rnd(), rnd(0.5), rnd()
+        self.v0 = rnd() if residual else None
+        self.ln_x = (rnd(), rnd())
+
+
+@pytest.fixture(scope="module")
+def op() -> Any:
+    kernel = load_kernel()
+    assert kernel is not None, "a compiler is on PATH, so the kernel must build and agree"
+    return kernel
+
+
+@needs_compiler
+@pytest.mark.parametrize(("rows", "heads", "n"), [(1, 12, 64), (5, 3, 64), (7, 4, 16),
+                                                  (2, 2, 32)])
+@pytest.mark.parametrize("residual", [False, True], ids=["layer0", "residual"])
+def test_the_kernel_equals_the_torch_core(op: Any, rows: int, heads: int, n: int,
+                                          residual: bool) -> None:
+    g = torch.Generator().manual_seed(rows * 100 + heads * 10 + n)
+    c = heads * n
+    p = _P(c, g, residual)
+    r, k, v, gate, wl, al, vl, vf = (torch.randn(rows, c, generator=g) for _ in range(8))
+    state = torch.randn(rows, heads, n, n, generator=g) * 0.3
+    want_state, got_state = state.clone(), state.clone()
+    args = (r, k, v, gate, wl, al, vl if residual else None, vf if residual else None, p)
+    for _ in range(3):  # three tokens: the state carries over
+        want = attention_core_torch(want_state, *args)
+        got = attention_core(op, got_state, *args)
+        assert got.shape == want.shape == (rows, c)
+        assert float((got - want).abs().max()) <= TOL
+        assert float((got_state - want_state).abs().max()) <= TOL
+    assert not torch.equal(got_state, state)  # the state was updated in place
+
+
+@needs_compiler
+def test_the_kernel_names_a_bad_input(op: Any) -> None:
+    g = torch.Generator().manual_seed(1)
+    p = _P(32, g, False)
+    x = torch.randn(2, 32, generator=g)
+    state = torch.zeros(2, 2, 16, 16)
+    with pytest.raises(RuntimeError, match="state must be"):
+        attention_core(op, torch.zeros(2, 32), x, x, x, x, x, x, None, None, p)
+    with pytest.raises(RuntimeError, match="float32"):
+        attention_core(op, state, x.double(), x, x, x, x, x, None, None, p)
+    short = _P(16, g, False)
+    with pytest.raises(RuntimeError, match="parameter"):
+        attention_core(op, state, x, x, x, x, x, x, None, None, short)
+
+
+def test_without_a_compiler_there_is_no_kernel_and_a_log_line() -> None:
+    with structlog.testing.capture_logs() as logs:
+        assert load_kernel("no-such-c++-compiler") is None
+    assert any(e["event"] == "rwkv7_kernel_unavailable" and "no-such-c++-compiler" in e["reason"]
+               for e in logs)
+
+
+def test_the_self_check_catches_a_wrong_kernel() -> None:
+    def off_by_a_bit(state: torch.Tensor, r: torch.Tensor, *rest: Any) -> torch.Tensor:
+        return r * 0.5
+
+    assert "differs" in self_check(off_by_a_bit)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_random_checkpoint7(tmp_path_factory.mktemp("k7") / "m", n_layer=2,
+                                    n_embd=128, vocab_size=65536, head_size=32, seed=3)
+
+
+def _ref(model: Any, tokens: list[int], state: list[torch.Tensor] | None = None
+         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    st = None if state is None else [t.clone() for t in state]
+    with torch.no_grad():
+        out, st = model.forward(list(tokens), st)
+    return out.float(), [t.clone() for t in st]
+
+
+@pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_compiler), False],
+                         ids=["kernel", "torch"])
+def test_decode_and_prefill_equal_the_package_on_either_path(model_path: Path,
+                                                             fused: bool) -> None:
+    bm = load_rwkv7(model_path, "cpu fp32")
+    bm = BatchedRWKV7(bm.model, bm.slots, fused_kernel=fused)
+    assert (bm.kernel is not None) == fused
+    m = bm.model
+    jobs = [([5, 6, 7, 100], None), ([9], None), ([40000, 41], _ref(m, [3, 4])[1])]
+    states = []
+    for (toks, st), (logits, state) in zip(jobs, bm.prefill_many(jobs), strict=True):
+        want, want_state = _ref(m, toks, st)
+        assert float((logits - want).abs().max()) <= TOL
+        assert max(float((a - b).abs().max()) for a, b in zip(state, want_state, strict=True)
+                   ) <= TOL
+        states.append(want_state)
+    batch = bm.new_batch(states)
+    for step in range(3):
+        toks = [200 + step, 300 + step, 65535 - step]
+        logits = bm.step(toks, batch)
+        for r, tok in enumerate(toks):
+            want, states[r] = _ref(m, [tok], states[r])
+            assert float((logits[r] - want).abs().max()) <= TOL, (fused, step, r)
+    assert (bm.kernel_calls > 0) == fused
