@@ -33,6 +33,7 @@ flattened) in `StackedStates7`; `get` returns the package's shapes.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,13 +97,37 @@ class StackedStates7(StackedStates):
         return [t[row].reshape(shape).clone() for t, shape in zip(self.t, self.shapes, strict=True)]
 
 
+_ACT = {"none": lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+@functools.cache
+def _fused_ops_ok() -> bool:
+    """oneDNN's activation and `+ other` post-ops agree with torch on random data (fp32,
+    1e-5); the products use them only then."""
+    if _LINEAR is None:
+        return False
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(40, 24, generator=g)
+    x, other = torch.randn(3, 24, generator=g), torch.randn(3, 40, generator=g)
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH_HINT)
+        got = [_LINEAR(x, packed, None, a, [], "") for a in _ACT]
+        add = torch.ops.mkldnn._linear_pointwise.binary(x, other, packed, None, "add")
+    except (RuntimeError, AttributeError):
+        return False
+    want = [f(x @ w.t()) for f in _ACT.values()]
+    return all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(got, want, strict=True)
+               ) and torch.allclose(add, other + x @ w.t(), rtol=1e-5, atol=1e-5)
+
+
 class _Mat7:
     """One [in, out] matrix of the package (`x @ w`), or on the CPU in fp32 a copy packed
     once for oneDNN's kernels (`_reorder_linear_weight`, laid out for batches of about
-    PACK_BATCH_HINT rows) that batched products use; a single row on one thread (`dnn`
-    False) keeps the package's product."""
+    PACK_BATCH_HINT rows) that batched products use, with the activation after it (`act`)
+    and the residual add (`add_to`) fused into the product where oneDNN's post-ops pass
+    `_fused_ops_ok`; a single row on one thread (`dnn` False) keeps the package's product."""
 
-    __slots__ = ("w", "packed")
+    __slots__ = ("w", "packed", "post")
 
     def __init__(self, w: torch.Tensor, packed: bool) -> None:
         self.w = w
@@ -110,15 +135,25 @@ class _Mat7:
         if packed and w.device.type == "cpu" and w.dtype == torch.float32:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w.t().contiguous(),
                                                                   PACK_BATCH_HINT)
+        self.post = self.packed is not None and _fused_ops_ok()
 
     @property
     def packed_nbytes(self) -> int:
         return 0 if self.packed is None else self.w.numel() * self.w.element_size()
 
-    def __call__(self, x: torch.Tensor, dnn: bool = True) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, dnn: bool = True, act: str = "none") -> torch.Tensor:
+        """act(x @ w), act one of `_ACT`."""
         if dnn and self.packed is not None and x.dtype == torch.float32:
-            return _LINEAR(x, self.packed, None, "none", [], "")
-        return x @ self.w
+            if self.post or act == "none":
+                return _LINEAR(x, self.packed, None, act, [], "")
+            return _ACT[act](_LINEAR(x, self.packed, None, "none", [], ""))
+        return _ACT[act](x @ self.w)
+
+    def add_to(self, x: torch.Tensor, other: torch.Tensor, dnn: bool = True) -> torch.Tensor:
+        """other + x @ w (a new tensor)."""
+        if dnn and self.post and x.dtype == torch.float32 and other.dtype == torch.float32:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, self.packed, None, "add")
+        return other + self(x, dnn)
 
 
 class _Layer7:
@@ -138,11 +173,12 @@ class _Layer7:
         self.ln2 = (z[b + "ln2.weight"], z[b + "ln2.bias"])
         self.att_mix = torch.stack(
             [z[a + n] for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g")]).unsqueeze(1)
-        self.w0, self.w1, self.w2 = z[a + "w0"], z[a + "w1"], z[a + "w2"]
-        self.a0, self.a1, self.a2 = z[a + "a0"], z[a + "a1"], z[a + "a2"]
+        self.w0, self.w1, self.w2 = z[a + "w0"], mat(z[a + "w1"]), mat(z[a + "w2"])
+        self.a0, self.a1, self.a2 = z[a + "a0"], mat(z[a + "a1"]), mat(z[a + "a2"])
         # block 0 keeps v_first (the package empties its v0/v1/v2)
-        self.v0, self.v1, self.v2 = (z[a + "v0"], z[a + "v1"], z[a + "v2"]) if i else (None,) * 3
-        self.g1, self.g2 = z[a + "g1"], z[a + "g2"]
+        self.v0, self.v1, self.v2 = ((z[a + "v0"], mat(z[a + "v1"]), mat(z[a + "v2"])) if i
+                                     else (None,) * 3)
+        self.g1, self.g2 = mat(z[a + "g1"]), mat(z[a + "g2"])
         self.k_k, self.k_a, self.r_k = z[a + "k_k"], z[a + "k_a"], z[a + "r_k"]
         self.rw, self.kw = mat(z[a + "receptance.weight"]), mat(z[a + "key.weight"])
         self.vw, self.ow = mat(z[a + "value.weight"]), mat(z[a + "output.weight"])
@@ -371,10 +407,10 @@ class BatchedRWKV7:
         r = ly.rw(xr, dnn)
         k = ly.kw(xk, dnn)
         v = ly.vw(xv, dnn)
-        wl = torch.tanh(xw @ ly.w1) @ ly.w2
-        al = (xa @ ly.a1) @ ly.a2
-        g = torch.sigmoid(xg @ ly.g1) @ ly.g2
-        vl = (xv @ ly.v1) @ ly.v2 if i else None
+        wl = ly.w2(ly.w1(xw, dnn, "tanh"), dnn)
+        al = ly.a2(ly.a1(xa, dnn), dnn)
+        g = ly.g2(ly.g1(xg, dnn, "sigmoid"), dnn)
+        vl = ly.v2(ly.v1(xv, dnn), dnn) if ly.v1 is not None else None
         return r, k, v, g, wl, al, vl
 
     def _fused(self, ly: _Layer7) -> bool:
@@ -414,10 +450,11 @@ class BatchedRWKV7:
         bonus = (r * k * ly.r_k).view(rows, h, n).sum(dim=-1, keepdim=True) * v.view(rows, h, n)
         return (y + bonus.view(rows, h * n)) * g
 
-    def _channel_mix(self, ly: _Layer7, xx: torch.Tensor, prev: torch.Tensor,
+    def _channel_mix(self, ly: _Layer7, x: torch.Tensor, xx: torch.Tensor, prev: torch.Tensor,
                      dnn: bool) -> torch.Tensor:
+        """x + the channel mix of its ln2 output xx (previous tokens' `prev`)."""
         kx = torch.addcmul(xx, prev - xx, ly.ffn_xk)
-        return ly.fvw(torch.relu(ly.fkw(kx, dnn)).square_(), dnn)
+        return ly.fvw.add_to(ly.fkw(kx, dnn, "relu").square_(), x, dnn)
 
     def _step_stacked(self, tokens: Sequence[int], sb: StackedStates) -> torch.Tensor:
         emb = self.z["emb.weight"]
@@ -439,10 +476,10 @@ class BatchedRWKV7:
                 if i == 0:
                     v_first = v
                 y = self._core(ly, t[s + 1].view(b, h, n, n), r, k, v, g, wl, al, vl, v_first)
-                x = x + ly.ow(y, dnn)
+                x = ly.ow.add_to(y, x, dnn)
                 t[s] = xx
                 xx = F.layer_norm(x, c, weight=ly.ln2[0], bias=ly.ln2[1])
-                x = x + self._channel_mix(ly, xx, t[s + 2], dnn)
+                x = self._channel_mix(ly, x, xx, t[s + 2], dnn)
                 t[s + 2] = xx
             return self._project(x)
 
@@ -519,11 +556,11 @@ class BatchedRWKV7:
                         y[sl] = wkv_torch(state[:m], r[sl], w[sl], k[sl], v[sl], nkk[sl],
                                           kka[sl])
                     y = self._att_out(ly, y, r, k, v, g)
-                x = x + ly.ow(y, True)
+                x = ly.ow.add_to(y, x, True)
                 st[s0] = xx.index_select(0, last_idx)
                 xx = F.layer_norm(x, c, weight=ly.ln2[0], bias=ly.ln2[1])
                 sx = torch.cat([st[s0 + 2], xx]).index_select(0, prev_idx)
-                x = x + self._channel_mix(ly, xx, sx, True)
+                x = self._channel_mix(ly, x, xx, sx, True)
                 st[s0 + 2] = xx.index_select(0, last_idx)
             last_rows = torch.tensor(last, dtype=torch.long, device=x.device)
             logits = self._project(x.index_select(0, last_rows))

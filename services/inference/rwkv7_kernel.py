@@ -56,11 +56,140 @@ _SOURCE = r"""
 #include <torch/library.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <bit>
 #include <vector>
 
 namespace {
 
-inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+// exp(x) in plain arithmetic, so loops over it vectorise (std::exp stays a scalar call):
+// x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^6 (relative error
+// below 1e-7), 2^n put straight into the exponent bits. x is clamped to [-87, 88], where
+// float stays normal; sigmoid's use of it saturates there anyway.
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float n = std::floor(x * 1.44269504f + 0.5f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+
+struct Args {
+  float* S;
+  const float *R, *K, *V, *G, *WL, *AL, *VL, *VF, *V0, *W0, *A0, *KK, *KA, *RK, *LW, *LB;
+  float* O;
+  int64_t H, C;
+  float eps, ds;
+};
+
+// One (row, head) pair u = b * H + h; NT is the head size where it is known at compile time
+// (the loops then unroll into whole vectors), 0 where it is only known at run time (n).
+template <int64_t NT>
+void head_unit(const Args& A, int64_t u, int64_t n, float* __restrict buf) {
+  const int64_t N = NT ? NT : n;
+  const int64_t h = u % A.H, o = (u / A.H) * A.C + h * N, c0 = h * N;
+  float *__restrict nkk = buf, *__restrict kka = nkk + N, *__restrict kf = kka + N;
+  float *__restrict vv = kf + N, *__restrict ww = vv + N, *__restrict y = ww + N;
+  const float *__restrict rr = A.R + o, *__restrict k0 = A.K + o, *__restrict v_ = A.V + o;
+  const float *__restrict wl = A.WL + o, *__restrict al = A.AL + o;
+  const float *__restrict w0 = A.W0 + c0, *__restrict a0 = A.A0 + c0, *__restrict kk = A.KK + c0;
+  const float *__restrict ka = A.KA + c0;
+  float ss = 0.f;
+  for (int64_t j = 0; j < N; ++j) {
+    const float t = k0[j] * kk[j];
+    nkk[j] = t;
+    ss += t * t;
+  }
+  const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+  for (int64_t j = 0; j < N; ++j) {
+    const float a = sigmoid(a0[j] + al[j]);
+    const float kn = nkk[j] * inv;
+    nkk[j] = -kn;
+    kka[j] = kn * a;
+    kf[j] = k0[j] * (1.0f + (a - 1.0f) * ka[j]);
+    ww[j] = fast_exp(A.ds * sigmoid(w0[j] + wl[j]));
+  }
+  if (A.VL != nullptr) {
+    const float *__restrict vl = A.VL + o, *__restrict vf = A.VF + o, *__restrict v0 = A.V0 + c0;
+    for (int64_t j = 0; j < N; ++j) vv[j] = v_[j] + (vf[j] - v_[j]) * sigmoid(v0[j] + vl[j]);
+  } else {
+    for (int64_t j = 0; j < N; ++j) vv[j] = v_[j];
+  }
+  float* __restrict s = A.S + u * N * N;
+  float mean = 0.f;
+  int64_t i = 0;
+  for (; i + 4 <= N; i += 4) {  // four state rows at a time: independent reductions overlap
+    float *__restrict r0 = s + i * N, *__restrict r1 = r0 + N, *__restrict r2 = r1 + N;
+    float* __restrict r3 = r2 + N;
+    float sa0 = 0.f, sa1 = 0.f, sa2 = 0.f, sa3 = 0.f;
+#pragma omp simd reduction(+ : sa0, sa1, sa2, sa3)
+    for (int64_t j = 0; j < N; ++j) {
+      sa0 += r0[j] * nkk[j];
+      sa1 += r1[j] * nkk[j];
+      sa2 += r2[j] * nkk[j];
+      sa3 += r3[j] * nkk[j];
+    }
+    const float v0 = vv[i], v1 = vv[i + 1], v2 = vv[i + 2], v3 = vv[i + 3];
+    float y0 = 0.f, y1 = 0.f, y2 = 0.f, y3 = 0.f;
+#pragma omp simd reduction(+ : y0, y1, y2, y3)
+    for (int64_t j = 0; j < N; ++j) {
+      const float t0 = r0[j] * ww[j] + sa0 * kka[j] + v0 * kf[j];
+      const float t1 = r1[j] * ww[j] + sa1 * kka[j] + v1 * kf[j];
+      const float t2 = r2[j] * ww[j] + sa2 * kka[j] + v2 * kf[j];
+      const float t3 = r3[j] * ww[j] + sa3 * kka[j] + v3 * kf[j];
+      r0[j] = t0;
+      r1[j] = t1;
+      r2[j] = t2;
+      r3[j] = t3;
+      y0 += t0 * rr[j];
+      y1 += t1 * rr[j];
+      y2 += t2 * rr[j];
+      y3 += t3 * rr[j];
+    }
+    y[i] = y0;
+    y[i + 1] = y1;
+    y[i + 2] = y2;
+    y[i + 3] = y3;
+    mean += (y0 + y1) + (y2 + y3);
+  }
+  for (; i < N; ++i) {
+    float* __restrict row = s + i * N;
+    float sa = 0.f;
+#pragma omp simd reduction(+ : sa)
+    for (int64_t j = 0; j < N; ++j) sa += row[j] * nkk[j];
+    const float vi = vv[i];
+    float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < N; ++j) {
+      const float t = row[j] * ww[j] + sa * kka[j] + vi * kf[j];
+      row[j] = t;
+      acc += t * rr[j];
+    }
+    y[i] = acc;
+    mean += acc;
+  }
+  mean /= static_cast<float>(N);
+  float var = 0.f, bonus = 0.f;
+  const float* __restrict rk = A.RK + c0;
+  for (int64_t i = 0; i < N; ++i) {
+    const float d = y[i] - mean;
+    var += d * d;
+    bonus += rr[i] * kf[i] * rk[i];
+  }
+  const float rstd = 1.0f / std::sqrt(var / static_cast<float>(N) + A.eps);
+  const float *__restrict lw = A.LW + c0, *__restrict lb = A.LB + c0, *__restrict g = A.G + o;
+  float* __restrict out = A.O + o;
+  for (int64_t i = 0; i < N; ++i)
+    out[i] = ((y[i] - mean) * rstd * lw[i] + lb[i] + bonus * vv[i]) * g[i];
+}
 
 void check(const at::Tensor& t, int64_t numel, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(),
@@ -79,79 +208,44 @@ at::Tensor attention_core(at::Tensor state, at::Tensor r, at::Tensor k, at::Tens
   const int64_t B = state.size(0), H = state.size(1), N = state.size(2), C = H * N;
   check(state, B * C * N, "state");
   for (auto* p : {&r, &k, &v, &g, &wl, &al}) check(*p, B * C, "a [B, C] input");
-  const bool residual = vl.numel() > 0;
-  if (residual) {
+  if (vl.numel() > 0) {
     check(vl, B * C, "vl");
     check(v_first, B * C, "v_first");
     check(v0, C, "v0");
   }
   for (auto* p : {&w0, &a0, &k_k, &k_a, &r_k, &ln_w, &ln_b}) check(*p, C, "a [C] parameter");
   at::Tensor out = r.new_empty({B, C});
-  float* S = state.data_ptr<float>();
-  const float *R = r.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
-  const float *G = g.data_ptr<float>(), *WL = wl.data_ptr<float>(), *AL = al.data_ptr<float>();
-  const float *VL = residual ? vl.data_ptr<float>() : nullptr;
-  const float *VF = residual ? v_first.data_ptr<float>() : nullptr;
-  const float *V0 = residual ? v0.data_ptr<float>() : nullptr;
-  const float *W0 = w0.data_ptr<float>(), *A0 = a0.data_ptr<float>();
-  const float *KK = k_k.data_ptr<float>(), *KA = k_a.data_ptr<float>();
-  const float *RK = r_k.data_ptr<float>(), *LW = ln_w.data_ptr<float>();
-  const float *LB = ln_b.data_ptr<float>();
-  float* O = out.data_ptr<float>();
-  const float fe = static_cast<float>(eps), ds = static_cast<float>(decay_scale);
-  at::parallel_for(0, B * H, 4, [&](int64_t begin, int64_t end) {
+  const bool residual = vl.numel() > 0;
+  Args A;
+  A.S = state.data_ptr<float>();
+  A.R = r.data_ptr<float>();
+  A.K = k.data_ptr<float>();
+  A.V = v.data_ptr<float>();
+  A.G = g.data_ptr<float>();
+  A.WL = wl.data_ptr<float>();
+  A.AL = al.data_ptr<float>();
+  A.VL = residual ? vl.data_ptr<float>() : nullptr;
+  A.VF = residual ? v_first.data_ptr<float>() : nullptr;
+  A.V0 = residual ? v0.data_ptr<float>() : nullptr;
+  A.W0 = w0.data_ptr<float>();
+  A.A0 = a0.data_ptr<float>();
+  A.KK = k_k.data_ptr<float>();
+  A.KA = k_a.data_ptr<float>();
+  A.RK = r_k.data_ptr<float>();
+  A.LW = ln_w.data_ptr<float>();
+  A.LB = ln_b.data_ptr<float>();
+  A.O = out.data_ptr<float>();
+  A.H = H;
+  A.C = C;
+  A.eps = static_cast<float>(eps);
+  A.ds = static_cast<float>(decay_scale);
+  at::parallel_for(0, B * H, 4, [&A, N](int64_t begin, int64_t end) {
     std::vector<float> buf(6 * N);
-    float *nkk = buf.data(), *kka = nkk + N, *kf = kka + N, *vv = kf + N, *ww = vv + N;
-    float *y = ww + N;
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t b = u / H, h = u % H, o = b * C + h * N;  // row b, head h
-      const float *rr = R + o, *k0 = K + o, *v_ = V + o;
-      float ss = 0.f;
-      for (int64_t j = 0; j < N; ++j) {
-        const float t = k0[j] * KK[h * N + j];
-        nkk[j] = t;
-        ss += t * t;
-      }
-      const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
-      for (int64_t j = 0; j < N; ++j) {
-        const int64_t c = h * N + j;
-        const float a = sigmoid(A0[c] + AL[o + j]);
-        const float kn = nkk[j] * inv;
-        nkk[j] = -kn;
-        kka[j] = kn * a;
-        kf[j] = k0[j] * (1.0f + (a - 1.0f) * KA[c]);
-        ww[j] = std::exp(ds * sigmoid(W0[c] + WL[o + j]));
-        vv[j] = residual ? v_[j] + (VF[o + j] - v_[j]) * sigmoid(V0[c] + VL[o + j]) : v_[j];
-      }
-      float* s = S + u * N * N;
-      float mean = 0.f;
-      for (int64_t i = 0; i < N; ++i) {
-        float* row = s + i * N;
-        float sa = 0.f;
-#pragma omp simd reduction(+ : sa)
-        for (int64_t j = 0; j < N; ++j) sa += row[j] * nkk[j];
-        const float vi = vv[i];
-        float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t j = 0; j < N; ++j) {
-          const float t = row[j] * ww[j] + sa * kka[j] + vi * kf[j];
-          row[j] = t;
-          acc += t * rr[j];
-        }
-        y[i] = acc;
-        mean += acc;
-      }
-      mean /= static_cast<float>(N);
-      float var = 0.f, bonus = 0.f;
-      for (int64_t i = 0; i < N; ++i) {
-        const float d = y[i] - mean;
-        var += d * d;
-        bonus += rr[i] * kf[i] * RK[h * N + i];
-      }
-      const float rstd = 1.0f / std::sqrt(var / static_cast<float>(N) + fe);
-      for (int64_t i = 0; i < N; ++i) {
-        const int64_t c = h * N + i;
-        O[o + i] = ((y[i] - mean) * rstd * LW[c] + LB[c] + bonus * vv[i]) * G[o + i];
+      if (N == 64) {
+        head_unit<64>(A, u, N, buf.data());
+      } else {
+        head_unit<0>(A, u, N, buf.data());
       }
     }
   });
@@ -170,7 +264,8 @@ TORCH_LIBRARY(avatario_rwkv7, m) {
 TORCH_LIBRARY_IMPL(avatario_rwkv7, CPU, m) { m.impl("attention_core", &attention_core); }
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=c++20", "-shared",
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
+          "-std=c++20", "-shared",
           "-fPIC", "-w"]
 
 
