@@ -11,6 +11,10 @@
    BPTT (bptt_len 128, the state carried) and per-block gradient checkpointing.
 3. One LoRA step (rank 16, bf16 base) for a shape given on the command line; the GPU
    check (bench/gpu_check.py) runs it on CUDA for 24 x 2048.
+4. The demo model's first-use training time (`make run`), estimated from its parts measured
+   in this run: corpus + tokenizer, training steps (tokens/s of the demo shape), validation
+   passes on the stream the trainer selects on, checkpoint writes. `--demo-only` runs just
+   this part.
 
 Writes bench/results/train.json.
 """
@@ -163,10 +167,56 @@ def memory_at(ctx: int, *, bptt: int, grad_checkpoint: bool, layers: int, embd: 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def demo_budget(steps: int = 6) -> dict[str, Any]:
+    """First-use training time of the demo model (avatario_tools.corpus.demo.DemoConfig), from
+    its parts measured here: wall time = prepare + steps x step + evaluations x eval + saves."""
+    import tempfile
+
+    import numpy as np
+
+    from avatario_tools.corpus.demo import DemoConfig, prepare_tokens
+    from avatario_tools.train.loop import evaluate
+    from avatario_tools.train.model import Shape, new_model, save_atomic
+
+    cfg = DemoConfig()
+    t = time.perf_counter()
+    data = prepare_tokens(cfg)
+    prepare_s = time.perf_counter() - t
+    tcfg = cfg.train_config(data.vocab_size)
+    rate = train_rate(cfg.n_layer, cfg.n_embd, data.vocab_size, ctx=cfg.ctx_len,
+                      batch=cfg.batch_size, steps=steps)
+    held_out = data.validation_turns if cfg.select_on == "turns" else data.validation
+    model = new_model(Shape(cfg.n_layer, cfg.n_embd, data.vocab_size), cfg.seed)
+    t = time.perf_counter()
+    evaluate(model, np.asarray(held_out), tcfg)
+    eval_s = time.perf_counter() - t
+    def copy() -> dict[str, torch.Tensor]:  # distinct storages: torch.save writes each one
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    # what a checkpoint holds: the weights, AdamW's two moments, the best weights
+    state = {"trainable": copy(), "optimizer": [copy(), copy()],
+             "best": copy() if cfg.keep_best else None}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        save_atomic(state, Path(tmp) / "step.pt")
+        save_s = time.perf_counter() - t
+    every = cfg.eval_every or cfg.checkpoint_every
+    evals = cfg.steps // every + (1 if cfg.steps % every else 0)
+    saves = cfg.steps // cfg.checkpoint_every
+    train_s = cfg.steps * rate["step_s"]
+    return {"shape": f"{cfg.n_layer}x{cfg.n_embd}", "vocab": data.vocab_size,
+            "steps": cfg.steps, "tokens_per_step": cfg.batch_size * cfg.ctx_len,
+            "train_tokens": len(data.train), "held_out_tokens": len(held_out),
+            "tok_s": rate["tokens_per_s"], "prepare_s": prepare_s, "train_s": train_s,
+            "evals": evals, "eval_s": eval_s, "saves": saves, "save_s": save_s,
+            "estimate_s": prepare_s + train_s + evals * eval_s + saves * save_s}
+
+
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer steps and contexts")
     p.add_argument("--lora-shape", default="4x256", help="LAYERSxEMBD of the CPU LoRA step")
+    p.add_argument("--demo-only", action="store_true", help="only the demo first-use estimate")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ctx", type=int, default=256, help=argparse.SUPPRESS)
     p.add_argument("--bptt", type=int, default=0, help=argparse.SUPPRESS)
@@ -185,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(args)
         return 0
     steps = 2 if args.quick else 4
+    demo = [demo_budget(steps=3 if args.quick else 8)]
+    print_table("demo model first use: estimated training time from measured parts (CPU)", demo)
+    if args.demo_only:
+        out = write_result("train_demo", demo, threads=torch.get_num_threads(),
+                           torch=torch.__version__)
+        print(f"wrote {out}")
+        return 0
     speed = []
     shapes = [("demo 4x256", 4, 256, 4096, 128, 8), ("12x768 World", 12, 768, 65536, 128, 4)]
     for name, layers, embd, vocab, ctx, batch in shapes:
@@ -212,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     layers, embd = (int(x) for x in args.lora_shape.split("x"))
     lora = [lora_step(layers, embd, 4096, device="cpu", ctx=128, batch=4, steps=steps)]
     print_table("LoRA step (bf16 base, CPU)", lora)
-    out = write_result("train", speed, memory=memory, lora=lora,
+    out = write_result("train", speed, memory=memory, lora=lora, demo=demo,
                        threads=torch.get_num_threads(), torch=torch.__version__)
     print(f"wrote {out}")
     return 0

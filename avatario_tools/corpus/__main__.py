@@ -4,6 +4,7 @@
     tokenizer train the BPE tokenizer on the train split and save its JSON
     demo      train the demo model (or find it in the cache) and print where it is
     eval      validation perplexity: trained vs untrained vs unigram
+    samples   the demo model's replies to held-out questions
 """
 
 from __future__ import annotations
@@ -80,6 +81,18 @@ def eval_(var: Path = typer.Option(VAR, help="The cache lives in <var>/models/de
         table.add_row(p.stream, str(p.tokens), f"{p.trained:.1f}", f"{p.untrained:.1f}",
                       f"{p.unigram:.1f}")
     console.print(table)
+
+
+@app.command()
+def samples(var: Path = typer.Option(VAR, help="The cache lives in <var>/models/demo/."),
+            n: int = typer.Option(5, min=1, help="How many held-out questions.")) -> None:
+    """The demo model's replies to held-out questions (intents in the validation split)."""
+    from avatario_tools.corpus.evaluate import sample_answers
+
+    console = Console()
+    m = ensure_demo_model(var, progress=True, log=console.print)
+    for s in sample_answers(m, n=n):
+        console.print(f"[bold]{s.group}[/]  Q: {s.question}\n  A: {s.answer}\n")
 
 
 if __name__ == "__main__":

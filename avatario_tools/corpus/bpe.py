@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-__all__ = ["END_OF_TEXT", "END_OF_TEXT_ID", "encode_samples", "save_tokenizer", "train_tokenizer"]
+__all__ = ["END_OF_TEXT", "END_OF_TEXT_ID", "encode_samples", "encode_weighted", "save_tokenizer",
+           "train_tokenizer"]
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 0
@@ -46,9 +47,20 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> Path:
 
 def encode_samples(tok: Tokenizer, samples: Sequence[Sequence[str]]) -> np.ndarray:
     """One int32 stream: each sample's pieces encoded separately, end of text after each."""
+    return encode_weighted(tok, samples, [[1.0] * len(p) for p in samples])[0]
+
+
+def encode_weighted(tok: Tokenizer, samples: Sequence[Sequence[str]],
+                    weights: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """`encode_samples` plus a float32 loss weight per token: each token gets its piece's
+    weight; the end of text after a sample gets 0 (nothing is generated past a turn)."""
     out: list[int] = []
-    for pieces in samples:
-        for piece in pieces:
-            out.extend(tok.encode(piece, add_special_tokens=False).ids)
+    w: list[float] = []
+    for pieces, piece_weights in zip(samples, weights, strict=True):
+        for piece, weight in zip(pieces, piece_weights, strict=True):
+            ids = tok.encode(piece, add_special_tokens=False).ids
+            out.extend(ids)
+            w.extend([weight] * len(ids))
         out.append(END_OF_TEXT_ID)
-    return np.asarray(out, dtype=np.int32)
+        w.append(0.0)
+    return np.asarray(out, dtype=np.int32), np.asarray(w, dtype=np.float32)

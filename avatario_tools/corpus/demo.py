@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatario_tools.corpus.bpe import encode_samples, save_tokenizer, train_tokenizer
+from avatario_tools.corpus.bpe import encode_weighted, save_tokenizer, train_tokenizer
 from avatario_tools.corpus.builder import BuildConfig, Corpus, build_corpus
 from avatario_tools.corpus.material import (
     DEFAULT_QA_DIR,
@@ -75,11 +75,17 @@ class DemoConfig:
     # the trainer's validation stream: "turns" (held-out question/answer turns alone: what
     # says whether the model answers) or "conversations" (as the node lays them out)
     select_on: str = "turns"
+    # loss weight of the prompt's tokens (header, parents' turns); the replies weigh 1.
+    # 0: the model learns to answer only (the loss mask of supervised fine-tuning); 1: every
+    # token counts. Training and the validation loss use the same weights.
+    prompt_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.select_on not in ("turns", "conversations"):
             raise ValueError(f"select_on must be 'turns' or 'conversations', got "
                              f"{self.select_on!r}")
+        if not 0 <= self.prompt_weight <= 1:
+            raise ValueError(f"prompt_weight must be in [0, 1], got {self.prompt_weight}")
 
     def train_config(self, vocab_size: int):
         from avatario_tools.train.api import TrainConfig
@@ -106,6 +112,10 @@ class DemoTokens:
     train: np.ndarray
     validation: np.ndarray          # held-out conversations, as the node lays them out
     validation_turns: np.ndarray    # held-out question/answer turns alone (no header)
+    # loss weights per token (prompt_weight on the prompt, 1 on the replies), same lengths
+    train_weights: np.ndarray
+    validation_weights: np.ndarray
+    validation_turns_weights: np.ndarray
 
     @property
     def vocab_size(self) -> int:
@@ -157,10 +167,25 @@ def prepare_tokens(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
     """Corpus, tokenizer (trained on the train split only) and the token streams."""
     corpus = build_corpus(load_material(qa_dir, tips_path), config.build)
     tok = train_tokenizer(corpus.texts("train"), config.vocab_size)
-    train = encode_samples(tok, [s.segments for s in corpus.train])
-    validation = encode_samples(tok, [s.segments for s in corpus.validation])
-    turns = encode_samples(tok, turn_pieces(corpus))
-    return DemoTokens(corpus, tok, train, validation, turns)
+    p = config.prompt_weight
+    train, train_w = weighted_stream(tok, [s.segments for s in corpus.train], p)
+    validation, validation_w = weighted_stream(tok, [s.segments for s in corpus.validation], p)
+    turns, turns_w = weighted_stream(tok, turn_pieces(corpus), p)
+    return DemoTokens(corpus, tok, train, validation, turns, train_w, validation_w, turns_w)
+
+
+def weighted_stream(tok, samples: list[tuple[str, ...]], prompt_weight: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and loss weights of samples laid out as (header,) + (turn, reply, end) * k
+    or as a lone (turn, reply, end): the header and each "{user}: q\\n\\n{bot}:" weigh
+    `prompt_weight`, each reply and its end weigh 1."""
+    def prompt(i: int, n: int) -> bool:
+        head = n % 3
+        return i < head or (i - head) % 3 == 0
+
+    weights = [[prompt_weight if prompt(i, len(s)) else 1.0 for i in range(len(s))]
+               for s in samples]
+    return encode_weighted(tok, samples, weights)
 
 
 def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: bool = False,
@@ -184,8 +209,13 @@ def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: 
     log(f"training the demo model ({cfg.n_layer} layers x {cfg.n_embd}, vocabulary "
         f"{data.vocab_size}, {cfg.steps} steps on {len(data.train)} corpus tokens) into "
         f"{folder} - once; later runs use the cache ...")
-    held_out = data.validation_turns if cfg.select_on == "turns" else data.validation
-    result = train_model(tcfg, TokenData(train=data.train, validation=held_out),
+    held_out, held_out_w = ((data.validation_turns, data.validation_turns_weights)
+                            if cfg.select_on == "turns"
+                            else (data.validation, data.validation_weights))
+    weighted = cfg.prompt_weight != 1.0
+    result = train_model(tcfg, TokenData(train=data.train, validation=held_out,
+                                         train_weights=data.train_weights if weighted else None,
+                                         validation_weights=held_out_w if weighted else None),
                          folder / MODEL_FILE, progress=progress)
     manifest = {
         "key": key,

@@ -5,10 +5,11 @@
   (services.inference.checkpoint.build_random_checkpoint, what `--random-model` serves);
 - unigram: token frequencies of the training split (add-one smoothed), no context at all.
 
-Each is scored on two held-out streams of the validation split: whole conversations as the
-node lays them out (header included: the fixed system text is easy to predict), and the
-question/answer turns alone (no header), which is the part that says whether the model
-learned anything about answering parents.
+Each is scored on three held-out streams of the validation split: whole conversations as the
+node lays them out (header included: the fixed system text is easy to predict); the
+question/answer turns alone (no header), which says whether the model learned anything about
+parents' questions and answers; and the replies alone (the same turns, only the assistant's
+reply tokens scored, the question read as context), which is what the node generates.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ import numpy as np
 
 from avatario_tools.corpus.bpe import encode_samples
 from avatario_tools.corpus.builder import Corpus
-from avatario_tools.corpus.demo import DemoConfig, DemoModel, prepare_tokens, turn_pieces
+from avatario_tools.corpus.demo import (
+    DemoConfig,
+    DemoModel,
+    prepare_tokens,
+    turn_pieces,
+    weighted_stream,
+)
 from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
 
 __all__ = ["Perplexities", "Sample", "evaluate_demo", "held_out_questions", "sample_answers",
@@ -38,11 +45,16 @@ class Perplexities:
     unigram: float
 
 
-def unigram_loss(train: np.ndarray, validation: np.ndarray, vocab_size: int) -> float:
-    """Mean next-token loss (nats) of add-one smoothed training-split frequencies."""
+def unigram_loss(train: np.ndarray, validation: np.ndarray, vocab_size: int,
+                 weights: np.ndarray | None = None) -> float:
+    """Mean next-token loss (nats) of add-one smoothed training-split frequencies (weighted by
+    `weights`, one per validation token, as the trainer weighs them)."""
     counts = np.bincount(train, minlength=vocab_size).astype(np.float64) + 1.0
     logp = np.log(counts / counts.sum())
-    return float(-logp[validation[1:]].mean())
+    if weights is None:
+        return float(-logp[validation[1:]].mean())
+    w = weights[1:].astype(np.float64)
+    return float(-(logp[validation[1:]] * w).sum() / w.sum())
 
 
 def turns_only(corpus: Corpus, tokenizer) -> np.ndarray:
@@ -58,20 +70,24 @@ def evaluate_demo(model: DemoModel, config: DemoConfig | None = None, *,
 
     cfg = config or DemoConfig()
     data = prepare_tokens(cfg, qa_dir, tips_path)
-    streams = {"conversations": data.validation, "turns only": data.validation_turns}
+    replies, reply_w = weighted_stream(data.tokenizer, turn_pieces(data.corpus), 0.0)
+    streams = {"conversations": (data.validation, None),
+               "turns only": (data.validation_turns, None),
+               "replies only": (replies, reply_w)}
     out: list[Perplexities] = []
     with tempfile.TemporaryDirectory() as tmp:
         untrained = build_random_checkpoint(Path(tmp) / "untrained.pth", n_layer=cfg.n_layer,
                                             n_embd=cfg.n_embd, vocab_size=data.vocab_size,
                                             seed=cfg.seed)
-        for name, tokens in streams.items():
-            def ppl(path: Path, tokens: np.ndarray = tokens) -> float:
+        for name, (tokens, w) in streams.items():
+            def ppl(path: Path, tokens: np.ndarray = tokens, w: np.ndarray | None = w) -> float:
                 return math.exp(evaluate_model(path, tokens, ctx_len=cfg.ctx_len,
-                                               max_tokens=len(tokens)))
+                                               max_tokens=len(tokens), weights=w))
 
+            scored = len(tokens) if w is None else int((w[1:] > 0).sum())
             out.append(Perplexities(
-                name, len(tokens), ppl(model.model), ppl(untrained),
-                math.exp(unigram_loss(data.train, tokens, data.vocab_size))))
+                name, scored, ppl(model.model), ppl(untrained),
+                math.exp(unigram_loss(data.train, tokens, data.vocab_size, w))))
     return out
 
 

@@ -72,10 +72,11 @@ def train_lora(base: Path, lora: LoraConfig, config: TrainConfig, data: TokenDat
 
 
 def evaluate_model(path: Path, tokens, *, ctx_len: int = 256, device: str = "cpu",
-                   max_tokens: int = 65536, lora: str | None = None) -> float:
+                   max_tokens: int = 65536, lora: str | None = None, weights=None) -> float:
     """Mean next-token loss (nats) of a raw `.pth` on a token array (numpy int32);
-    `lora`: an adapter spec "path[:alpha]" merged first."""
+    `lora`: an adapter spec "path[:alpha]" merged first; `weights`: per-token loss weights
+    (float32, see TokenData)."""
     from avatario_tools.train.loop import evaluate_file
 
     return evaluate_file(Path(path), tokens, ctx_len=ctx_len, device=device,
-                         max_tokens=max_tokens, lora=lora)
+                         max_tokens=max_tokens, lora=lora, weights=weights)

@@ -121,10 +121,18 @@ class LoraConfig:
 
 @dataclass(frozen=True)
 class TokenData:
-    """Token ids (numpy int32) of the training split and the held-out validation split."""
+    """Token ids (numpy int32) of the training split and the held-out validation split.
+
+    Optional per-token loss weights (float32, one per token, >= 0): the loss of predicting
+    token i counts weights[i] times (a weighted mean). With 0 on a chat's header and the
+    parents' turns and 1 on the assistant's replies the model learns to answer, not to
+    recite the prompt (supervised fine-tuning's usual loss mask). None: every token counts 1.
+    """
 
     train: np.ndarray
     validation: np.ndarray
+    train_weights: np.ndarray | None = None
+    validation_weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("train", "validation"):
@@ -133,6 +141,15 @@ class TokenData:
                 raise TrainError(f"TokenData.{name} must be a 1-D numpy array")
             if a.dtype != np.int32:
                 raise TrainError(f"TokenData.{name} must be int32, got {a.dtype}")
+            w = getattr(self, f"{name}_weights")
+            if w is None:
+                continue
+            field_name = f"TokenData.{name}_weights"
+            if not isinstance(w, np.ndarray) or w.shape != a.shape or w.dtype != np.float32:
+                raise TrainError(f"{field_name} must be a float32 array of the same length as "
+                                 f"{name} ({len(a)})")
+            if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+                raise TrainError(f"{field_name} must be finite, >= 0 and not all 0")
 
     def check(self, vocab_size: int, ctx_len: int) -> None:
         for name in ("train", "validation"):
@@ -147,7 +164,10 @@ class TokenData:
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for a in (self.train, self.validation):
+        for a in (self.train, self.validation, self.train_weights, self.validation_weights):
+            if a is None:
+                h.update(b"none")
+                continue
             h.update(len(a).to_bytes(8, "little"))
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:32]

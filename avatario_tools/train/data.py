@@ -18,16 +18,24 @@ class WindowSampler:
     across a checkpoint so a resumed run draws exactly the batches the uninterrupted one would.
     """
 
-    def __init__(self, tokens: np.ndarray, ctx_len: int, batch_size: int, seed: int) -> None:
+    def __init__(self, tokens: np.ndarray, ctx_len: int, batch_size: int, seed: int,
+                 weights: np.ndarray | None = None) -> None:
         self.tokens = tokens
+        self.weights = weights
         self.ctx_len = ctx_len
         self.batch_size = batch_size
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self._offsets = np.arange(ctx_len + 1)
 
     def next(self) -> torch.Tensor:
+        return self.draw()[0]
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch (B, ctx+1) of token ids and, with weights, their loss weights."""
         starts = self.rng.integers(0, len(self.tokens) - self.ctx_len, size=self.batch_size)
-        return torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
+        idx = starts[:, None] + self._offsets
+        ids = torch.from_numpy(self.tokens[idx].astype(np.int64))
+        return ids, None if self.weights is None else torch.from_numpy(self.weights[idx])
 
     def state(self) -> dict:
         # 128-bit PCG64 words as strings: the checkpoint is read with weights_only=True.
@@ -42,16 +50,19 @@ class WindowSampler:
             "has_uint32": saved["has_uint32"], "uinteger": saved["uinteger"]}
 
 
-def validation_windows(tokens: np.ndarray, ctx_len: int, max_tokens: int, batch_size: int
-                       ) -> Iterator[torch.Tensor]:
+def validation_windows(tokens: np.ndarray, ctx_len: int, max_tokens: int, batch_size: int,
+                       weights: np.ndarray | None = None
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Consecutive non-overlapping windows (ctx_len + 1 tokens, sharing one boundary token)
-    from the start of the split, at most max_tokens predicted tokens, in batches."""
+    from the start of the split, at most max_tokens predicted tokens, in batches; each with
+    its loss weights (None without weights)."""
     n = min((len(tokens) - 1) // ctx_len, max(1, max_tokens // ctx_len))
     starts = np.arange(n) * ctx_len
     offsets = np.arange(ctx_len + 1)
     for i in range(0, n, batch_size):
         idx = starts[i:i + batch_size, None] + offsets
-        yield torch.from_numpy(tokens[idx].astype(np.int64))
+        yield (torch.from_numpy(tokens[idx].astype(np.int64)),
+               None if weights is None else torch.from_numpy(weights[idx]))
 
 
 def load_tokens(path: Path) -> np.ndarray:

@@ -125,12 +125,17 @@ def _schedule(opt: torch.optim.Optimizer, config: TrainConfig) -> LRScheduler:
     return SequentialLR(opt, [warm, cosine], milestones=[config.warmup])
 
 
-def batch_loss(model: RWKV4, batch: torch.Tensor, config: TrainConfig, *, backward: bool
-               ) -> float:
+def batch_loss(model: RWKV4, batch: torch.Tensor, config: TrainConfig, *, backward: bool,
+               weights: torch.Tensor | None = None) -> float:
     """Mean next-token loss of a (B, ctx+1) batch, in bptt segments with the state carried;
-    with backward, gradients accumulate into the parameters segment by segment."""
+    with backward, gradients accumulate into the parameters segment by segment. `weights`
+    (B, ctx+1), aligned with the batch: predicting token j counts weights[:, j] (a weighted
+    mean; a batch whose predicted tokens all weigh 0 has loss 0)."""
     x, y = batch[:, :-1], batch[:, 1:]
-    n = x.numel()
+    w = None if weights is None else weights[:, 1:].to(device=batch.device, dtype=torch.float32)
+    n = x.numel() if w is None else float(w.sum())
+    if n == 0:
+        return 0.0
     dev = model.emb.weight.device
     seg = config.effective_bptt
     state = None
@@ -140,8 +145,11 @@ def batch_loss(model: RWKV4, batch: torch.Tensor, config: TrainConfig, *, backwa
         for s in range(0, x.shape[1], seg):
             with _autocast(config, dev):
                 logits, state = model(x[:, s:s + seg], state)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   y[:, s:s + seg].reshape(-1), reduction="sum") / n
+            ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                 y[:, s:s + seg].reshape(-1), reduction="none")
+            if w is not None:
+                ce = ce * w[:, s:s + seg].reshape(-1)
+            loss = ce.sum() / n
             if backward:
                 loss.backward()
             state = detach_state(state)
@@ -149,21 +157,25 @@ def batch_loss(model: RWKV4, batch: torch.Tensor, config: TrainConfig, *, backwa
     return total
 
 
-def evaluate(model: RWKV4, tokens: np.ndarray, config: TrainConfig) -> float:
-    """Mean next-token loss on `tokens` in eval mode (no dropout); the mode is restored."""
+def evaluate(model: RWKV4, tokens: np.ndarray, config: TrainConfig,
+             weights: np.ndarray | None = None) -> float:
+    """Mean next-token loss on `tokens` (weighted by `weights`) in eval mode (no dropout);
+    the mode is restored."""
     dev = model.emb.weight.device
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     try:
-        for batch in validation_windows(tokens, config.ctx_len, config.eval_tokens,
-                                        config.batch_size):
-            n = batch.shape[0] * (batch.shape[1] - 1)
-            total += batch_loss(model, batch.to(dev), config, backward=False) * n
-            count += n
+        for batch, w in validation_windows(tokens, config.ctx_len, config.eval_tokens,
+                                           config.batch_size, weights):
+            n = batch.shape[0] * (batch.shape[1] - 1) if w is None else float(w[:, 1:].sum())
+            if n:
+                total += batch_loss(model, batch.to(dev), config, backward=False,
+                                    weights=w) * n
+                count += n
     finally:
         model.train(was_training)
-    return total / count
+    return total / count if count else math.nan
 
 
 def _progress(enabled: bool) -> Progress:
@@ -183,7 +195,8 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
     model.dropout = config.dropout
     model.train()
     torch.manual_seed(config.seed)
-    sampler = WindowSampler(data.train, config.ctx_len, config.batch_size, config.seed)
+    sampler = WindowSampler(data.train, config.ctx_len, config.batch_size, config.seed,
+                            data.train_weights)
     opt = torch.optim.AdamW(decay_groups(model, run.params, config.weight_decay),
                             lr=config.lr, betas=config.betas, eps=1e-8)
     sched = _schedule(opt, config)
@@ -231,7 +244,7 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
 
     def validate(step: int) -> None:
         nonlocal best
-        loss = evaluate(model, data.validation, config)
+        loss = evaluate(model, data.validation, config, data.validation_weights)
         val_losses.append((step, loss))
         if config.keep_best and (best is None or loss < best[1]):
             # a copy: on the CPU the trainable state aliases the live weights
@@ -245,9 +258,9 @@ def _fit(run: _Run, config: TrainConfig, data: TokenData, out: Path, *, progress
                             val=f"{val_losses[-1][1]:.4f}" if val_losses else "-", tps=0.0)
         for step in range(start, config.steps):
             t0 = time.perf_counter()
-            batch = sampler.next().to(dev)
+            batch, weights = sampler.draw()
             opt.zero_grad(set_to_none=True)
-            loss = batch_loss(model, batch, config, backward=True)
+            loss = batch_loss(model, batch.to(dev), config, backward=True, weights=weights)
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(run.params, config.grad_clip)
             opt.step()
@@ -353,10 +366,12 @@ def load_with_lora(path: Path, lora: str | None = None) -> RWKV4:
 
 
 def evaluate_file(path: Path, tokens: np.ndarray, *, ctx_len: int, device: str,
-                  max_tokens: int, lora: str | None = None) -> float:
+                  max_tokens: int, lora: str | None = None,
+                  weights: np.ndarray | None = None) -> float:
     model = load_with_lora(path, lora).to(device_of(device))
     s = model.shape
     config = TrainConfig(n_layer=s.n_layer, n_embd=s.n_embd, vocab_size=s.vocab_size,
                          ctx_len=ctx_len, eval_tokens=max_tokens, device=device)
-    TokenData(train=tokens, validation=tokens).check(s.vocab_size, ctx_len)
-    return evaluate(model, tokens, config)
+    TokenData(train=tokens, validation=tokens, validation_weights=weights).check(
+        s.vocab_size, ctx_len)
+    return evaluate(model, tokens, config, weights)

@@ -219,6 +219,62 @@ def test_keep_best_exports_the_best_validation_checkpoint(tmp_path):
         losses[12], rel=1e-5)
 
 
+def test_loss_weights_give_the_weighted_mean_and_zero_weights_no_gradient():
+    model = _perturbed(Shape(2, 16, 64))
+    cfg = _cfg(ctx_len=12)
+    gen = torch.Generator().manual_seed(3)
+    batch = torch.randint(0, 64, (2, 13), generator=gen)
+    w = (torch.rand(2, 13, generator=gen) > 0.5).float() * 2.0
+    with torch.no_grad():
+        logits, _ = model(batch[:, :-1])
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), batch[:, 1:].reshape(-1),
+                                           reduction="none")
+    expected = float((ce * w[:, 1:].reshape(-1)).sum() / w[:, 1:].sum())
+    got = batch_loss(model, batch, cfg, backward=False, weights=w)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert batch_loss(model, batch, cfg, backward=False,
+                      weights=torch.ones(2, 13)) == pytest.approx(
+        batch_loss(model, batch, cfg, backward=False), rel=1e-6)
+    # a prediction that weighs 0 does not reach the gradient: changing its target changes nothing
+    zero = torch.ones(2, 13)
+    zero[:, -1] = 0.0
+    grads = []
+    for last in (1, 2):
+        model.zero_grad(set_to_none=True)
+        b = batch.clone()
+        b[:, -1] = last
+        batch_loss(model, b, cfg, backward=True, weights=zero)
+        grads.append(model.head.weight.grad.clone())
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_training_with_loss_weights_trains_and_evaluates_the_weighted_tokens(tmp_path):
+    data = _data()
+    tw = (np.arange(len(data.train)) % 2).astype(np.float32)
+    vw = (np.arange(len(data.validation)) % 2).astype(np.float32)
+    weighted = TokenData(train=data.train, validation=data.validation, train_weights=tw,
+                         validation_weights=vw)
+    assert weighted.digest() != data.digest()
+    cfg = _cfg(steps=6)
+    result = train_model(cfg, weighted, tmp_path / "w.pth")
+    assert evaluate(load_raw(result.path), data.validation, cfg, vw) == pytest.approx(
+        result.val_loss, rel=1e-5)
+    assert evaluate(load_raw(result.path), data.validation, cfg) != pytest.approx(
+        result.val_loss, rel=1e-3)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"train_weights": np.ones(5, np.float32)}, "train_weights must be a float32 array"),
+    ({"train_weights": np.ones(2400, np.float64)}, "train_weights must be a float32 array"),
+    ({"validation_weights": np.zeros(600, np.float32)}, "validation_weights must be finite"),
+    ({"validation_weights": -np.ones(600, np.float32)}, "validation_weights must be finite"),
+])
+def test_bad_loss_weights_are_named(kw, message):
+    data = _data()
+    with pytest.raises(TrainError, match=message):
+        TokenData(train=data.train, validation=data.validation, **kw)
+
+
 def test_truncated_bptt_scores_the_same_as_the_whole_window():
     model = _perturbed(Shape(2, 16, 64))
     batch = torch.from_numpy(_data().train[:2 * 33].reshape(2, 33).astype(np.int64))
