@@ -17,6 +17,13 @@ weight is read once per step for the whole batch:
   64e-5); the `r * k * r_k` bonus; the gate; the output projection.
 * channel mix: token shift with `x_k`, `relu(k @ K)^2 @ V`.
 
+On the CPU in fp32 everything after the time mix's products up to the output projection
+(the elementwise math above, the state update, `S @ r`, `ln_x`, the bonus and the gate) is
+one compiled kernel call per layer (`rwkv7_kernel`: each (row, head) reads and writes its
+N x N state once), built on first use where a C++ compiler is present; elsewhere the same
+math runs as torch operations. The products go through oneDNN on copies packed once (the
+head included), with the activations and residual adds fused into them.
+
 Placement: `slots` gives each of the n_layer + 1 slots (the blocks, then the head) a device
 and dtype; consecutive slots with the same (device, dtype) form a segment. The constructor
 moves each block's tensors in `model.z` to its slot (the embedding goes with slot 0, `ln_out`
@@ -198,10 +205,12 @@ class BatchedRWKV7:
     the package put it). Interface of `BatchedRWKV` (services/inference/rwkv_batched.py), so
     the engine serves either generation.
 
-    CPU fp32 matrices go through oneDNN where this torch has it (`_Mat`), on copies packed
-    once in its layout when `packed_weights` (as much host memory again as those matrices);
-    every other product is the package's `x @ W`. A batch of one on a single device goes
-    through the package's own one-token forward unless `single_via_package=False`."""
+    CPU fp32 matrices go through oneDNN where this torch has it (`_Mat7`), on copies packed
+    once in its layout when `packed_weights` (as much host memory again as those matrices,
+    `extra_bytes`); every other product is the package's `x @ W`. CPU fp32 layers run their
+    attention core through the compiled kernel (`fused_kernel`, on by default; `kernel` is
+    None where it could not be built). A batch of one on a single device goes through the
+    package's own one-token forward unless `single_via_package=False`."""
 
     version = 7.0
     fallback_reason: str | None = None

@@ -13,7 +13,7 @@ import torch
 
 from services.inference.checkpoint import build_random_checkpoint7
 from services.inference.model_family import load_rwkv7
-from services.inference.rwkv7_batched import BatchedRWKV7
+from services.inference.rwkv7_batched import _LINEAR, BatchedRWKV7, _Mat7
 from services.inference.rwkv7_kernel import (
     attention_core,
     attention_core_torch,
@@ -135,3 +135,20 @@ def test_decode_and_prefill_equal_the_package_on_either_path(model_path: Path,
             want, states[r] = _ref(m, [tok], states[r])
             assert float((logits[r] - want).abs().max()) <= TOL, (fused, step, r)
     assert (bm.kernel_calls > 0) == fused
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_packed_products_with_fused_post_ops_equal_torch(act: str, rows: int) -> None:
+    g = torch.Generator().manual_seed(rows)
+    w = torch.randn(96, 40, generator=g)  # [in, out], as the package keeps its matrices
+    x, other = torch.randn(rows, 96, generator=g), torch.randn(rows, 40, generator=g)
+    packed, plain = _Mat7(w, packed=True), _Mat7(w, packed=False)
+    want = {"none": x @ w, "relu": torch.relu(x @ w), "tanh": torch.tanh(x @ w),
+            "sigmoid": torch.sigmoid(x @ w)}[act]
+    for m in (packed, plain):
+        assert float((m(x, True, act) - want).abs().max()) <= 1e-5
+        assert float((m(x, False, act) - want).abs().max()) <= 1e-5
+        assert float((m.add_to(x, other) - (other + x @ w)).abs().max()) <= 1e-5
+    if _LINEAR is not None:
+        assert packed.packed is not None and plain.packed is None
