@@ -20,6 +20,10 @@ Model: a random RWKV-7 checkpoint with the published key names and shapes, 12 la
 Also the state bytes of one conversation, computed for the G1 shapes (0.1B, 1.5B, 7.2B, 13.3B)
 and measured for the bench model.
 
+CPU fp32 decode runs the attention core through the compiled kernel of
+services/inference/rwkv7_kernel.py where a C++ compiler is present (the title and the JSON
+say which path ran).
+
 Run: python -m bench engine7      Writes bench/results/engine7.json.
 BENCH_ENGINE_QUICK=1 shrinks everything for a smoke run (numbers then mean nothing).
 """
@@ -134,6 +138,8 @@ def main() -> int:
         flops_per_token = 2 * (N_LAYER * shape.layer_matrix_params() + VOCAB * N_EMBD)
         bm = load_rwkv7(path, STRATEGY)
         model = bm.model
+        meta["attention_kernel"] = bm.kernel is not None  # rwkv7_kernel built and in use
+        meta["packed_weight_bytes"] = bm.extra_bytes
 
         pkg: list[float] = []
         one: list[float] = []
@@ -185,8 +191,9 @@ def main() -> int:
                          bm.state_nbytes() / 2**20, "MiB"))
         rows += state_bytes_rows()
         meta.update(conv)
+    kernel = "compiled attention kernel" if meta["attention_kernel"] else "torch attention"
     print_table(f"RWKV-7 engine, {N_LAYER}x{N_EMBD} vocab {VOCAB} {STRATEGY}, "
-                f"{THREADS} threads", rows)
+                f"{THREADS} threads, {kernel}", rows)
     write_result("engine7", rows, n_layer=N_LAYER, n_embd=N_EMBD, vocab=VOCAB,
                  threads=THREADS, sampling=str(SAMPLING), quick=QUICK,
                  seconds=round(time.perf_counter() - t_start, 1), **meta)
