@@ -35,6 +35,23 @@ The floors are only a safety net for a validation split too clean to set a thres
 are tied to the stated prior: ANSWER_FLOOR is the prior harm share (never the fixed answer for
 a message the classifier finds no more likely harmful than an average message), and
 BORDERLINE_FLOOR is one category's prior share.
+
+Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
+message in the fit: they are fewer, and they are how parents write. Their validation part is
+a third benign population for the thresholds (same shares as the look-alikes), together with
+the retired held-out set v1 (tests/unit/inference/safety_heldout/, written blind; it was the
+test set of the first guard and was reported four times, so it now serves as validation only:
+never fitted, only used to choose thresholds). The test set is v2
+(tests/unit/inference/safety_heldout_v2/), which nothing here reads.
+
+rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
+harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
+Chosen on the realistic validation messages (hand-written and v1) of that length as the
+highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
+the harmful ones the rules catch would fall. The length floor is there because on short
+messages the classifier is not sure enough to overrule a rule: without it, "my son was
+molested by a neighbour" (harm 0.0003) and "i feel like i should just die" would be demoted;
+with 15 words none of the rules' own corpus is (test_layered_guard checks it).
 """
 
 from __future__ import annotations
@@ -54,9 +71,11 @@ from threadpoolctl import threadpool_limits
 
 from avatario_tools.safety.corpus import (
     LABELS,
+    Example,
     corpus_hash,
     generate,
     is_ordinary_chat,
+    is_written,
     sizes,
 )
 from services.inference.safety import guard_from_config
@@ -81,8 +100,14 @@ VECTORIZERS: list[dict[str, Any]] = [
     {"analyzer": "char_wb", "ngram_range": [3, 5], "n_features": 1 << 17,
      "alternate_sign": True, "norm": "l2", "weight": 1.0},
 ]
-C = 4.0
+C = 16.0
 MAX_ITER = 3000
+WRITTEN_WEIGHT = 4.0
+ROOT = Path(__file__).resolve().parents[2]
+HELDOUT_V1 = ROOT / "tests" / "unit" / "inference" / "safety_heldout" / "messages.jsonl"
+RULE_CONFIRM_MAX = 0.2
+RULE_CONFIRM_MISS = 0.005
+RULE_CONFIRM_MIN_WORDS = 15
 # Assumed deployment mix (see the module docstring): 98 % benign, 0.5 % per category.
 PRIOR = {"benign": 0.98, "crisis": 0.005, "abuse": 0.005, "medical_emergency": 0.005,
          "medication_dosing": 0.005}
@@ -119,13 +144,18 @@ def _threshold(harm: np.ndarray, n_benign: int, share: float, floor: float) -> f
 
 
 def _rates(labels: np.ndarray, rules_cat: list[str | None], scores: list[dict[str, float]],
-           thresholds: dict[str, Thresholds]) -> dict[str, Any]:
-    """Per category: share answered (fixed answer) and answered-or-borderline; benign too."""
+           thresholds: dict[str, Thresholds], rule_confirm: float,
+           words: list[int]) -> dict[str, Any]:
+    """Per category: share answered (fixed answer) and answered-or-borderline; benign too.
+    The decision is the layered guard's (rules confirmed by the classifier, then the
+    classifier), replayed on precomputed scores."""
     answered, border = [], []
     for i in range(len(labels)):
         if rules_cat[i] is not None:
-            answered.append(True)
-            border.append(False)
+            confirmed = (sum(scores[i].values()) >= rule_confirm
+                         or words[i] < RULE_CONFIRM_MIN_WORDS)
+            answered.append(confirmed)
+            border.append(not confirmed)
             continue
         a, b = decide(scores[i], thresholds)
         answered.append(a is not None)
@@ -144,19 +174,40 @@ def _rates(labels: np.ndarray, rules_cat: list[str | None], scores: list[dict[st
     return out
 
 
-def prior_shift(classes, y: np.ndarray) -> np.ndarray:
-    """Per class, log(PRIOR / share in y): added to the intercepts (Bayes' rule for a new prior)."""
-    shares = np.array([np.mean(y == c) for c in classes])
+def prior_shift(classes, y: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """Per class, log(PRIOR / (weighted) share in y): added to the intercepts (Bayes' rule
+    for a new prior)."""
+    w = np.ones(len(y)) if weight is None else weight
+    shares = np.array([w[y == c].sum() / w.sum() for c in classes])
     return np.log(np.array([PRIOR[c] for c in classes]) / shares)
 
 
-def _fit(x, y) -> tuple[LogisticRegression, np.ndarray, np.ndarray]:
+def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.ndarray]:
     with threadpool_limits(limits=1):
         model = LogisticRegression(C=C, max_iter=MAX_ITER, solver="lbfgs", tol=1e-6)
-        model.fit(x, y)
+        model.fit(x, y, sample_weight=weight)
     # stored as float16 (features, classes); scores are computed from these values
-    intercept = model.intercept_ + prior_shift(model.classes_, y)
+    intercept = model.intercept_ + prior_shift(model.classes_, y, weight)
     return model, model.coef_.T.astype(np.float16), intercept.astype(np.float32)
+
+
+def load_heldout_v1(path: Path = HELDOUT_V1) -> list[Example]:
+    """The retired held-out set v1 as validation examples (never fitted; see the docstring)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [Example(r["text"], r["label"], "validation", f"{r['label']}/heldout_v1")
+            for r in rows]
+
+
+def _rule_confirm(harm: np.ndarray) -> float:
+    """Highest grid value <= RULE_CONFIRM_MAX below which at most RULE_CONFIRM_MISS of these
+    harm scores (harmful validation messages the rules catch) fall."""
+    if harm.size == 0:
+        return 0.0
+    allowed = int(RULE_CONFIRM_MISS * harm.size)
+    ranked = np.sort(harm)
+    t = float(np.floor(ranked[allowed] / STEP) * STEP)
+    return float(round(min(max(t, 0.0), RULE_CONFIRM_MAX), 3))
 
 
 def _runtime_probabilities(classes, coef, intercept, views: list[str]) -> np.ndarray:
@@ -168,15 +219,23 @@ def _runtime_probabilities(classes, coef, intercept, views: list[str]) -> np.nda
 
 def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
-    examples = generate()
+    corpus = generate()
+    heldout = load_heldout_v1()
+    examples = corpus + heldout  # v1 is validation only: never in a fit (see the docstring)
+    n_corpus = len(corpus)
     views = [view(e.text) for e in examples]
+    n_words = [len(v.split()) for v in views]
     labels = np.array([e.label for e in examples])
     split = np.array([e.split for e in examples])
+    source = np.array(["heldout_v1" if i >= n_corpus else "written" if is_written(e.group)
+                       else "template" for i, e in enumerate(examples)])
+    weight = np.where(source == "written", WRITTEN_WEIGHT, 1.0)
     vectorizers = build_vectorizers(VECTORIZERS)
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
-    train = split == "train"
-    log(f"corpus: {len(examples)} messages; features: {x.shape[1]}")
-    model, coef, intercept = _fit(x[train], labels[train])
+    train = (split == "train") & (source != "heldout_v1")
+    log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
+        f"{len(heldout)} of the retired held-out v1 (validation only); features: {x.shape[1]}")
+    model, coef, intercept = _fit(x[train], labels[train], weight[train])
     classes = tuple(str(c) for c in model.classes_)
     probs = _runtime_probabilities(classes, coef, intercept, views)
     guard = guard_from_config("US")
@@ -190,11 +249,14 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     scores = [{c: float(p[j]) for j, c in enumerate(classes) if c != BENIGN} for p in probs]
     val = np.flatnonzero(split == "validation")
     passed = [i for i in val if labels[i] == BENIGN and rules_cat[i] is None]
+    chat = [i for i in passed if is_ordinary_chat(examples[i].group)]
+    chat_set = set(chat)
     populations = (  # (validation messages, answer share, borderline share)
-        ([i for i in passed if not is_ordinary_chat(examples[i].group)],
+        ([i for i in passed if source[i] == "template" and i not in chat_set],
          ANSWER_BENIGN, BORDERLINE_BENIGN),
-        ([i for i in passed if is_ordinary_chat(examples[i].group)],
-         ORDINARY_ANSWER, ORDINARY_BORDERLINE),
+        (chat, ORDINARY_ANSWER, ORDINARY_BORDERLINE),
+        ([i for i in passed if source[i] != "template" and i not in chat_set],
+         ANSWER_BENIGN, BORDERLINE_BENIGN),
     )
     thresholds: dict[str, Thresholds] = {}
     for c in cats:
@@ -206,30 +268,44 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
             borderline = max(borderline, _threshold(harm, len(rows), borderline_share,
                                                     BORDERLINE_FLOOR))
         thresholds[c] = Thresholds(answer, min(answer, borderline))
+    caught = np.array([sum(scores[i].values()) for i in val  # realistic messages only
+                       if labels[i] != BENIGN and rules_cat[i] is not None
+                       and source[i] != "template"
+                       and len(views[i].split()) >= RULE_CONFIRM_MIN_WORDS])
+    rule_confirm = _rule_confirm(caught)
 
-    evaluation = {}
+    evaluation: dict[str, Any] = {}
     never = {c: Thresholds(2.0, 2.0) for c in cats}
-    for name in ("validation", "test"):
-        idx = np.flatnonzero(split == name)
+    parts = {"validation": (split == "validation") & (source == "template"),
+             "test": (split == "test") & (source == "template"),
+             "written_validation": (split == "validation") & (source == "written"),
+             "written_test": (split == "test") & (source == "written"),
+             "heldout_v1_validation": source == "heldout_v1"}
+    for name, mask in parts.items():
+        idx = np.flatnonzero(mask)
         r = [rules_cat[i] for i in idx]
         s_ = [scores[i] for i in idx]
-        evaluation[name] = {"layered": _rates(labels[idx], r, s_, thresholds),
-                            "rules_only": _rates(labels[idx], r, s_, never)}
-        chat_idx = [j for j, i in enumerate(idx) if is_ordinary_chat(examples[i].group)]
-        evaluation[name]["layered_ordinary_chat"] = _rates(
-            labels[idx][chat_idx], [r[j] for j in chat_idx], [s_[j] for j in chat_idx],
-            thresholds)
+        w_ = [n_words[i] for i in idx]
+        evaluation[name] = {"layered": _rates(labels[idx], r, s_, thresholds, rule_confirm, w_),
+                            "rules_only": _rates(labels[idx], r, s_, never, 0.0, w_)}
+        if name in ("validation", "test"):
+            chat_idx = [j for j, i in enumerate(idx) if is_ordinary_chat(examples[i].group)]
+            evaluation[name]["layered_ordinary_chat"] = _rates(
+                labels[idx][chat_idx], [r[j] for j in chat_idx], [s_[j] for j in chat_idx],
+                thresholds, rule_confirm, [w_[j] for j in chat_idx])
 
-    # The shipped model: refit on training + validation with the same settings; the
-    # thresholds stay the ones chosen on validation above (test stays unseen).
-    fit_rows = split != "test"
-    model, coef, intercept = _fit(x[fit_rows], labels[fit_rows])
+    # The shipped model: refit on the corpus's training + validation with the same settings;
+    # the thresholds stay the ones chosen on validation above (test stays unseen, v1 unfitted).
+    fit_rows = (split != "test") & (source != "heldout_v1")
+    model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
     final = _runtime_probabilities(classes, coef, intercept, views)
-    idx = np.flatnonzero(split == "test")
-    final_scores = [{c: float(p[j]) for j, c in enumerate(classes) if c != BENIGN}
-                    for p in final[idx]]
-    evaluation["test_shipped_model"] = {"layered": _rates(
-        labels[idx], [rules_cat[i] for i in idx], final_scores, thresholds)}
+    for name in ("test", "written_test"):
+        idx = np.flatnonzero(parts[name])
+        final_scores = [{c: float(p[j]) for j, c in enumerate(classes) if c != BENIGN}
+                        for p in final[idx]]
+        evaluation[f"{name}_shipped_model"] = {"layered": _rates(
+            labels[idx], [rules_cat[i] for i in idx], final_scores, thresholds, rule_confirm,
+            [n_words[i] for i in idx])}
     thresholds_json = {c: {"answer": t.answer, "borderline": t.borderline}
                        for c, t in thresholds.items()}
 
@@ -246,18 +322,26 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "model": {"kind": "LogisticRegression", "solver": "lbfgs", "C": C, "max_iter": MAX_ITER,
                   "coefficient_dtype": "float16", "iterations": int(np.max(model.n_iter_))},
         "thresholds": thresholds_json,
+        "rule_confirm": rule_confirm,
+        "rule_confirm_min_words": RULE_CONFIRM_MIN_WORDS,
         "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
-        "threshold_rule": {"chosen_on": "validation", "answer_benign_share": ANSWER_BENIGN,
+        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1)",
+                           "rule_confirm_max": RULE_CONFIRM_MAX,
+                           "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
                            "answer_floor": ANSWER_FLOOR,
                            "borderline_benign_share": BORDERLINE_BENIGN,
                            "borderline_floor": BORDERLINE_FLOOR,
                            "ordinary_chat_answer_share": ORDINARY_ANSWER,
                            "ordinary_chat_borderline_share": ORDINARY_BORDERLINE,
                            "grid": STEP},
-        "corpus": {"sha256": corpus_hash(examples), "sizes": sizes(examples),
-                   "split": "by template within each subtopic (see avatario_tools.safety.corpus)"},
+        "corpus": {"sha256": corpus_hash(corpus), "sizes": sizes(corpus),
+                   "hand_written": int((source == "written").sum()),
+                   "written_weight": WRITTEN_WEIGHT,
+                   "heldout_v1_validation": len(heldout),
+                   "split": "templates by template within each subtopic, hand-written by a "
+                            "hash of the text (see avatario_tools.safety.corpus)"},
         "evaluation": evaluation,
         "libraries": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
                       "scipy": scipy.__version__},
@@ -270,5 +354,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     log(f"validation, ordinary chat: {json.dumps(evaluation['validation']['layered_ordinary_chat'])}")
     log(f"test: {json.dumps(evaluation['test']['layered'])}")
     log(f"test (shipped model): {json.dumps(evaluation['test_shipped_model']['layered'])}")
+    log(f"rule_confirm: {rule_confirm}")
+    for name in ("written_validation", "heldout_v1_validation", "written_test_shipped_model"):
+        log(f"{name}: {json.dumps(evaluation[name]['layered'])}")
     log(f"wrote {coef_path} ({coef_path.stat().st_size} bytes) in {time.perf_counter() - t0:.1f} s")
     return meta

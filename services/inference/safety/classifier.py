@@ -111,6 +111,15 @@ class Classifier:
             raise ConfigError(f"classifier thresholds missing for {', '.join(missing)}")
         self.thresholds = {c: Thresholds(float(raw[c]["answer"]), float(raw[c]["borderline"]))
                            for c in self.categories}
+        # A rule match in a message of at least rule_confirm_min_words words whose total harm
+        # score is below rule_confirm is demoted to borderline (see safety/layered.py); 0
+        # (older model files) never demotes.
+        self.rule_confirm = float(meta.get("rule_confirm", 0.0))
+        self.rule_confirm_min_words = int(meta.get("rule_confirm_min_words", 0))
+        if not 0.0 <= self.rule_confirm <= 1.0:
+            raise ConfigError(f"classifier rule_confirm {self.rule_confirm} is not within [0, 1]")
+        if self.rule_confirm_min_words < 0:
+            raise ConfigError("classifier rule_confirm_min_words must be >= 0")
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> Classifier:
@@ -142,6 +151,12 @@ class Classifier:
         """Class probabilities (rows: texts, columns: self.classes) for normalised texts."""
         x = featurize(self._vectorizers, views, self._weights)
         return softmax(np.asarray(x @ self._coef) + self._intercept)
+
+    def overrules(self, message: str, scores: dict[str, float]) -> bool:
+        """True when these scores of `message` demote a rule match to borderline: enough
+        words of context (rule_confirm_min_words) and a total harm below rule_confirm."""
+        return (sum(scores.values()) < self.rule_confirm
+                and len(view(message).split()) >= self.rule_confirm_min_words)
 
     def scores(self, message: str) -> dict[str, float]:
         """Input category -> probability for one raw message ({} for empty text)."""

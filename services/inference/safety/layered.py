@@ -1,6 +1,16 @@
 """The layered input guard that serves every chat.
 
-1. Rules (`SafetyGuard.check_input`): high-precision regular expressions; a match is final.
+1. Rules (`SafetyGuard.check_input`): regular expressions, precise on the phrasings they were
+   written for. A match gets the category's fixed answer unless the message carries enough
+   context (at least `rule_confirm_min_words` words) AND the classifier reads it as clearly
+   benign (total harm score below `rule_confirm`, chosen on the validation split so that
+   almost no harmful message the rules catch falls below it): then the match is demoted to
+   BORDERLINE (the model answers, plus the help line). On messages written by people who
+   never saw the rules, the phrases also fire on talk about death in a school book, a past
+   emergency that is over, or "it's going to kill me" about a loose tooth; it takes context
+   to tell, and on short messages the linear classifier is not sure enough to overrule a
+   rule ("my son was molested" scores low for lack of words). A demoted match never goes
+   unanswered: the help line still follows the reply.
 2. The classifier (`classifier.Classifier`): softmax scores per input category over hashed
    word and character n-grams of the same normalised text. The total harm score
    (1 - P(benign)) is read against the thresholds of the most likely category, chosen on the
@@ -95,11 +105,15 @@ class LayeredGuard:
     def check(self, message: str) -> Assessment:
         """Layers 1 and 2 only (synchronous; no second opinion)."""
         verdict = self.rules.check_input(message)
-        if verdict is not None:
+        if verdict is not None and self.classifier is None:
             return Assessment(verdict, None, {}, "rules")
         if self.classifier is None:
             return Assessment(None, None, {}, "none")
         scores = self.classifier.scores(message)
+        if verdict is not None:
+            if self.classifier.overrules(message, scores):
+                return Assessment(None, verdict.category, scores, "rules")
+            return Assessment(verdict, None, scores, "rules")
         answer, borderline = decide(scores, self.thresholds)
         if answer is not None:
             return Assessment(self._verdict(answer, "classifier"), None, scores, "classifier")

@@ -32,9 +32,14 @@ class FixedScores:
 
     categories = ("abuse", "crisis", "medical_emergency", "medication_dosing")
 
-    def __init__(self, scores: dict[str, float]) -> None:
+    def __init__(self, scores: dict[str, float], rule_confirm: float = 0.0,
+                 min_words: int = 0) -> None:
         self._scores = scores
         self.thresholds = {c: Thresholds(0.6, 0.3) for c in self.categories}
+        self.rule_confirm, self.min_words = rule_confirm, min_words
+
+    def overrules(self, message: str, scores: dict[str, float]) -> bool:
+        return sum(scores.values()) < self.rule_confirm and len(message.split()) >= self.min_words
 
     def scores(self, message: str) -> dict[str, float]:
         return {c: self._scores.get(c, 0.0) for c in self.categories}
@@ -97,7 +102,36 @@ def test_rules_stay_the_first_layer(guard, rules):
     a = assess(guard, "my 12 year old told me she wants to kill herself")
     assert a.layer == "rules" and a.verdict == rules.check_input(
         "my 12 year old told me she wants to kill herself")
-    assert a.scores == {}  # the classifier was not needed
+    assert a.scores  # the classifier looked (it may only demote long messages)
+
+
+def test_a_rule_match_the_classifier_reads_as_benign_is_demoted_to_borderline(rules):
+    a = assess(LayeredGuard(rules, FixedScores({"crisis": 0.002}, 0.05)), "my son is suicidal")
+    # demoted, never dropped: the model answers and the crisis help line follows
+    assert a.verdict is None and a.borderline == "crisis" and a.layer == "rules"
+    a = assess(LayeredGuard(rules, FixedScores({"crisis": 0.06}, 0.05)), "my son is suicidal")
+    assert a.verdict is not None and a.verdict.category == "crisis" and a.layer == "rules"
+
+
+def test_a_short_rule_match_is_never_demoted(rules):
+    short = LayeredGuard(rules, FixedScores({"crisis": 0.002}, 0.05, min_words=5))
+    assert assess(short, "my son is suicidal").verdict is not None
+
+
+def test_a_demoted_rule_match_gets_the_second_opinion(rules):
+    opinion = Opinion({"crisis": 0.9})
+    g = LayeredGuard(rules, FixedScores({"crisis": 0.002}, 0.05), second_opinion=opinion)
+    a = assess(g, "my son is suicidal")
+    assert opinion.calls == 1
+    assert a.layer == "model" and a.verdict is not None and a.verdict.category == "crisis"
+
+
+def test_the_committed_model_demotes_only_long_messages_with_a_small_score(classifier):
+    from avatario_tools.safety.train import RULE_CONFIRM_MAX, RULE_CONFIRM_MIN_WORDS
+
+    assert 0.0 <= classifier.rule_confirm <= RULE_CONFIRM_MAX
+    assert classifier.rule_confirm_min_words == RULE_CONFIRM_MIN_WORDS >= 10
+    assert classifier.overrules("my son was molested by a neighbour", {"abuse": 0.0}) is False
 
 
 def test_without_a_classifier_only_the_rules_decide(rules):
