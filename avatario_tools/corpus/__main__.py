@@ -81,6 +81,12 @@ def eval_(var: Path = typer.Option(VAR, help="The cache lives in <var>/models/de
         table.add_row(p.stream, str(p.tokens), f"{p.trained:.1f}", f"{p.untrained:.1f}",
                       f"{p.unigram:.1f}")
     console.print(table)
+    from avatario_tools.corpus.evaluate import topic_agreement
+
+    checks = topic_agreement(m)
+    console.print(f"on topic (rough check: the reply's nearest training answer is of the "
+                  f"question's topic): {sum(c.on_topic for c in checks)} of {len(checks)} "
+                  "held-out intents")
 
 
 @app.command()

@@ -15,7 +15,9 @@ reply tokens scored, the question read as context), which is what the node gener
 from __future__ import annotations
 
 import math
+import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +32,10 @@ from avatario_tools.corpus.demo import (
     turn_pieces,
     weighted_stream,
 )
-from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
+from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH, load_material
 
-__all__ = ["Perplexities", "Sample", "evaluate_demo", "held_out_questions", "sample_answers",
-           "turns_only", "unigram_loss"]
+__all__ = ["Perplexities", "Sample", "TopicCheck", "evaluate_demo", "held_out_questions",
+           "sample_answers", "topic_agreement", "turns_only", "unigram_loss"]
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,9 @@ def held_out_questions(corpus: Corpus, n: int = 5) -> list[tuple[str, str, str]]
     return picked[:n]
 
 
-def sample_answers(model: DemoModel, config: DemoConfig | None = None, n: int = 5,
-                   max_tokens: int = 96, *, qa_dir: Path = DEFAULT_QA_DIR,
-                   tips_path: Path = DEFAULT_TIPS_PATH) -> list[Sample]:
-    """The model's replies to n held-out questions, prompted as the node prompts a first turn
-    (header without a child context, then the turn), decoded greedily with the node's default
+def _replier(model: DemoModel, chat_format: str, max_tokens: int):
+    """reply(question) -> the model's first-turn reply, prompted as the node prompts it (the
+    header without a child context, then the turn), decoded greedily with the node's default
     presence/frequency penalties (0.2 each), up to the blank line that ends a turn."""
     import torch
 
@@ -129,18 +129,18 @@ def sample_answers(model: DemoModel, config: DemoConfig | None = None, n: int = 
     from services.inference.prompt import TURN_END, build_turn_suffix, prompt_header
     from services.inference.tokenizer import HfTokenizer
 
-    cfg = config or DemoConfig()
-    data = prepare_tokens(cfg, qa_dir, tips_path)
     tok = HfTokenizer(model.tokenizer)
     net = load_raw(model.model).eval()
-    fmt = cfg.build.chat_format
-    out: list[Sample] = []
-    for group, question, reference in held_out_questions(data.corpus, n):
-        ids = [*tok.encode(prompt_header(fmt, None)), *tok.encode(build_turn_suffix(fmt, question))]
+    with torch.no_grad():
+        _, header_state = net(torch.tensor([tok.encode(prompt_header(chat_format, None))]))
+
+    def reply(question: str) -> str:
         made: list[int] = []
         counts = torch.zeros(net.shape.vocab_size)
         with torch.no_grad():
-            logits, state = net(torch.tensor([ids]))
+            logits, state = net(torch.tensor([tok.encode(build_turn_suffix(chat_format,
+                                                                           question))]),
+                                header_state)
             for _ in range(max_tokens):
                 last = logits[0, -1].float() - (counts > 0) * 0.2 - counts * 0.2
                 nxt = int(torch.argmax(last))
@@ -151,6 +151,82 @@ def sample_answers(model: DemoModel, config: DemoConfig | None = None, n: int = 
                 if TURN_END in tok.decode(made):
                     break
                 logits, state = net(torch.tensor([[nxt]]), state)
-        text = tok.decode(made).split(TURN_END)[0].strip()
-        out.append(Sample(group, question, text, reference))
+        return tok.decode(made).split(TURN_END)[0].strip()
+
+    return reply
+
+
+def sample_answers(model: DemoModel, config: DemoConfig | None = None, n: int = 5,
+                   max_tokens: int = 96, *, qa_dir: Path = DEFAULT_QA_DIR,
+                   tips_path: Path = DEFAULT_TIPS_PATH) -> list[Sample]:
+    """The model's replies to n held-out questions (see `_replier` for the prompt and the
+    decoding)."""
+    cfg = config or DemoConfig()
+    data = prepare_tokens(cfg, qa_dir, tips_path)
+    reply = _replier(model, cfg.build.chat_format, max_tokens)
+    return [Sample(group, question, reply(question), reference)
+            for group, question, reference in held_out_questions(data.corpus, n)]
+
+
+# Topic families for the on-topic check: the tips' skill domains and mood topics folded into
+# the question topics of the written material.
+_TOPIC_FAMILY = {
+    "tips:ATTENTION": "attention", "tips:WORKING_MEMORY": "learning",
+    "tips:NUMBER_SENSE": "learning", "tips:PROBLEM_SOLVING": "learning",
+    "tips:EMOTION_RECOGNITION": "emotions", "tips:SOCIAL_INTERACTION": "friendships",
+    "tips:low_mood": "emotions", "tips:engagement": "app", "tips:performance_drop": "app",
+    "siblings": "family",
+}
+_WORD = re.compile(r"[a-z]{4,}")
+
+
+def _bag(text: str) -> Counter[str]:
+    return Counter(_WORD.findall(text.lower()))
+
+
+def _cosine(a: Counter[str], b: Counter[str]) -> float:
+    dot = sum(v * b[k] for k, v in a.items())
+    na = math.sqrt(sum(v * v for v in a.values()))
+    nb = math.sqrt(sum(v * v for v in b.values()))
+    return dot / (na * nb) if na and nb else 0.0
+
+
+@dataclass(frozen=True)
+class TopicCheck:
+    group: str
+    question: str
+    reply: str
+    topic: str           # the held-out intent's topic family
+    nearest: str         # the training intent whose answer the reply is closest to
+    nearest_topic: str
+
+    @property
+    def on_topic(self) -> bool:
+        return self.topic == self.nearest_topic
+
+
+def topic_agreement(model: DemoModel, config: DemoConfig | None = None, max_tokens: int = 64,
+                    *, qa_dir: Path = DEFAULT_QA_DIR, tips_path: Path = DEFAULT_TIPS_PATH
+                    ) -> list[TopicCheck]:
+    """A rough, automatic on-topic check over every held-out intent (its first phrasing): the
+    reply's nearest training answer (cosine of word counts) should come from an intent of the
+    same topic family as the question. A reply that copies no training answer still gets a
+    nearest one; a reply that answers the question well in new words may be counted off
+    topic. Use it to compare models, not as a verdict on one reply."""
+    cfg = config or DemoConfig()
+    data = prepare_tokens(cfg, qa_dir, tips_path)
+    topics = {it.group: _TOPIC_FAMILY.get(it.topic, it.topic)
+              for it in load_material(qa_dir, tips_path)}
+    answers = {g: _bag(a) for g, _, a in data.corpus.pairs["train"]}
+    reply = _replier(model, cfg.build.chat_format, max_tokens)
+    out: list[TopicCheck] = []
+    seen: set[str] = set()
+    for group, question, _ in data.corpus.pairs["validation"]:
+        if group in seen:
+            continue
+        seen.add(group)
+        text = reply(question)
+        bag = _bag(text)
+        nearest = max(sorted(answers), key=lambda g: _cosine(bag, answers[g]))
+        out.append(TopicCheck(group, question, text, topics[group], nearest, topics[nearest]))
     return out

@@ -15,7 +15,7 @@ from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from avatario_tools.corpus import demo as demo_mod
 from avatario_tools.corpus.demo import DemoConfig, cache_key, ensure_demo_model, prepare_tokens
-from avatario_tools.corpus.evaluate import sample_answers
+from avatario_tools.corpus.evaluate import sample_answers, topic_agreement
 from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
 from avatario_tools.devstack import __main__ as devstack
 from services.common.clients import internal_channel
@@ -88,6 +88,16 @@ def test_sample_answers_reply_to_held_out_questions_in_the_node_layout(trained):
     assert all((s.group, s.question) in held_out and "\n\n" not in s.answer for s in samples)
     # greedy with fixed penalties: the same replies again
     assert sample_answers(trained, TINY, n=3, max_tokens=8) == samples
+
+
+def test_topic_check_covers_every_held_out_intent_once(trained):
+    data = prepare_tokens(TINY)
+    groups = {g for g, _, _ in data.corpus.pairs["validation"]}
+    train_groups = {g for g, _, _ in data.corpus.pairs["train"]}
+    checks = topic_agreement(trained, TINY, max_tokens=6)
+    assert sorted(c.group for c in checks) == sorted(groups)
+    assert all(c.nearest in train_groups for c in checks)
+    assert all(c.on_topic == (c.topic == c.nearest_topic) for c in checks)
 
 
 def test_a_second_call_uses_the_cache(trained, monkeypatch):
