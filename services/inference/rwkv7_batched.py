@@ -36,6 +36,11 @@ State per sequence, three tensors per layer, in the package's order and shapes: 
 [C] (the layer's dtype), att_kv [H, N, N] (float32), ffn_x_prev [C] (the layer's dtype), each
 on its layer's device. A batch keeps them stacked per slot as [B, width] rows (att_kv
 flattened) in `StackedStates7`; `get` returns the package's shapes.
+
+The slot-indexed decode path (services/inference/decode_slots.py, the GPU node's) uses
+`state_layout` (the package's shapes: its buffers are [slots, H, N, N] for att_kv) and
+`step_states` (ids and states already on the devices, logits left on the head's device, no
+host sync), so on one GPU each batch-size bucket's step is captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -267,6 +272,7 @@ class BatchedRWKV7:
         # on the package's [C, V] layout (a single row keeps the package's product)
         self._head_mat = self._mat(self._head)
         self._logits_buf: torch.Tensor | None = None
+        self._emb_copies: dict[torch.device, torch.Tensor] = {}  # see _embedding_on
 
     # ----- placement
 
@@ -465,16 +471,47 @@ class BatchedRWKV7:
         kx = torch.addcmul(xx, prev - xx, ly.ffn_xk)
         return ly.fvw.add_to(ly.fkw(kx, dnn, "relu").square_(), x, dnn)
 
+    def state_layout(self) -> list[tuple[torch.device, torch.dtype, tuple[int, ...]]]:
+        """(device, dtype, shape) of each state tensor, 3 per layer in the package's shapes:
+        att_x_prev [C], att_kv [H, N, N] (float32), ffn_x_prev [C]. `DecodeSlots`
+        (decode_slots.py) allocates a buffer [capacity + 1, *shape] for each, so its `get`
+        returns the package's shapes as `StackedStates7.get` does; `step_states` takes the
+        stacked att_kv as [B, H, N, N] or flat [B, H * N * N] alike."""
+        return list(self._lay)
+
     def _step_stacked(self, tokens: Sequence[int], sb: StackedStates) -> torch.Tensor:
         emb = self.z["emb.weight"]
+        idx = torch.as_tensor(list(tokens), dtype=torch.long, device=emb.device)
+        # oneDNN for the CPU products, except one row on one thread (BLAS is faster there)
+        return self.step_states(idx, sb.t, dnn=len(tokens) > 1 or torch.get_num_threads() > 1)
+
+    def _embedding_on(self, device: torch.device) -> torch.Tensor:
+        """The embedding on `device`: the placed one (it lives with the first layer), or a
+        copy made there once for ids given elsewhere."""
+        emb = self.z["emb.weight"]
+        if device == emb.device:
+            return emb
+        copy = self._emb_copies.get(device)
+        if copy is None:
+            copy = self._emb_copies[device] = emb.to(device)
+        return copy
+
+    def step_states(self, idx: torch.Tensor, t: list[torch.Tensor], *, dnn: bool = True,
+                    on_device: bool = False) -> torch.Tensor:
+        """The batched decode step: token ids idx [B] (int64, on the first layer's device)
+        fed to the states t (3 tensors per layer, stacked [B, ...] as `state_layout` gives
+        them or flat [B, width], on the layers' devices); t's entries are replaced by the
+        new states (att_kv is updated in place). Returns logits [B, V] float32 on the CPU, or
+        with `on_device` on the head's device. Nothing in it reads a device tensor on the
+        host (no .item(), no lists from tensors, no .cpu() with `on_device`), so on a
+        single-GPU placement the step can be captured in a CUDA graph; `dnn` as for
+        `_Mat7` (CPU products only). The counters (`kernel_calls`, `boundary_moves`) count
+        eager calls, not graph replays."""
         c = (self.n_embd,)
-        b = len(tokens)
+        b = idx.shape[0]
         h, n = self.n_head, self.head_size
-        t = sb.t
-        dnn = b > 1 or torch.get_num_threads() > 1
         with torch.inference_mode():
-            x = emb.index_select(0, torch.as_tensor(list(tokens), dtype=torch.long,
-                                                    device=emb.device))
+            x = self._embedding_on(idx.device).index_select(0, idx)
             v_first: torch.Tensor | None = None
             for i, ly in enumerate(self._layers):
                 if ly.to_here:
@@ -490,7 +527,7 @@ class BatchedRWKV7:
                 xx = F.layer_norm(x, c, weight=ly.ln2[0], bias=ly.ln2[1])
                 x = self._channel_mix(ly, x, xx, t[s + 2], dnn)
                 t[s + 2] = xx
-            return self._project(x)
+            return self._project(x, on_device)
 
     def _move(self, slot: Slot, x: torch.Tensor, v_first: torch.Tensor | None
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -501,9 +538,9 @@ class BatchedRWKV7:
             v_first = v_first.to(device=slot.device, dtype=slot.dtype)
         return x, v_first
 
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, on_device: bool = False) -> torch.Tensor:
         """ln_out and head for rows x [B, C]: logits [B, V] float32 on the CPU (may be the
-        reused logits buffer)."""
+        reused logits buffer), or with `on_device` on the head's device."""
         if self._head_move:
             x, _ = self._move(self.slots[self.n_layer], x, None)
         x = F.layer_norm(x, (self.n_embd,), weight=self.z["ln_out.weight"],
@@ -513,7 +550,8 @@ class BatchedRWKV7:
             if x.shape[0] > 1 and self._head_mat.packed is not None:
                 return self._head_mat(x)
             return torch.mm(x, head, out=self._logits_out(x.shape[0]))
-        return (x @ head).float().cpu()
+        out = (x @ head).float()
+        return out if on_device else out.cpu()
 
     def _prefill_stacked(self, jobs: Sequence[tuple[Sequence[int], Sequence[torch.Tensor] | None]]
                          ) -> list[tuple[torch.Tensor, State]]:
