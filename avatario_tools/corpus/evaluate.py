@@ -211,8 +211,9 @@ def topic_agreement(model: DemoModel, config: DemoConfig | None = None, max_toke
     """A rough, automatic on-topic check over every held-out intent (its first phrasing): the
     reply's nearest training answer (cosine of word counts) should come from an intent of the
     same topic family as the question. A reply that copies no training answer still gets a
-    nearest one; a reply that answers the question well in new words may be counted off
-    topic. Use it to compare models, not as a verdict on one reply."""
+    nearest one, so one generic reply given to every question lands on the right topic by
+    chance now and then; a reply that answers well in new words may be counted off topic.
+    Read the replies (TopicCheck.reply) before trusting the count."""
     cfg = config or DemoConfig()
     data = prepare_tokens(cfg, qa_dir, tips_path)
     topics = {it.group: _TOPIC_FAMILY.get(it.topic, it.topic)
