@@ -42,6 +42,7 @@ from services.common.clients import internal_channel
 from services.common.db import Database, in_transaction
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
+from services.common.settings import load_settings
 from services.common.timeutil import utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -167,7 +168,7 @@ serve_cmd, migrate_cmd = app.serve_cmd, app.migrate_cmd
 @app.command("renorm")
 def renorm_cmd() -> None:
     """Recompute platform norms from the population and store them if they changed."""
-    settings = AnalyticsJobSettings()
+    settings = load_settings(AnalyticsJobSettings, service="analytics")
     configure_logging(service="analytics")
     log.info("analytics.renormed", **asyncio.run(_renorm(settings)))
 
@@ -194,7 +195,7 @@ def erase_families_cmd(
     """After a restore: erase the play data of every listed family again.
 
     Prints `erased <id> <rows>` per family (0 rows: nothing came back). Idempotent."""
-    settings = AnalyticsDatabaseSettings()
+    settings = load_settings(AnalyticsDatabaseSettings, service="analytics")
     configure_logging(service="analytics")
     family_ids = dataservice.read_id_list(file)
     done = asyncio.run(_erase_families(settings, family_ids))

@@ -7,6 +7,7 @@ import hashlib
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.db import DatabaseUrl
 from services.common.settings import ServiceSettings
 
 _CONFIG = SettingsConfigDict(env_prefix="AVATARIO_ANALYTICS_", extra="ignore", populate_by_name=True)
@@ -17,7 +18,7 @@ class AnalyticsDatabaseSettings(BaseSettings):
 
     model_config = _CONFIG
 
-    database_url: str = Field(
+    database_url: DatabaseUrl = Field(
         "sqlite+aiosqlite:///var/analytics.db",
         description="SQLAlchemy async URL (postgresql+asyncpg://... in production).",
     )

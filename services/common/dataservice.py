@@ -17,11 +17,13 @@ from typing import Any
 
 import structlog
 import typer
+from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
 from services.common import migrations
 from services.common.db import Database, is_sqlite
 from services.common.logs import configure_logging
+from services.common.settings import load_settings
 
 log = structlog.get_logger("avatario.service")
 
@@ -68,16 +70,17 @@ def read_id_list(file: Path) -> list[str]:
         raise typer.Exit(2) from exc
 
 
-def service_app(name: str, *, help: str, settings: Callable[[], Any],
-                serve: Callable[[Any], Awaitable[None]], database_settings: Callable[[], Any],
+def service_app(name: str, *, help: str, settings: type[BaseSettings],
+                serve: Callable[[Any], Awaitable[None]], database_settings: type[BaseSettings],
                 migrations_path: Path) -> typer.Typer:
-    """A typer app with `serve` (default) and `migrate`; services may add commands."""
+    """A typer app with `serve` (default) and `migrate`; services may add commands.
+    A missing or bad setting ends either with one line naming it and exit status 2."""
     app = typer.Typer(add_completion=False, help=help)
 
     @app.command("serve")
     def serve_cmd() -> None:
         """Run the gRPC server (the schema must be migrated)."""
-        s = settings()  # built once, here
+        s = load_settings(settings, service=name)  # built once, here
         configure_logging(s.log_level, json=s.log_json, service=name)
         try:
             asyncio.run(serve(s))
@@ -88,7 +91,7 @@ def service_app(name: str, *, help: str, settings: Callable[[], Any],
     @app.command("migrate")
     def migrate_cmd() -> None:
         """Upgrade the database to the latest schema."""
-        s = database_settings()
+        s = load_settings(database_settings, service=name)
         configure_logging(service=name)
         run_migrations(migrations_path, s.database_url)
         log.info(f"{name}.migrated", head=migrations.head_revision(migrations_path))

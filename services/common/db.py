@@ -13,13 +13,14 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from weakref import WeakKeyDictionary
 
+from pydantic import AfterValidator
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -68,6 +69,26 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+ASYNC_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+
+def check_database_url(url: str) -> str:
+    """A settings check: a URL SQLAlchemy parses, with one of the async drivers we use.
+    The message never repeats the URL (it may hold a password)."""
+    try:
+        driver = make_url(url).drivername
+    except ArgumentError:
+        driver = None
+    if driver not in ASYNC_DRIVERS:
+        raise ValueError("must be a database URL postgresql+asyncpg://<role>:<password>@<host>:"
+                         "<port>/<db> or sqlite+aiosqlite:///<path>")
+    return url
+
+
+# The type of every service's `database_url` setting.
+DatabaseUrl = Annotated[str, AfterValidator(check_database_url)]
 
 
 def create_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:

@@ -24,6 +24,7 @@ from typing import Annotated
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.db import DatabaseUrl
 from services.common.limits import CHAT_MESSAGE_MAX_CHARS
 from services.common.settings import ServiceSettings
 from services.gateway.clients.discovery import parse_targets
@@ -39,7 +40,7 @@ class GatewayDatabaseSettings(BaseSettings):
 
     model_config = _CONFIG
 
-    database_url: str = Field(
+    database_url: DatabaseUrl = Field(
         "sqlite+aiosqlite:///var/gateway.db",
         description="Refresh-token families live here (postgresql+asyncpg://... in production).",
     )

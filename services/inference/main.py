@@ -16,6 +16,7 @@ import structlog
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
+from services.common.settings import load_settings
 from services.inference.gpu import GpuInventory
 from services.inference.planner import ConfigError
 from services.inference.runtime import Runtime, load_runtime, register_metrics
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="LoRA adapter merged at load (overrides AVATARIO_INFERENCE_LORA)")
     options = parser.parse_args(args[1:])
     overrides = {"lora": options.lora} if options.lora is not None else {}
-    settings = InferenceSettings(**overrides)  # built once, here
+    settings = load_settings(InferenceSettings, service="inference", **overrides)  # once
     configure_logging(settings.log_level, json=settings.log_json, service="inference")
     try:
         asyncio.run(_serve(settings))

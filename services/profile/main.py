@@ -27,6 +27,7 @@ from services.common import dataservice, migrations
 from services.common.db import Database
 from services.common.logs import configure_logging
 from services.common.server import Registration, Server, create_server, serve
+from services.common.settings import load_settings
 from services.common.timeutil import utcnow
 from services.profile import erasures
 from services.profile.metrics import ProfileMetrics
@@ -111,7 +112,7 @@ def erased_families_cmd(
 
     Run it before restoring a backup; feed the output to `replay-erasures` (and to
     analytics' `erase-families`) afterwards. Nothing personal is listed."""
-    settings = ProfileDatabaseSettings()
+    settings = load_settings(ProfileDatabaseSettings, service="profile")
     configure_logging(service="profile")
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
@@ -133,7 +134,7 @@ def replay_erasures_cmd(
 
     Prints one line per family: `erased <id> <rows>` or `absent <id>`. Idempotent:
     rerun it after a failure."""
-    settings = ProfileDatabaseSettings()
+    settings = load_settings(ProfileDatabaseSettings, service="profile")
     configure_logging(service="profile")
     family_ids = dataservice.read_id_list(file)
     done = asyncio.run(_with_db(settings, lambda db: erasures.replay(db, family_ids)))

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.db import DatabaseUrl
 from services.common.settings import ServiceSettings
 from services.profile.domain import rules
 
@@ -24,7 +25,7 @@ class ProfileDatabaseSettings(BaseSettings):
 
     model_config = _CONFIG
 
-    database_url: str = Field(
+    database_url: DatabaseUrl = Field(
         "sqlite+aiosqlite:///var/profile.db",
         description="SQLAlchemy async URL (postgresql+asyncpg://... in production).",
     )
