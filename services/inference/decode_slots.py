@@ -19,7 +19,7 @@ or shape of each state tensor), `step_states(idx, states, on_device=True)` (one 
 over stacked states, replacing the list's entries, logits on the head's device), and
 `vocab_size`; token ids are given on the first layer's device. `BatchedRWKV` (RWKV-4) has
 it (with a copy of the embedding on that device: the package keeps it in host memory);
-`BatchedRWKV7` can join by adding the two methods. The padded rows compute on the scratch slot and are never read back, so a bucket's
+so does `BatchedRWKV7` (RWKV-7: state_layout gives the package's shapes, att_kv [H, N, N]). The padded rows compute on the scratch slot and are never read back, so a bucket's
 rows equal an unpadded step's (test_decode_slots checks logits and states).
 
 The class implements the engine's `StateBatch` protocol (len, append, keep, get), so the
