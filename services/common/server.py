@@ -95,12 +95,16 @@ class Server:
         for svc in ["", *self.service_names]:
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Flip health to NOT_SERVING, drain in-flight calls for `grace` seconds, stop."""
+    async def stop(self, grace: float | None = None, *, drain_delay: float = 0.0) -> None:
+        """Flip health to NOT_SERVING; keep serving new and in-flight calls for
+        `drain_delay` seconds (so probes and clients watching health see it first);
+        then refuse new calls, drain in-flight ones for `grace` seconds, stop."""
         if self._stopping:
             return
         self._stopping = True
         await self.health.enter_graceful_shutdown()
+        if drain_delay > 0:
+            await asyncio.sleep(drain_delay)
         grace = self.settings.shutdown_grace_s if grace is None else grace
         await self.grpc_server.stop(grace)
         for hook in self.on_stop:
@@ -173,7 +177,8 @@ async def serve(
     ready: Callable[[], Awaitable[None]] | None = None,
     stop_signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
 ) -> None:
-    """Start, run the readiness checks, report SERVING, and on SIGTERM drain and stop."""
+    """Start, run the readiness checks, report SERVING, and on SIGTERM drain and stop:
+    NOT_SERVING at once, still serving for `settings.drain_delay_s`, then the grace stop."""
     await server.start()
     log.info("server.started", name=server.name, metrics_port=server.metrics_port)
     stop = asyncio.Event()
@@ -193,8 +198,9 @@ async def serve(
     waiter = asyncio.create_task(server.wait_for_termination())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("server.draining", name=server.name, grace_s=server.settings.shutdown_grace_s)
-    await server.stop()
+    log.info("server.draining", name=server.name, grace_s=server.settings.shutdown_grace_s,
+             drain_delay_s=server.settings.drain_delay_s)
+    await server.stop(drain_delay=server.settings.drain_delay_s if stopper.done() else 0.0)
     waiter.cancel()
     stopper.cancel()
     log.info("server.stopped", name=server.name)
