@@ -40,7 +40,12 @@ from dataclasses import dataclass
 import torch
 
 from services.common.errors import InvalidArgument
-from services.inference.sampling import Sampler, SamplingParams
+from services.inference.sampling import (  # one inverse-CDF search for both samplers
+    Sampler,
+    SamplingParams,
+    _block_cumsum,
+    _inverse_cdf,
+)
 
 __all__ = [
     "RowParams",
@@ -51,7 +56,6 @@ __all__ = [
     "seed_of",
 ]
 
-_BLOCK = 256  # inverse-CDF blocks, as the host sampler's
 _M32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9
 
@@ -126,40 +130,6 @@ def counter_uniforms(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 def _seed_pairs(seeds: Sequence[int], device: torch.device | str) -> torch.Tensor:
     vals = [seed_of(s) for s in seeds]
     return torch.tensor([[v & _M32, v >> 32] for v in vals], dtype=torch.int64).to(device)
-
-
-def _block_cumsum(w: torch.Tensor) -> torch.Tensor:
-    """Per row of w [n, V], the float64 running sum over 256-token blocks (float32 block
-    sums, as the host sampler forms them)."""
-    n, v = w.shape
-    full = v // _BLOCK
-    sums = [w[:, : full * _BLOCK].view(n, full, _BLOCK).sum(dim=-1)] if full else []
-    if full * _BLOCK < v:
-        sums.append(w[:, full * _BLOCK :].sum(dim=-1, keepdim=True))
-    return torch.cat(sums, dim=1).to(torch.float64).cumsum_(dim=-1)
-
-
-def _below(t: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
-    """t clamped into [0, limit)."""
-    return torch.minimum(t.clamp(min=0.0), torch.nextafter(limit, torch.zeros_like(limit)))
-
-
-def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Per row, the index i with cum[i-1] <= u * total < cum[i] over weights w [n, V] >= 0;
-    a token of zero weight is never picked (the host sampler's two-level search)."""
-    n, v = w.shape
-    cum_b = _block_cumsum(w)
-    nb = cum_b.shape[1]
-    total = cum_b[:, -1]
-    t = _below(u * total, total)
-    b = torch.searchsorted(cum_b, t.unsqueeze(1), right=True).clamp_(max=nb - 1)
-    before = torch.where(b > 0, cum_b.gather(1, (b - 1).clamp(min=0)), 0.0).squeeze(1)
-    idx = b * _BLOCK + torch.arange(_BLOCK, device=w.device)
-    inner = w.gather(1, idx.clamp(max=v - 1)).to(torch.float64).masked_fill_(idx >= v, 0.0)
-    inner = inner.cumsum_(dim=-1)
-    rem = _below(t - before, inner[:, -1])
-    i = torch.searchsorted(inner, rem.unsqueeze(1), right=True).clamp_(max=_BLOCK - 1)
-    return (b * _BLOCK + i).squeeze(1)
 
 
 def penalised(logits: torch.Tensor,

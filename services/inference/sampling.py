@@ -325,7 +325,7 @@ def _inverse_cdf(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     t = _below(u * total, total)
     b = torch.searchsorted(cum_b, t.unsqueeze(1), right=True).clamp_(max=nb - 1)
     before = torch.where(b > 0, cum_b.gather(1, (b - 1).clamp(min=0)), 0.0).squeeze(1)
-    idx = b * _BLOCK + torch.arange(_BLOCK)
+    idx = b * _BLOCK + torch.arange(_BLOCK, device=w.device)
     inner = w.gather(1, idx.clamp(max=v - 1)).to(torch.float64).masked_fill_(idx >= v, 0.0)
     inner = inner.cumsum_(dim=-1)
     rem = _below(t - before, inner[:, -1])

@@ -14,6 +14,7 @@ import torch
 from services.inference.checkpoint import build_random_checkpoint7
 from services.inference.model_family import load_rwkv7
 from services.inference.rwkv7_batched import _LINEAR, BatchedRWKV7, _Mat7
+from services.inference.rwkv7_kernel import _Params as _P  # random core params of a layer
 from services.inference.rwkv7_kernel import (
     attention_core,
     attention_core_torch,
@@ -27,16 +28,6 @@ needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
                                     reason="no C++ compiler: the node runs the torch version")
 
 
-class _P:
-    """A layer's core parameters, random (as `_Layer7` holds them)."""
-
-    def __init__(self, c: int, g: torch.Generator, residual: bool) -> None:
-        def rnd(scale: float = 1.0) -> torch.Tensor:
-            return torch.randn(c, generator=g) * scale
-
-        self.w0, self.a0, self.k_k, self.k_a, self.r_k = rnd(), rnd(), rnd(), rnd(0.5), rnd()
-        self.v0 = rnd() if residual else None
-        self.ln_x = (rnd(), rnd())
 
 
 @pytest.fixture(scope="module")
