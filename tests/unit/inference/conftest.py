@@ -4,6 +4,7 @@ and a scripted stand-in model for text-handling tests."""
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,33 @@ def greedy_reference(model: Any, prompt: list[int], n: int, presence: float = 0.
         occurrence[tok] = occurrence.get(tok, 0.0) + 1.0
         out, state = model.forward([tok], state)
     return tokens
+
+
+def join_leave_run(bm: Any, pool: list[Any], ref: Any, slots: Any, vocab: int,
+                   tol: float, steps: int = 12) -> None:
+    """Drive `ref` (the model's StackedStates) and `slots` (DecodeSlots) through the same
+    decode run with sequences joining and leaving between steps; their logits must agree
+    at every step and their states at the end."""
+    rng = random.Random(1)
+    live = 0
+    for step in range(steps):
+        if live < 8 and (step % 3 == 0 or live == 0):
+            st = pool[step % len(pool)]
+            ref.append(st)
+            slots.append(st)
+            live += 1
+        if step % 4 == 3 and live > 1:
+            keep = sorted(rng.sample(range(live), live - 1))
+            ref.keep(keep)
+            slots.keep(keep)
+            live -= 1
+        tokens = [rng.randrange(1, vocab) for _ in range(live)]
+        want = bm.step(tokens, ref).clone()
+        got = slots.step(tokens)
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    for i in range(live):
+        for a, b in zip(slots.get(i), ref.get(i), strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
 @pytest.fixture(scope="session")

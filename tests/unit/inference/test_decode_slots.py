@@ -14,6 +14,7 @@ import torch
 from services.inference.decode_slots import DecodeSlots, bucket_for, buckets, supports_slots
 from services.inference.rwkv_batched import BatchedRWKV, prefill
 
+from .conftest import join_leave_run
 from .test_engine import RAW, greedy, req
 
 
@@ -97,30 +98,8 @@ def test_steps_with_rows_joining_and_leaving_equal_the_stacked_path(model_fp32: 
     """A decode run where sequences join and leave between steps: the slot path's logits
     and states equal StackedStates' at every step."""
     bm = BatchedRWKV(model_fp32, single_via_package=False)
-    pool = _states(model_fp32, 9, seed=5)
-    ref = bm.new_batch()
-    slots = DecodeSlots(bm, capacity=8)
-    rng = random.Random(1)
-    live = 0
-    for step in range(12):
-        if live < 8 and (step % 3 == 0 or live == 0):
-            st = pool[step % len(pool)]
-            ref.append(st)
-            slots.append(st)
-            live += 1
-        if step % 4 == 3 and live > 1:
-            keep = sorted(rng.sample(range(live), live - 1))
-            ref.keep(keep)
-            slots.keep(keep)
-            live -= 1
-        tokens = [rng.randrange(1, 512) for _ in range(live)]
-        want = bm.step(tokens, ref).clone()
-        got = slots.step(tokens)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    for i in range(live):
-        for a, b in zip(slots.get(i), ref.get(i), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
+    join_leave_run(bm, _states(model_fp32, 9, seed=5), bm.new_batch(),
+                   DecodeSlots(bm, capacity=8), 512, 1e-5)
 
 def test_models_without_the_slot_interface_are_refused_by_supports_slots(tiny_ckpt,
                                                                          load_model) -> None:

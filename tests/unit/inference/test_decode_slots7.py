@@ -19,7 +19,7 @@ from services.inference.decode_slots import DecodeSlots, bucket_for, supports_sl
 from services.inference.model_family import load_rwkv7
 from services.inference.rwkv7_batched import BatchedRWKV7
 
-from .conftest import VOCAB
+from .conftest import VOCAB, greedy_reference, join_leave_run
 from .test_engine import RAW, greedy, req
 
 TOL = 1e-5
@@ -42,16 +42,6 @@ def _states(bm: BatchedRWKV7, n: int, seed: int = 0) -> list[list[torch.Tensor]]
     rng = random.Random(seed)
     return [bm.prefill([rng.randrange(1, VOCAB) for _ in range(1 + i % 4)], None, 8)[1]
             for i in range(n)]
-
-
-def _package_greedy(model: Any, prompt: list[int], n: int) -> list[int]:
-    out, state = model.forward(list(prompt), None)
-    toks: list[int] = []
-    for _ in range(n):
-        tok = int(torch.argmax(out.float()))
-        toks.append(tok)
-        out, state = model.forward([tok], state)
-    return toks
 
 
 def test_the_slot_interface_is_the_packages_state_layout(g1: BatchedRWKV7) -> None:
@@ -130,30 +120,8 @@ def test_steps_with_rows_joining_and_leaving_equal_the_stacked_path(g1_path: Pat
     """A decode run over a split placement where sequences join and leave between steps:
     the slot path's logits and states equal StackedStates7's at every step."""
     bm = load_rwkv7(g1_path, "cpu fp32 *2 -> cpu fp32")
-    pool = _states(bm, 9, seed=5)
-    ref = bm.new_batch()
-    slots = DecodeSlots(bm, capacity=8)
-    rng = random.Random(1)
-    live = 0
-    for step in range(12):
-        if live < 8 and (step % 3 == 0 or live == 0):
-            st = pool[step % len(pool)]
-            ref.append(st)
-            slots.append(st)
-            live += 1
-        if step % 4 == 3 and live > 1:
-            keep = sorted(rng.sample(range(live), live - 1))
-            ref.keep(keep)
-            slots.keep(keep)
-            live -= 1
-        tokens = [rng.randrange(1, VOCAB) for _ in range(live)]
-        want = bm.step(tokens, ref).clone()
-        got = slots.step(tokens)
-        torch.testing.assert_close(got, want, rtol=TOL, atol=TOL)
-    for i in range(live):
-        for a, b in zip(slots.get(i), ref.get(i), strict=True):
-            torch.testing.assert_close(a, b, rtol=TOL, atol=TOL)
-
+    join_leave_run(bm, _states(bm, 9, seed=5), bm.new_batch(), DecodeSlots(bm, capacity=8),
+                   VOCAB, TOL)
 
 class _HostReads(TorchDispatchMode):
     """Records the operators that read a tensor's value on the host (`.item()`, `int()`,
@@ -212,5 +180,5 @@ async def test_engine_on_the_slot_path_gives_the_packages_greedy_tokens(
     for i, h in enumerate(handles):
         ids, _, fin = await drain(h)
         assert fin.reason == "length"
-        assert ids == _package_greedy(g1.model, prompts[i], 6 + 2 * i)
+        assert ids == greedy_reference(g1.model, prompts[i], 6 + 2 * i)
     assert eng._batch.steps > 0

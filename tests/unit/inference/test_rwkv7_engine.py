@@ -8,7 +8,6 @@ import random
 from typing import Any
 
 import pytest
-import torch
 
 from services.inference.checkpoint import build_random_checkpoint7
 from services.inference.engine import Engine, EngineConfig, GenerationRequest, TokenEvent
@@ -18,6 +17,8 @@ from services.inference.reasoning import ReasoningFilter
 from services.inference.sampling import SamplingParams
 from services.inference.state_cache import StateCache
 from services.inference.tokenizer import load_tokenizer
+
+from .conftest import greedy_reference
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +31,6 @@ def g1(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def world() -> Any:
     return load_tokenizer("world", chat_format="g1")
-
-
-def _greedy(model: Any, prompt: list[int], n: int) -> list[int]:
-    out, state = model.forward(list(prompt), None)
-    toks: list[int] = []
-    for _ in range(n):
-        tok = int(torch.argmax(out.float()))
-        toks.append(tok)
-        out, state = model.forward([tok], state)
-    return toks
 
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=6, presence_penalty=0.0,
@@ -70,7 +61,7 @@ def test_concurrent_rwkv7_chats_equal_the_package_loop(g1: Any, world: Any) -> N
             eng.stop()
 
     got = asyncio.run(run())
-    assert got == [_greedy(g1.model, p, 6) for p in prompts]
+    assert got == [greedy_reference(g1.model, p, 6) for p in prompts]
 
 
 def test_the_g1_chat_format_round_trips_through_the_cache(g1: Any, world: Any) -> None:
