@@ -17,8 +17,8 @@ def node_settings(model_path: Any, **kw: Any) -> InferenceSettings:
     return InferenceSettings(**(base | kw))
 
 
-async def collect_chat(call) -> tuple[str, inference_pb2.ChatFinal]:
-    """The streamed text of a Chat call and its final message (which must come)."""
+async def collect_chunks(call) -> tuple[list[str], inference_pb2.ChatFinal]:
+    """The streamed chunks of a Chat call and its final message (which must come)."""
     chunks, final = [], None
     async for resp in call:
         if resp.HasField("chunk"):
@@ -26,4 +26,10 @@ async def collect_chat(call) -> tuple[str, inference_pb2.ChatFinal]:
         else:
             final = resp.final
     assert final is not None
+    return chunks, final
+
+
+async def collect_chat(call) -> tuple[str, inference_pb2.ChatFinal]:
+    """The streamed text of a Chat call and its final message (which must come)."""
+    chunks, final = await collect_chunks(call)
     return "".join(chunks), final

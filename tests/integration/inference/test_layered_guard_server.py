@@ -13,6 +13,7 @@ from services.inference.main import build_server
 from services.inference.safety.classifier import Thresholds
 from services.inference.settings import InferenceSettings
 from tests.helpers import INTERNAL_TOKEN, new_id
+from tests.integration.inference.support import collect_chunks
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,17 +47,6 @@ def _req(message: str) -> inference_pb2.ChatRequest:
         child=chat_pb2.ChildContext(child_id=new_id(), nickname="Mia", age_months=84))
 
 
-async def _collect(call) -> tuple[list[str], inference_pb2.ChatFinal]:
-    chunks, final = [], None
-    async for resp in call:
-        if resp.HasField("chunk"):
-            chunks.append(resp.chunk.text)
-        else:
-            final = resp.final
-    assert final is not None
-    return chunks, final
-
-
 def _count(node, layer: str, category: str, decision: str) -> float:
     for metric in node.metrics.safety_decisions.collect():
         for s in metric.samples:
@@ -69,7 +59,7 @@ def _count(node, layer: str, category: str, decision: str) -> float:
 async def test_the_classifier_answers_what_the_rules_miss(node, stub):
     assert node.guard.rules.check_input(CLASSIFIER_CRISIS) is None
     before = _count(node, "classifier", "crisis", "answer")
-    chunks, final = await _collect(stub.Chat(_req(CLASSIFIER_CRISIS)))
+    chunks, final = await collect_chunks(stub.Chat(_req(CLASSIFIER_CRISIS)))
     assert final.finish_reason == chat_pb2.FINISH_REASON_SAFETY
     assert final.safety_category == "crisis"
     assert "".join(chunks) == final.text == node.guard.rules.answer("crisis")
@@ -80,9 +70,9 @@ async def test_the_classifier_answers_what_the_rules_miss(node, stub):
 async def test_rules_and_plain_messages_are_counted(node, stub):
     rules_before = _count(node, "rules", "crisis", "answer")
     pass_before = _count(node, "none", "none", "pass")
-    _, final = await _collect(stub.Chat(_req("my son told me he wants to kill himself")))
+    _, final = await collect_chunks(stub.Chat(_req("my son told me he wants to kill himself")))
     assert final.safety_category == "crisis"
-    _, final = await _collect(stub.Chat(_req("Any ideas for a rainy afternoon with Mia?")))
+    _, final = await collect_chunks(stub.Chat(_req("Any ideas for a rainy afternoon with Mia?")))
     assert final.safety_category == "" and final.finish_reason != chat_pb2.FINISH_REASON_SAFETY
     assert _count(node, "rules", "crisis", "answer") == rules_before + 1
     assert _count(node, "none", "none", "pass") == pass_before + 1
@@ -98,7 +88,7 @@ async def test_a_borderline_message_gets_the_reply_then_the_help_line(node, stub
         message = "Any ideas for a rainy afternoon with Mia?"
         category = max(node.guard.classifier.scores(message).items(), key=lambda kv: kv[1])[0]
         before = _count(node, "classifier", category, "borderline")
-        chunks, final = await _collect(stub.Chat(_req(message)))
+        chunks, final = await collect_chunks(stub.Chat(_req(message)))
     finally:
         node.guard.thresholds = saved
     line = node.guard.help_line(category)

@@ -22,6 +22,8 @@ from services.inference.rwkv7_kernel import (
     self_check,
 )
 
+from .test_rwkv7_batched import _ref  # the package's forward, states cloned
+
 TOL = 1e-4
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None,
@@ -92,14 +94,6 @@ def test_the_self_check_catches_a_wrong_kernel() -> None:
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_checkpoint7(tmp_path_factory.mktemp("k7") / "m", n_layer=2,
                                     n_embd=128, vocab_size=65536, head_size=32, seed=3)
-
-
-def _ref(model: Any, tokens: list[int], state: list[torch.Tensor] | None = None
-         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    st = None if state is None else [t.clone() for t in state]
-    with torch.no_grad():
-        out, st = model.forward(list(tokens), st)
-    return out.float(), [t.clone() for t in st]
 
 
 @pytest.mark.parametrize("fused", [pytest.param(True, marks=needs_compiler), False],
