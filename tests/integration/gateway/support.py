@@ -13,6 +13,7 @@ import pytest
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
 from avatario.gateway.v1 import gateway_pb2_grpc as gw_grpc
+from avatario_tools.cli.simulate import plan
 from services.gateway.settings import GatewaySettings
 from tests.helpers import INTERNAL_TOKEN, assert_rpc_error
 
@@ -148,3 +149,15 @@ async def collect(call) -> tuple[list[str], gw.ChatDone | None]:
         else:
             texts.append(event.text)
     return texts, done
+
+
+def plan_with_checkins(child_id: str, checkins: int, *, sessions: int, seed: int,
+                       weeks: int = 1):
+    """`weeks` of play with `sessions` sessions and at least `checkins` mood check-ins. The
+    simulator draws check-ins on 40-90 % of days from a seed that includes the (random) child
+    id, so one seed alone gives too few now and then; the next seeds are tried in order."""
+    for attempt in range(50):
+        p = plan(child_id, 2018, 3, sessions=sessions, weeks=weeks, seed=seed + 1000 * attempt)
+        if len(p.checkins) >= checkins and len(p.sessions) >= sessions:
+            return p
+    raise AssertionError(f"no plan with {checkins} check-ins in 50 seeds")

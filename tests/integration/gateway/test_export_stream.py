@@ -15,12 +15,11 @@ from google.protobuf.json_format import MessageToDict
 
 from avatario.common.v1 import family_pb2
 from avatario.gateway.v1 import gateway_pb2 as gw
-from avatario_tools.cli.simulate import plan
 from bench.export_history import FIVE_YEARS_DAYS, generate
 from services.common.chunking import BATCH_BYTES
 from services.common.db import Database
 from services.common.timeutil import utcnow
-from tests.integration.gateway.support import new_family, pair_device
+from tests.integration.gateway.support import new_family, pair_device, plan_with_checkins
 
 C = grpc.StatusCode
 MIB = 1024 * 1024
@@ -52,7 +51,7 @@ async def test_the_stream_holds_what_the_one_message_export_holds(stack):
     fam = await new_family(stack.client)
     token, _ = await pair_device(fam)
     dev = fam.client.as_(token)
-    p = plan(fam.child_id, 2018, 3, sessions=5, weeks=2, seed=5)
+    p = plan_with_checkins(fam.child_id, 3, sessions=5, weeks=2, seed=5)
     for s in p.sessions:
         s.child_id = ""
         await dev.play.SubmitGameSession(gw.SubmitGameSessionRequest(session=s), metadata=dev.md)
