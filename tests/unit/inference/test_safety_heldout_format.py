@@ -1,83 +1,250 @@
-"""Format checks for the frozen held-out safety evaluation set (safety_heldout/, v1).
+"""Format checks for the frozen held-out safety evaluation sets (v1, v2 and v3).
 
-These tests only read the data files; they never import the guard, so the set stays independent
-of what it measures. The SHA-256 pins make any edit visible: the set is frozen, and a changed
-set belongs in a new versioned folder with its own README.
+Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``)
+holds ``messages.jsonl`` and ``replies.jsonl`` plus a README. These tests only read the data files;
+they never import the guard, so the sets stay independent of what they measure. Every set is
+checked with its own minimum counts, id pattern and pinned SHA-256, and keeps the checks its old
+per-version test made (v1's and v2's format tests are folded in here). The pins make any edit
+visible: the sets are frozen, and a changed set belongs in a new versioned folder with its own
+README (the next one is v4, ``safety_heldout_v4/``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-HELDOUT = Path(__file__).parent / "safety_heldout"
-
-MESSAGE_MINIMUMS = {
-    "crisis": 70,
-    "abuse": 70,
-    "medical_emergency": 70,
-    "medication_dosing": 70,
-    "benign": 170,
-}
-REPLY_MINIMUMS = {"diagnostic_claim": 60, "ok": 60}
-
-FROZEN_SHA256 = {
-    "messages.jsonl": "f3182d2ce8f78f77e7a9601dbbb96d6c3dc31416b76996e9586dff29588f438e",
-    "replies.jsonl": "19d359bf1ddfd1cdcd3d8d246cb417b51370a374f1ce9e1b54e107dd970fa8db",
-}
+HERE = Path(__file__).parent
 
 FIELDS = {"id", "text", "label", "note"}
+FILES = ("messages.jsonl", "replies.jsonl")
 
 
-def _rows(name: str) -> list[dict[str, str]]:
-    path = HELDOUT / name
+def _collapsed(text: str) -> str:
+    """Lower-cased, with runs of whitespace collapsed to one space."""
+    return " ".join(text.lower().split())
+
+
+def _alphanumeric(text: str) -> str:
+    """Lower-cased words and numbers only: punctuation and spacing do not make a text new."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+@dataclass(frozen=True)
+class HeldoutSet:
+    version: str
+    folder: str
+    message_minimums: dict[str, int]
+    reply_minimums: dict[str, int]
+    frozen_sha256: dict[str, str]
+    next_folder: str
+    # "{:04d}" patterns for sequential ids; None where the set's own test never checked ids.
+    id_patterns: dict[str, str] | None = None
+    # How texts are normalised before looking for duplicates, and whether a text may not repeat
+    # across the two files (v2 on) or only within one file (v1).
+    duplicate_key: Callable[[str], str] = _collapsed
+    duplicates_across_files: bool = False
+    # Whether the messages must be in shuffled order (no long runs of one label).
+    shuffled: bool = False
+    # Earlier sets whose message texts this set's messages must not repeat.
+    distinct_from: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return HERE / self.folder
+
+    def minimums(self, name: str) -> dict[str, int]:
+        return self.message_minimums if name == "messages.jsonl" else self.reply_minimums
+
+
+V1 = HeldoutSet(
+    version="v1",
+    folder="safety_heldout",
+    message_minimums={
+        "crisis": 70,
+        "abuse": 70,
+        "medical_emergency": 70,
+        "medication_dosing": 70,
+        "benign": 170,
+    },
+    reply_minimums={"diagnostic_claim": 60, "ok": 60},
+    frozen_sha256={
+        "messages.jsonl": "f3182d2ce8f78f77e7a9601dbbb96d6c3dc31416b76996e9586dff29588f438e",
+        "replies.jsonl": "19d359bf1ddfd1cdcd3d8d246cb417b51370a374f1ce9e1b54e107dd970fa8db",
+    },
+    next_folder="safety_heldout_v2/",
+)
+
+V2 = HeldoutSet(
+    version="v2",
+    folder="safety_heldout_v2",
+    message_minimums={
+        "crisis": 75,
+        "abuse": 75,
+        "medical_emergency": 75,
+        "medication_dosing": 75,
+        "benign": 200,
+    },
+    reply_minimums={"diagnostic_claim": 60, "ok": 60},
+    frozen_sha256={
+        "messages.jsonl": "5fc7281cff96e6ef229c9daf0c8f35f70c3419771ef768a70f39b06be5570710",
+        "replies.jsonl": "a973f810e3bcdb3615e33984a331cb8c70ce74e7828af5f48965c84fb93427cc",
+    },
+    next_folder="safety_heldout_v3/",
+    id_patterns={"messages.jsonl": "v2-m{:04d}", "replies.jsonl": "v2-r{:04d}"},
+    duplicate_key=_alphanumeric,
+    duplicates_across_files=True,
+    shuffled=True,
+)
+
+V3 = HeldoutSet(
+    version="v3",
+    folder="safety_heldout_v3",
+    message_minimums={
+        "crisis": 110,
+        "abuse": 110,
+        "medical_emergency": 110,
+        "medication_dosing": 110,
+        "benign": 280,
+    },
+    reply_minimums={"diagnostic_claim": 80, "ok": 80},
+    frozen_sha256={
+        "messages.jsonl": "a99d8f34cc60f1a6489e82b7ba1a37055b0a9e3d5b1e9530a6ec367e7b42b8b6",
+        "replies.jsonl": "908523c6303175259efe70efb1109511ecc5d7a9ab1c52ff9bb016a9110970aa",
+    },
+    next_folder="safety_heldout_v4/",
+    id_patterns={"messages.jsonl": "v3-m{:04d}", "replies.jsonl": "v3-r{:04d}"},
+    duplicate_key=_alphanumeric,
+    duplicates_across_files=True,
+    shuffled=True,
+    distinct_from=("v1", "v2"),
+)
+
+SETS = {s.version: s for s in (V1, V2, V3)}
+
+SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
+SET_FILE_PARAMS = [
+    pytest.param(s, name, id=f"{s.version}-{name}") for s in SETS.values() for name in FILES
+]
+
+
+def _rows(heldout: HeldoutSet, name: str) -> list[dict[str, str]]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        assert line.strip(), f"{name}:{number}: blank line"
+    for number, line in enumerate(
+        (heldout.path / name).read_text(encoding="utf-8").splitlines(), start=1
+    ):
+        assert line.strip(), f"{heldout.version} {name}:{number}: blank line"
         row = json.loads(line)
-        assert isinstance(row, dict), f"{name}:{number}: not a JSON object"
+        assert isinstance(row, dict), f"{heldout.version} {name}:{number}: not a JSON object"
         rows.append(row)
     return rows
 
 
-@pytest.mark.parametrize(
-    ("name", "minimums"),
-    [("messages.jsonl", MESSAGE_MINIMUMS), ("replies.jsonl", REPLY_MINIMUMS)],
-)
-def test_rows_are_well_formed_and_counts_meet_minimums(
-    name: str, minimums: dict[str, int]
-) -> None:
-    rows = _rows(name)
+@pytest.mark.parametrize(("heldout", "name"), SET_FILE_PARAMS)
+def test_rows_are_well_formed_and_counts_meet_minimums(heldout: HeldoutSet, name: str) -> None:
+    rows = _rows(heldout, name)
+    minimums = heldout.minimums(name)
+    where = f"{heldout.version} {name}"
     for row in rows:
-        assert set(row) == FIELDS, f"{name}: {row.get('id')}: fields {sorted(row)}"
+        assert set(row) == FIELDS, f"{where}: {row.get('id')}: fields {sorted(row)}"
         assert all(isinstance(row[f], str) and row[f].strip() for f in FIELDS), row
-        assert row["label"] in minimums, f"{name}: {row['id']}: unknown label {row['label']!r}"
+        assert row["label"] in minimums, f"{where}: {row['id']}: unknown label {row['label']!r}"
     ids = Counter(row["id"] for row in rows)
-    assert not [i for i, n in ids.items() if n > 1], "duplicate ids"
-    texts = Counter(" ".join(row["text"].lower().split()) for row in rows)
-    assert not [t for t, n in texts.items() if n > 1], "duplicate texts"
+    assert not [i for i, n in ids.items() if n > 1], f"{where}: duplicate ids"
     counts = Counter(row["label"] for row in rows)
     short = {label: counts[label] for label, need in minimums.items() if counts[label] < need}
-    assert not short, f"{name}: below minimum: {short}"
+    assert not short, f"{where}: below minimum: {short}"
 
 
-def test_ids_are_unique_across_both_files() -> None:
-    ids = [row["id"] for name in FROZEN_SHA256 for row in _rows(name)]
+@pytest.mark.parametrize(
+    ("heldout", "name"),
+    [p for p in SET_FILE_PARAMS if p.values[0].id_patterns is not None],
+)
+def test_ids_are_sequential_from_one(heldout: HeldoutSet, name: str) -> None:
+    assert heldout.id_patterns is not None
+    ids = [row["id"] for row in _rows(heldout, name)]
+    expected = [heldout.id_patterns[name].format(n) for n in range(1, len(ids) + 1)]
+    assert ids == expected, (
+        f"{heldout.version} {name}: ids are not {expected[0]}..{expected[-1]} in order"
+    )
+
+
+@pytest.mark.parametrize("heldout", SET_PARAMS)
+def test_ids_are_unique_across_both_files(heldout: HeldoutSet) -> None:
+    ids = [row["id"] for name in FILES for row in _rows(heldout, name)]
     assert len(ids) == len(set(ids))
 
 
-def test_message_lengths_vary() -> None:
-    words = [len(row["text"].split()) for row in _rows("messages.jsonl")]
+@pytest.mark.parametrize("heldout", SET_PARAMS)
+def test_no_duplicate_texts(heldout: HeldoutSet) -> None:
+    groups = [FILES] if heldout.duplicates_across_files else [(name,) for name in FILES]
+    for names in groups:
+        texts = Counter(
+            heldout.duplicate_key(row["text"]) for name in names for row in _rows(heldout, name)
+        )
+        repeated = [t for t, n in texts.items() if n > 1]
+        assert not repeated, f"{heldout.version} {'+'.join(names)}: duplicate texts"
+
+
+@pytest.mark.parametrize("heldout", [p for p in SET_PARAMS if p.values[0].distinct_from])
+def test_messages_do_not_repeat_earlier_sets(heldout: HeldoutSet) -> None:
+    earlier = {
+        _collapsed(row["text"])
+        for version in heldout.distinct_from
+        for row in _rows(SETS[version], "messages.jsonl")
+    }
+    repeats = [
+        row["id"] for row in _rows(heldout, "messages.jsonl") if _collapsed(row["text"]) in earlier
+    ]
+    assert not repeats, (
+        f"{heldout.version}: messages repeat a text from {', '.join(heldout.distinct_from)}: "
+        f"{repeats}"
+    )
+
+
+def _runs(labels: list[str]) -> list[list[str]]:
+    runs: list[list[str]] = [[labels[0]]]
+    for label in labels[1:]:
+        if label == runs[-1][-1]:
+            runs[-1].append(label)
+        else:
+            runs.append([label])
+    return runs
+
+
+@pytest.mark.parametrize("heldout", [p for p in SET_PARAMS if p.values[0].shuffled])
+def test_labels_are_shuffled_not_grouped(heldout: HeldoutSet) -> None:
+    labels = [row["label"] for row in _rows(heldout, "messages.jsonl")]
+    longest = max(len(run) for run in _runs(labels))
+    assert longest < 10, (
+        f"{heldout.version}: a run of {longest} equal labels: the order was not shuffled"
+    )
+
+
+@pytest.mark.parametrize("heldout", SET_PARAMS)
+def test_message_lengths_vary(heldout: HeldoutSet) -> None:
+    words = [len(row["text"].split()) for row in _rows(heldout, "messages.jsonl")]
     assert min(words) <= 5 and max(words) >= 60
 
 
-@pytest.mark.parametrize("name", sorted(FROZEN_SHA256))
-def test_set_is_frozen(name: str) -> None:
-    digest = hashlib.sha256((HELDOUT / name).read_bytes()).hexdigest()
-    assert digest == FROZEN_SHA256[name], (
-        f"{name} changed: the held-out set is frozen; add a new versioned set instead"
+@pytest.mark.parametrize(
+    ("heldout", "name"),
+    [
+        pytest.param(s, n, id=f"{s.version}-{n}")
+        for s in SETS.values()
+        for n in sorted(s.frozen_sha256)
+    ],
+)
+def test_set_is_frozen(heldout: HeldoutSet, name: str) -> None:
+    digest = hashlib.sha256((heldout.path / name).read_bytes()).hexdigest()
+    assert digest == heldout.frozen_sha256[name], (
+        f"{heldout.version} {name} changed: the held-out set is frozen; "
+        f"add {heldout.next_folder} instead"
     )
