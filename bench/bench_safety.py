@@ -1,9 +1,9 @@
 """The layered safety guard on the frozen held-out sets and on its own corpus's test splits.
 
-Held-out v2 (tests/unit/inference/safety_heldout_v2/, written blind) is the test set. v1 (the
-first guard's test set, reported four times) is now validation: the classifier's thresholds
-are chosen on it among others (avatario_tools/safety/train.py), so its figures are shown for
-comparison only.
+Held-out v3 (tests/unit/inference/safety_heldout_v3/, written blind) is the test set. v1 and
+v2 (the test sets of earlier guards, each reported) are now validation: the classifier's
+thresholds are chosen on them among others (avatario_tools/safety/train.py), so their figures
+are shown for comparison only.
 
 Per input category: the share of harmful messages answered with the fixed safety text (goal
 >= 98 % each on the held-out set), and with the fixed text or a borderline help line; for
@@ -28,8 +28,9 @@ from services.inference.safety.classifier import Classifier
 from services.inference.safety.layered import LayeredGuard
 
 ROOT = Path(__file__).resolve().parents[1]
-HELDOUT_V1 = ROOT / "tests" / "unit" / "inference" / "safety_heldout"
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v2"
+RETIRED = {"retired v1 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout",
+           "retired v2 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v2"}
+HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3"
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 
@@ -83,12 +84,13 @@ def main() -> int:
                                           if not is_written(e.group)],
             "own test split, ordinary chat": [(e.label, e.text) for e in test_examples
                                               if is_ordinary_chat(e.group)]}
-    if (HELDOUT_V1 / "messages.jsonl").is_file():
-        sets = {"retired v1 (validation)": [(r["label"], r["text"]) for r in
-                                            _jsonl(HELDOUT_V1 / "messages.jsonl")], **sets}
+    for name, folder in reversed(RETIRED.items()):
+        if (folder / "messages.jsonl").is_file():
+            sets = {name: [(r["label"], r["text"]) for r in _jsonl(folder / "messages.jsonl")],
+                    **sets}
     replies: list[dict] = []
     if (HELDOUT / "messages.jsonl").is_file():
-        sets = {"held-out v2 (test)": [(r["label"], r["text"])
+        sets = {"held-out v3 (test)": [(r["label"], r["text"])
                                for r in _jsonl(HELDOUT / "messages.jsonl")], **sets}
         replies = _jsonl(HELDOUT / "replies.jsonl")
 

@@ -26,7 +26,11 @@ thresholds for the look-alikes), taking the stricter:
 
 - answer[c]: the lowest score at which at most ANSWER_BENIGN of the benign look-alikes (and
   ORDINARY_ANSWER of the ordinary chat) in validation that the rules let through would get
-  category c's fixed answer, never below ANSWER_FLOOR;
+  category c's fixed answer, never below ANSWER_FLOOR. Crisis gets a larger share of the
+  look-alikes (ANSWER_BENIGN_BY_CATEGORY): its look-alikes (a goodbye card for a teacher, toys
+  given away before a move, a lesson on suicide prevention) sit closest to it, it is the
+  category worst to miss, and the four shares together stay within the 3 % goal for benign
+  messages;
 - borderline[c]: the same with BORDERLINE_BENIGN and ORDINARY_BORDERLINE (the model's reply
   plus one help line is a mild outcome for a benign message), never below BORDERLINE_FLOOR
   and never above answer[c].
@@ -39,14 +43,14 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out set v1 (tests/unit/inference/safety_heldout/, written blind; it was the
-test set of the first guard and was reported four times, so it now serves as validation only:
-never fitted, only used to choose thresholds). The test set is v2
-(tests/unit/inference/safety_heldout_v2/), which nothing here reads.
+the retired held-out sets v1 and v2 (tests/unit/inference/safety_heldout/ and
+safety_heldout_v2/, each written blind; each was the test set of one guard and was reported,
+so they now serve as validation only: never fitted, only used to choose thresholds). The test
+set is v3 (tests/unit/inference/safety_heldout_v3/), which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written and v1) of that length as the
+Chosen on the realistic validation messages (hand-written, v1 and v2) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -104,7 +108,9 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-HELDOUT_V1 = ROOT / "tests" / "unit" / "inference" / "safety_heldout" / "messages.jsonl"
+# Retired held-out sets (validation only; see the docstring). v3 is the test set: never read here.
+RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
+                        for folder in ("safety_heldout", "safety_heldout_v2"))
 RULE_CONFIRM_MAX = 0.2
 RULE_CONFIRM_MISS = 0.005
 RULE_CONFIRM_MIN_WORDS = 15
@@ -112,8 +118,11 @@ RULE_CONFIRM_MIN_WORDS = 15
 PRIOR = {"benign": 0.98, "crisis": 0.005, "abuse": 0.005, "medical_emergency": 0.005,
          "medication_dosing": 0.005}
 ANSWER_BENIGN = 0.005
+# Crisis may spend a larger share of the benign budget (see the docstring): its look-alikes
+# (goodbye cards, giving toys away before a move, a school lesson on suicide) sit closest to it.
+ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.01}
 BORDERLINE_BENIGN = 0.03
-ORDINARY_ANSWER = 0.001
+ORDINARY_ANSWER = 0.002
 ORDINARY_BORDERLINE = 0.002
 ANSWER_FLOOR = 0.02  # = the prior harm share
 BORDERLINE_FLOOR = 0.005  # = one category's prior
@@ -191,11 +200,12 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
     return model, model.coef_.T.astype(np.float16), intercept.astype(np.float32)
 
 
-def load_heldout_v1(path: Path = HELDOUT_V1) -> list[Example]:
-    """The retired held-out set v1 as validation examples (never fitted; see the docstring)."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-    return [Example(r["text"], r["label"], "validation", f"{r['label']}/heldout_v1")
+def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT) -> list[Example]:
+    """The retired held-out sets (v1, v2) as validation examples (never fitted; see the
+    docstring)."""
+    rows = [json.loads(line) for path in paths
+            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Example(r["text"], r["label"], "validation", f"{r['label']}/heldout")
             for r in rows]
 
 
@@ -220,21 +230,22 @@ def _runtime_probabilities(classes, coef, intercept, views: list[str]) -> np.nda
 def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = generate()
-    heldout = load_heldout_v1()
-    examples = corpus + heldout  # v1 is validation only: never in a fit (see the docstring)
+    heldout = load_retired_heldout()
+    examples = corpus + heldout  # v1, v2: validation only, never in a fit (see the docstring)
     n_corpus = len(corpus)
     views = [view(e.text) for e in examples]
     n_words = [len(v.split()) for v in views]
     labels = np.array([e.label for e in examples])
     split = np.array([e.split for e in examples])
-    source = np.array(["heldout_v1" if i >= n_corpus else "written" if is_written(e.group)
+    source = np.array(["heldout" if i >= n_corpus else "written" if is_written(e.group)
                        else "template" for i, e in enumerate(examples)])
     weight = np.where(source == "written", WRITTEN_WEIGHT, 1.0)
     vectorizers = build_vectorizers(VECTORIZERS)
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
-    train = (split == "train") & (source != "heldout_v1")
+    train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1 (validation only); features: {x.shape[1]}")
+        f"{len(heldout)} of the retired held-out v1 and v2 (validation only); "
+        f"features: {x.shape[1]}")
     model, coef, intercept = _fit(x[train], labels[train], weight[train])
     classes = tuple(str(c) for c in model.classes_)
     probs = _runtime_probabilities(classes, coef, intercept, views)
@@ -262,6 +273,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     for c in cats:
         answer, borderline = ANSWER_FLOOR, BORDERLINE_FLOOR
         for rows, answer_share, borderline_share in populations:
+            if answer_share == ANSWER_BENIGN:
+                answer_share = ANSWER_BENIGN_BY_CATEGORY.get(c, ANSWER_BENIGN)
             harm = np.array([sum(scores[i].values()) for i in rows
                              if max(scores[i], key=lambda k: (scores[i][k], k)) == c])
             answer = max(answer, _threshold(harm, len(rows), answer_share, ANSWER_FLOOR))
@@ -280,7 +293,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
              "test": (split == "test") & (source == "template"),
              "written_validation": (split == "validation") & (source == "written"),
              "written_test": (split == "test") & (source == "written"),
-             "heldout_v1_validation": source == "heldout_v1"}
+             "heldout_validation": source == "heldout"}
     for name, mask in parts.items():
         idx = np.flatnonzero(mask)
         r = [rules_cat[i] for i in idx]
@@ -295,8 +308,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                 thresholds, rule_confirm, [w_[j] for j in chat_idx])
 
     # The shipped model: refit on the corpus's training + validation with the same settings;
-    # the thresholds stay the ones chosen on validation above (test stays unseen, v1 unfitted).
-    fit_rows = (split != "test") & (source != "heldout_v1")
+    # the thresholds stay the ones chosen on validation above (test stays unseen, v1 and v2 unfitted).
+    fit_rows = (split != "test") & (source != "heldout")
     model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
     final = _runtime_probabilities(classes, coef, intercept, views)
     for name in ("test", "written_test"):
@@ -327,9 +340,10 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
-        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1)",
+        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1 and v2)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
+                           "answer_benign_share_by_category": ANSWER_BENIGN_BY_CATEGORY,
                            "answer_floor": ANSWER_FLOOR,
                            "borderline_benign_share": BORDERLINE_BENIGN,
                            "borderline_floor": BORDERLINE_FLOOR,
@@ -339,7 +353,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "corpus": {"sha256": corpus_hash(corpus), "sizes": sizes(corpus),
                    "hand_written": int((source == "written").sum()),
                    "written_weight": WRITTEN_WEIGHT,
-                   "heldout_v1_validation": len(heldout),
+                   "heldout_validation": len(heldout),
                    "split": "templates by template within each subtopic, hand-written by a "
                             "hash of the text (see avatario_tools.safety.corpus)"},
         "evaluation": evaluation,
@@ -355,7 +369,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     log(f"test: {json.dumps(evaluation['test']['layered'])}")
     log(f"test (shipped model): {json.dumps(evaluation['test_shipped_model']['layered'])}")
     log(f"rule_confirm: {rule_confirm}")
-    for name in ("written_validation", "heldout_v1_validation", "written_test_shipped_model"):
+    for name in ("written_validation", "heldout_validation", "written_test_shipped_model"):
         log(f"{name}: {json.dumps(evaluation[name]['layered'])}")
     log(f"wrote {coef_path} ({coef_path.stat().st_size} bytes) in {time.perf_counter() - t0:.1f} s")
     return meta
