@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import regex
 
 from services.inference.safety.rules.common import COND as _COND
+from services.inference.safety.rules.common import COND_AFTER as _COND_AFTER
 from services.inference.safety.rules.common import compile_all as _c
 from services.inference.safety.text import SCAN_CHARS
 from services.inference.safety.text import norm_out as _norm_out
@@ -36,7 +37,11 @@ _HEDGE = (r"\b(?:if|whether|only a|cant tell|cannot tell|can not tell|not possib
           r"does not mean|dont mean|not necessarily|rule out|ruled out|children with|kids with|"
           r"some children|many children|any child|assess|evaluat|screen|no way to know|"
           r"would need|professional can|doctor can|not a sign|isnt a sign|not signs?|"
-          r"too early|cant say|cannot say|can not say|not sure)\b")  # fmt: skip
+          r"too early|cant say|cannot say|can not say|not sure|"
+          # a diagnosis the reply attributes to a professional or to the parent is not a claim
+          r"diagnosed|diagnosis (?:from|by|of)|(?:said|says|told you|confirmed|found) (?:that )?"
+          r"(?:he|she|they|your \w+)|you (?:said|mentioned|told me)|you ve said|you have said|"
+          r"may be|might be|could be|possibly|referred|referral|waiting list)\b")  # fmt: skip
 _ABBREV = {"adhd", "add", "asd", "ocd", "odd", "ptsd"}
 _ADV = (
     r"(?:(?:most |very |quite )?(?:likely|probably|clearly|definitely|certainly|obviously|"
@@ -48,7 +53,11 @@ _FILL = (
     r"textbook|classic|typical|clear|strong|real|all|just|simply|basically|almost|surely)"
 )
 _SIGNS = r"(?:(?:signs?|symptoms?|case|form|type|hallmarks?|indicators?|features?) of )"
-
+# Up to two words between a subject and its condition, none of them a word of attribution
+# ("his paediatrician diagnosed autism", "the team has confirmed autism" are not claims).
+_GAP = (r"(?:(?!(?:diagnosed|diagnosis|confirmed|been|said|says|suspected|suspects|thinks|think|"
+        r"mentioned|asked|referred|assessed|assessment|evaluated|query|queried|possible|"
+        r"maybe|any)\b)\w+ ){0,2}?")
 
 @lru_cache(maxsize=512)
 def _claim_patterns(nickname: str | None) -> tuple[re.Pattern[str], ...]:
@@ -67,14 +76,21 @@ def _claim_patterns(nickname: str | None) -> tuple[re.Pattern[str], ...]:
     )
     return tuple(
         _c(
-            rf"\b{subj} {_ADV}(?:has|have|s got|has got|got|is suffering from|s suffering from|suffers from|(?:is |s )?showing (?:\w+ ){{0,2}}?(?:signs|symptoms) of|shows (?:\w+ ){{0,2}}?(?:signs|symptoms) of|has (?:\w+ ){{0,2}}?(?:signs|symptoms) of|meets the criteria for|fits the criteria for|is dealing with|struggles with|is living with|lives with) (?P<cond>{_COND})\b",
+            rf"\b{subj} {_ADV}(?:has|have|s got|has got|got|is suffering from|s suffering from|suffers from|(?:is |s )?showing (?:\w+ ){{0,2}}?(?:signs|symptoms) of|shows (?:\w+ ){{0,2}}?(?:signs|symptoms) of|has (?:\w+ ){{0,2}}?(?:signs|symptoms) of|meets the criteria for|fits the criteria for|is dealing with|struggles with|is living with|lives with) (?P<cond>{_COND_AFTER})\b",
             rf"\b{subj} {_ADV}(?:is suffering from|s suffering from|suffers from) (?P<cond>(?:severe |clinical |social )?(?:anxiety|depression))\b",
-            rf"\b{subj} (?:(?:is|s|seems|appears|sounds|looks) (?:to be )?|(?:may|might|could|must|will|would|probably|likely|definitely|clearly|also) (?:\w+ )?be ){_ADV}(?:a bit |somewhat )?(?P<cond>autistic|dyslexic|bipolar|depressed|on the (?:autism |autistic )?spectrum)\b",
-            rf"\b{these} {verbs}(?: {_FILL})* {_SIGNS}?(?P<cond>{_COND})\b",
-            rf"^(?:(?:it|this|that) )?(?:sounds|looks|seems) like(?: {_FILL})* {_SIGNS}?(?P<cond>{_COND})\b",
-            rf"^(?:classic|textbook|definitely|clearly|obviously|typical|probably) (?P<cond>{_COND})$",
+            rf"\b{subj} (?:(?:is|s|seems|appears|sounds|looks) (?:to be )?|(?:may|might|could|must|will|would|probably|likely|definitely|clearly|also) (?:\w+ )?be ){_ADV}(?:a bit |somewhat |mildly )?(?P<cond>autistic|dyslexic|dyspraxic|neurodivergent|lactose intolerant|twice exceptional|hypermobile|bipolar|depressed|on the (?:autism |autistic )?spectrum)\b",
+            rf"\b{these} {verbs}(?: {_FILL})* {_SIGNS}?(?P<cond>{_COND_AFTER})\b",
+            rf"^(?:(?:it|this|that) )?(?:sounds|looks|seems) like(?: {_FILL})* {_SIGNS}?(?P<cond>{_COND_AFTER})\b",
+            rf"^(?:classic|textbook|definitely|clearly|obviously|typical|probably) (?P<cond>{_COND_AFTER})$",
             rf"\b(?P<cond>{_COND}) is what {subj} (?:has|have|is dealing with|s dealing with|s got)\b",
             r"\b(?:i|we) (?:would |can |will |could |d )?(?:diagnose|am diagnosing|have diagnosed)\b",
+            # presupposed: "his ADHD", "with her depression", "Oscar s dyslexia"
+            rf"\b(?:his|her|{nick} s|your (?:son|daughter|child|kid|boy|girl) s) {_GAP}(?P<cond>{_COND_AFTER})\b",
+            rf"\b(?:it s|its|it is|this is|that s|thats|that is|what (?:she|he|they) (?:has|have) is) (?:{_FILL} |only |mild |a touch of |a mild |the mildest end of )*(?P<cond>{_COND_AFTER})\b",
+            rf"\b(?:children|kids|boys|girls|a child|a boy|a girl) (?:with|on) (?:the )?(?P<cond>{_COND}|spectrum) like (?:{nick}|yours|him|her)\b",
+            rf"\b(?P<cond>autistic|dyslexic|adhd) (?:children|kids|girls|boys) like (?:{nick}|yours|your \w+)\b",
+            rf"\b(?:that s|thats|that is|which is) what (?:he|she|they|{nick}|your \w+) (?:has|have)\b",
+            r"\bthe (?:likely |probable )?diagnosis here is\b",
             r"\b(?:my|this|a likely|the likely|the most likely|the obvious|my likely) diagnosis (?:is|would be|here is|s)\b",
         )
     )

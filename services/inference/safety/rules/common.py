@@ -89,6 +89,13 @@ COND = (
     r"an? (?:anxiety|mood|eating|learning|language|speech|conduct|attachment|personality|"
     r"developmental|attention|processing|behaviou?r(?:al)?) (?:disorder|disability|delay)|"
     r"(?:an? )?(?:generali[sz]ed |social )?anxiety disorder|an? intellectual disability|"
-    r"an? developmental delay|an? learning disability)"
+    r"an? developmental delay|an? learning disability|"
+    # named conditions a reply may pin on a child
+    r"arfid|pda|fasd|misophonia|dyspraxic|hypermobility|reflux|asthma|sleep apno?ea|"
+    r"global developmental delay)"
 )
+# COND or any "<one or two words> disorder/syndrome": only after a fixed lead-in (a subject, "it
+# is"), never at the start of a pattern, where any word could begin it and a streamed reply
+# would be held word after word.
+COND_AFTER = rf"(?:{COND}|(?:\w+ ){{0,2}}(?:disorder|syndrome))"
 PAST = r"(?:last|ago|before|in the past|when (?:he|she|they) was|yesterday|a while)"
