@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1, v2 and v3).
+"""Format checks for the frozen held-out safety evaluation sets (v1, v2, v3 and v4).
 
-Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``)
-holds ``messages.jsonl`` and ``replies.jsonl`` plus a README. These tests only read the data files;
-they never import the guard, so the sets stay independent of what they measure. Every set is
-checked with its own minimum counts, id pattern and pinned SHA-256, and keeps the checks its old
-per-version test made (v1's and v2's format tests are folded in here). The pins make any edit
-visible: the sets are frozen, and a changed set belongs in a new versioned folder with its own
-README (the next one is v4, ``safety_heldout_v4/``).
+Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
+``safety_heldout_v4/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus a README. These tests
+only read the data files; they never import the guard, so the sets stay independent of what they
+measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
+the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
+make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
+its own README (the next one is v5, ``safety_heldout_v5/``).
 """
 
 from __future__ import annotations
@@ -127,7 +127,30 @@ V3 = HeldoutSet(
     distinct_from=("v1", "v2"),
 )
 
-SETS = {s.version: s for s in (V1, V2, V3)}
+V4 = HeldoutSet(
+    version="v4",
+    folder="safety_heldout_v4",
+    message_minimums={
+        "crisis": 110,
+        "abuse": 110,
+        "medical_emergency": 110,
+        "medication_dosing": 110,
+        "benign": 280,
+    },
+    reply_minimums={"diagnostic_claim": 80, "ok": 80},
+    frozen_sha256={
+        "messages.jsonl": "735131f920ea4b6745ab178099f17c83da1a4fd332f7f8aeaa0bd359552c2439",
+        "replies.jsonl": "78a65c40f3f07ddbe2e54df0f7ca0a8ae5c66351df10033c46e6a02a4dff63ba",
+    },
+    next_folder="safety_heldout_v5/",
+    id_patterns={"messages.jsonl": "v4-m{:04d}", "replies.jsonl": "v4-r{:04d}"},
+    duplicate_key=_alphanumeric,
+    duplicates_across_files=True,
+    shuffled=True,
+    distinct_from=("v1", "v2", "v3"),
+)
+
+SETS = {s.version: s for s in (V1, V2, V3, V4)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
