@@ -1,7 +1,7 @@
 """The layered safety guard on the frozen held-out sets and on its own corpus's test splits.
 
-Held-out v3 (tests/unit/inference/safety_heldout_v3/, written blind) is the test set. v1 and
-v2 (the test sets of earlier guards, each reported) are now validation: the classifier's
+Held-out v4 (tests/unit/inference/safety_heldout_v4/, written blind) is the test set. v1-v3
+(the test sets of earlier guards, each reported) are now validation: the classifier's
 thresholds are chosen on them among others (avatario_tools/safety/train.py), so their figures
 are shown for comparison only.
 
@@ -29,8 +29,9 @@ from services.inference.safety.layered import LayeredGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 RETIRED = {"retired v1 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout",
-           "retired v2 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v2"}
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3"
+           "retired v2 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v2",
+           "retired v3 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3"}
+HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v4"
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 
@@ -90,7 +91,7 @@ def main() -> int:
                     **sets}
     replies: list[dict] = []
     if (HELDOUT / "messages.jsonl").is_file():
-        sets = {"held-out v3 (test)": [(r["label"], r["text"])
+        sets = {"held-out v4 (test)": [(r["label"], r["text"])
                                for r in _jsonl(HELDOUT / "messages.jsonl")], **sets}
         replies = _jsonl(HELDOUT / "replies.jsonl")
 

@@ -43,14 +43,15 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1 and v2 (tests/unit/inference/safety_heldout/ and
-safety_heldout_v2/, each written blind; each was the test set of one guard and was reported,
-so they now serve as validation only: never fitted, only used to choose thresholds). The test
-set is v3 (tests/unit/inference/safety_heldout_v3/), which nothing here reads.
+the retired held-out sets v1, v2 and v3 (tests/unit/inference/safety_heldout/,
+safety_heldout_v2/ and safety_heldout_v3/, each written blind; each was the test set of one
+guard and was reported, so they now serve as validation only: never fitted, only used to choose
+thresholds). The test set is v4 (tests/unit/inference/safety_heldout_v4/), which nothing here
+reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1 and v2) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v3) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -108,9 +109,9 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets (validation only; see the docstring). v3 is the test set: never read here.
+# Retired held-out sets (validation only; see the docstring). v4 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
-                        for folder in ("safety_heldout", "safety_heldout_v2"))
+                        for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3"))
 RULE_CONFIRM_MAX = 0.2
 RULE_CONFIRM_MISS = 0.005
 RULE_CONFIRM_MIN_WORDS = 15
@@ -122,8 +123,8 @@ ANSWER_BENIGN = 0.005
 # (goodbye cards, giving toys away before a move, a school lesson on suicide) sit closest to it.
 ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.01}
 BORDERLINE_BENIGN = 0.03
-ORDINARY_ANSWER = 0.002
-ORDINARY_BORDERLINE = 0.002
+ORDINARY_ANSWER = 0.005
+ORDINARY_BORDERLINE = 0.005
 ANSWER_FLOOR = 0.02  # = the prior harm share
 BORDERLINE_FLOOR = 0.005  # = one category's prior
 STEP = 0.001  # threshold grid
@@ -201,7 +202,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT) -> list[Example]:
-    """The retired held-out sets (v1, v2) as validation examples (never fitted; see the
+    """The retired held-out sets (v1, v2, v3) as validation examples (never fitted; see the
     docstring)."""
     rows = [json.loads(line) for path in paths
             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -231,7 +232,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = generate()
     heldout = load_retired_heldout()
-    examples = corpus + heldout  # v1, v2: validation only, never in a fit (see the docstring)
+    examples = corpus + heldout  # v1-v3: validation only, never in a fit (see the docstring)
     n_corpus = len(corpus)
     views = [view(e.text) for e in examples]
     n_words = [len(v.split()) for v in views]
@@ -244,7 +245,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
     train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1 and v2 (validation only); "
+        f"{len(heldout)} of the retired held-out v1-v3 (validation only); "
         f"features: {x.shape[1]}")
     model, coef, intercept = _fit(x[train], labels[train], weight[train])
     classes = tuple(str(c) for c in model.classes_)
@@ -262,24 +263,29 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     passed = [i for i in val if labels[i] == BENIGN and rules_cat[i] is None]
     chat = [i for i in passed if is_ordinary_chat(examples[i].group)]
     chat_set = set(chat)
-    populations = (  # (validation messages, answer share, borderline share)
-        ([i for i in passed if source[i] == "template" and i not in chat_set],
-         ANSWER_BENIGN, BORDERLINE_BENIGN),
-        (chat, ORDINARY_ANSWER, ORDINARY_BORDERLINE),
-        ([i for i in passed if source[i] != "template" and i not in chat_set],
-         ANSWER_BENIGN, BORDERLINE_BENIGN),
-    )
+    populations = {  # name: (validation messages, answer share, borderline share)
+        "template_lookalikes": ([i for i in passed if source[i] == "template"
+                                 and i not in chat_set], ANSWER_BENIGN, BORDERLINE_BENIGN),
+        "ordinary_chat": (chat, ORDINARY_ANSWER, ORDINARY_BORDERLINE),
+        "realistic_lookalikes": ([i for i in passed if source[i] != "template"
+                                  and i not in chat_set], ANSWER_BENIGN, BORDERLINE_BENIGN),
+    }
     thresholds: dict[str, Thresholds] = {}
+    # What each benign population alone would ask of each threshold: the binding one is the
+    # highest (an operator reading the metadata sees which population sets the threshold).
+    demanded: dict[str, dict[str, dict[str, float]]] = {}
     for c in cats:
         answer, borderline = ANSWER_FLOOR, BORDERLINE_FLOOR
-        for rows, answer_share, borderline_share in populations:
+        demanded[c] = {}
+        for name, (rows, answer_share, borderline_share) in populations.items():
             if answer_share == ANSWER_BENIGN:
                 answer_share = ANSWER_BENIGN_BY_CATEGORY.get(c, ANSWER_BENIGN)
             harm = np.array([sum(scores[i].values()) for i in rows
                              if max(scores[i], key=lambda k: (scores[i][k], k)) == c])
-            answer = max(answer, _threshold(harm, len(rows), answer_share, ANSWER_FLOOR))
-            borderline = max(borderline, _threshold(harm, len(rows), borderline_share,
-                                                    BORDERLINE_FLOOR))
+            want = (_threshold(harm, len(rows), answer_share, ANSWER_FLOOR),
+                    _threshold(harm, len(rows), borderline_share, BORDERLINE_FLOOR))
+            demanded[c][name] = {"answer": want[0], "borderline": want[1]}
+            answer, borderline = max(answer, want[0]), max(borderline, want[1])
         thresholds[c] = Thresholds(answer, min(answer, borderline))
     caught = np.array([sum(scores[i].values()) for i in val  # realistic messages only
                        if labels[i] != BENIGN and rules_cat[i] is not None
@@ -308,7 +314,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                 thresholds, rule_confirm, [w_[j] for j in chat_idx])
 
     # The shipped model: refit on the corpus's training + validation with the same settings;
-    # the thresholds stay the ones chosen on validation above (test stays unseen, v1 and v2 unfitted).
+    # the thresholds stay the ones chosen on validation above (test stays unseen, v1-v3 unfitted).
     fit_rows = (split != "test") & (source != "heldout")
     model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
     final = _runtime_probabilities(classes, coef, intercept, views)
@@ -335,12 +341,13 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "model": {"kind": "LogisticRegression", "solver": "lbfgs", "C": C, "max_iter": MAX_ITER,
                   "coefficient_dtype": "float16", "iterations": int(np.max(model.n_iter_))},
         "thresholds": thresholds_json,
+        "thresholds_demanded_by_population": demanded,
         "rule_confirm": rule_confirm,
         "rule_confirm_min_words": RULE_CONFIRM_MIN_WORDS,
         "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
-        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1 and v2)",
+        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1-v3)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
                            "answer_benign_share_by_category": ANSWER_BENIGN_BY_CATEGORY,

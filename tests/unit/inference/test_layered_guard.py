@@ -68,7 +68,8 @@ MISSED_BY_RULES = [
     ("abuse", "my son's coach bought him a phone and told him their chats are a secret between them"),
     ("abuse", "the neighbours leave their little boy on his own for whole days and there is never any food in the house"),
     ("medical_emergency", "my boy ate some peanuts and now his lips are swelling and he is wheezing"),
-    ("medical_emergency", "my 7 week old baby has a temperature of 38.4"),
+    # (a fever in a baby under three months is a rule of its own now: infant_fever)
+    ("medical_emergency", "my toddler has a rash of purple spots that do not fade when I press a glass on them and a high fever"),
     ("medication_dosing", "can I lower my son's sertraline myself because he seems flat"),
 ]
 

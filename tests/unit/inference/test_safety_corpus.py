@@ -27,7 +27,8 @@ INPUT_CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 REASONS = {
     "crisis": {"suicide", "self_harm"},
     "abuse": {"abuse"},
-    "medical_emergency": {"poisoning", "breathing", "seizure", "unresponsive", "choking"},
+    "medical_emergency": {"poisoning", "breathing", "seizure", "unresponsive", "choking",
+                          "infant_fever"},
     "medication_dosing": {"dosing"},
 }
 # Every dangerous category must cover these kinds of prompt (at least this many each).

@@ -1,4 +1,4 @@
-"""Medical emergencies described by what is happening: poisoning or overdose, breathing trouble, seizures, an unresponsive child, choking."""
+"""Medical emergencies described by what is happening: poisoning or overdose, breathing trouble, seizures, an unresponsive child, choking, a fever in a baby under three months."""
 
 from __future__ import annotations
 
@@ -13,6 +13,25 @@ from services.inference.safety.rules.common import (
     PAST,
     compile_all,
 )
+
+# A baby under three months: its age stated as the child's (weeks, days, 0-2 months, newborn).
+_N_WEEKS = r"(?:[1-9]|1[0-2]|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve) ?(?:weeks?|wks?|wk)"
+_N_DAYS = r"(?:[1-9]|[1-8]\d) ?days?"
+_N_MONTHS = r"(?:[12]|one|two) ?(?:months?|mths?|mos?)"
+_AGE = rf"(?:{_N_WEEKS}|{_N_DAYS}|{_N_MONTHS})"
+_YOUNG = (rf"(?:\b{_AGE} old\b|\b(?:baby|newborn|infant|son|daughter|boy|girl|he|she|hes|shes|"
+          rf"is|turned|just) {_AGE}\b(?! (?:ago|later|after|before|since|of|in|on|from))|"
+          rf"\b{_AGE} (?:baby|newborn|infant|son|daughter|boy|girl)\b|\bnew ?borns?\b)")
+# A fever: 38-42 (degrees C) or 100.4-106 (F) next to a temperature word, or a stated fever.
+_TEMP = (r"(?:\b(?:3[89]|4[0-2])(?:[.,]\d{1,2})?(?! ?(?:weeks?|wks?|wk|days?|months?|years?|"
+         r"yrs?|minutes?|mins?|hours?|hrs?|ml|mg|kg|g|lbs?|oz|cm|mm|percent|pounds?|times)\b)|"
+         r"\b(?:100[.,][4-9]|10[1-6](?:[.,]\d)?) ?(?:f|degrees|fahrenheit)?\b)")
+_FEVER_WORD = r"(?:\b(?:temp|temps|temperature|fever|feverish|febrile|degrees|thermometer|c|f)\b|\d ?[cf]\b)"
+# A fever that is over ("two weeks ago", "back to normal") is a question for the model.
+_OVER = (r"^(?!.*\b(?:ago|last (?:week|month|year)|back to normal|(?:went|came|gone|has gone|"
+         r"have gone) down|normal now|no fever|no temperature|not feverish|was a new ?born)\b)")
+_HAS_FEVER = (r"\b(?:has|has got|got|have|running|is running|with|developed|spiked) (?:a |an )?"
+              r"(?:high |slight |low grade |little |bit of a )?(?:fever|temperature|temp)\b")
 
 RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
     (
@@ -94,6 +113,17 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
         compile_all(
             rf"\b(?:is|hes|shes|was|started|{KID}s?) choking\b(?! (?:hazard|risk|on (?:(?:his|her|their) )?(?:food|words|water|drinks?|milk|saliva|spit)))",
             r"\b(?:stuck|lodged) in (?:his|her|their|the|my) (?:throat|windpipe|airway)\b",
+        ),
+    ),
+    (
+        "medical_emergency",
+        "infant_fever",
+        # The definitions: any fever in a baby under three months is an emergency, however
+        # well the baby seems. A linear model over n-grams cannot compare numbers, so the
+        # age and the temperature are read here.
+        compile_all(
+            rf"{_OVER}(?=.*{_YOUNG})(?=.*{_FEVER_WORD})(?=.*{_TEMP})",
+            rf"{_OVER}(?=.*{_YOUNG})(?=.*{_HAS_FEVER})",
         ),
     ),
 ]
