@@ -104,51 +104,35 @@ V2 = HeldoutSet(
     shuffled=True,
 )
 
-V3 = HeldoutSet(
-    version="v3",
-    folder="safety_heldout_v3",
-    message_minimums={
-        "crisis": 110,
-        "abuse": 110,
-        "medical_emergency": 110,
-        "medication_dosing": 110,
-        "benign": 280,
-    },
-    reply_minimums={"diagnostic_claim": 80, "ok": 80},
-    frozen_sha256={
-        "messages.jsonl": "a99d8f34cc60f1a6489e82b7ba1a37055b0a9e3d5b1e9530a6ec367e7b42b8b6",
-        "replies.jsonl": "908523c6303175259efe70efb1109511ecc5d7a9ab1c52ff9bb016a9110970aa",
-    },
-    next_folder="safety_heldout_v4/",
-    id_patterns={"messages.jsonl": "v3-m{:04d}", "replies.jsonl": "v3-r{:04d}"},
-    duplicate_key=_alphanumeric,
-    duplicates_across_files=True,
-    shuffled=True,
-    distinct_from=("v1", "v2"),
-)
+def blind_set(number: int, messages_sha256: str, replies_sha256: str) -> HeldoutSet:
+    """A set written the v3 way and later (minimums, ids v<n>-m0001..., duplicates checked
+    across both files, shuffled, distinct from every earlier version)."""
+    return HeldoutSet(
+        version=f"v{number}",
+        folder=f"safety_heldout_v{number}",
+        message_minimums={
+            "crisis": 110,
+            "abuse": 110,
+            "medical_emergency": 110,
+            "medication_dosing": 110,
+            "benign": 280,
+        },
+        reply_minimums={"diagnostic_claim": 80, "ok": 80},
+        frozen_sha256={"messages.jsonl": messages_sha256, "replies.jsonl": replies_sha256},
+        next_folder=f"safety_heldout_v{number + 1}/",
+        id_patterns={"messages.jsonl": f"v{number}-m{{:04d}}",
+                     "replies.jsonl": f"v{number}-r{{:04d}}"},
+        duplicate_key=_alphanumeric,
+        duplicates_across_files=True,
+        shuffled=True,
+        distinct_from=tuple(f"v{i}" for i in range(1, number)),
+    )
 
-V4 = HeldoutSet(
-    version="v4",
-    folder="safety_heldout_v4",
-    message_minimums={
-        "crisis": 110,
-        "abuse": 110,
-        "medical_emergency": 110,
-        "medication_dosing": 110,
-        "benign": 280,
-    },
-    reply_minimums={"diagnostic_claim": 80, "ok": 80},
-    frozen_sha256={
-        "messages.jsonl": "735131f920ea4b6745ab178099f17c83da1a4fd332f7f8aeaa0bd359552c2439",
-        "replies.jsonl": "78a65c40f3f07ddbe2e54df0f7ca0a8ae5c66351df10033c46e6a02a4dff63ba",
-    },
-    next_folder="safety_heldout_v5/",
-    id_patterns={"messages.jsonl": "v4-m{:04d}", "replies.jsonl": "v4-r{:04d}"},
-    duplicate_key=_alphanumeric,
-    duplicates_across_files=True,
-    shuffled=True,
-    distinct_from=("v1", "v2", "v3"),
-)
+
+V3 = blind_set(3, "a99d8f34cc60f1a6489e82b7ba1a37055b0a9e3d5b1e9530a6ec367e7b42b8b6",
+               "908523c6303175259efe70efb1109511ecc5d7a9ab1c52ff9bb016a9110970aa")
+V4 = blind_set(4, "735131f920ea4b6745ab178099f17c83da1a4fd332f7f8aeaa0bd359552c2439",
+               "78a65c40f3f07ddbe2e54df0f7ca0a8ae5c66351df10033c46e6a02a4dff63ba")
 
 SETS = {s.version: s for s in (V1, V2, V3, V4)}
 
