@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1, v2, v3 and v4).
+"""Format checks for the frozen held-out safety evaluation sets (v1, v2, v3, v4 and v5).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus a README. These tests
-only read the data files; they never import the guard, so the sets stay independent of what they
-measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
+``safety_heldout_v4/``, ``safety_heldout_v5/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+a README. These tests only read the data files; they never import the guard, so the sets stay
+independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
 make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
-its own README (the next one is v5, ``safety_heldout_v5/``).
+its own README (the next one is v6, ``safety_heldout_v6/``).
 """
 
 from __future__ import annotations
@@ -133,8 +133,10 @@ V3 = blind_set(3, "a99d8f34cc60f1a6489e82b7ba1a37055b0a9e3d5b1e9530a6ec367e7b42b
                "908523c6303175259efe70efb1109511ecc5d7a9ab1c52ff9bb016a9110970aa")
 V4 = blind_set(4, "735131f920ea4b6745ab178099f17c83da1a4fd332f7f8aeaa0bd359552c2439",
                "78a65c40f3f07ddbe2e54df0f7ca0a8ae5c66351df10033c46e6a02a4dff63ba")
+V5 = blind_set(5, "95457c28d8891dd70efdf8617674efd1dcc2044189a5ace5c420c5749c5dc448",
+               "e43507424edfbc3a3f61077f686caac70336d6334c38ad08512277cce0987ddf")
 
-SETS = {s.version: s for s in (V1, V2, V3, V4)}
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
