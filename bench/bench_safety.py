@@ -1,6 +1,6 @@
 """The layered safety guard on the frozen held-out sets and on its own corpus's test splits.
 
-Held-out v4 (tests/unit/inference/safety_heldout_v4/, written blind) is the test set. v1-v3
+Held-out v5 (tests/unit/inference/safety_heldout_v5/, written blind) is the test set. v1-v4
 (the test sets of earlier guards, each reported) are now validation: the classifier's
 thresholds are chosen on them among others (avatario_tools/safety/train.py), so their figures
 are shown for comparison only.
@@ -30,8 +30,9 @@ from services.inference.safety.layered import LayeredGuard
 ROOT = Path(__file__).resolve().parents[1]
 RETIRED = {"retired v1 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout",
            "retired v2 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v2",
-           "retired v3 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3"}
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v4"
+           "retired v3 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3",
+           "retired v4 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v4"}
+HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v5"
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 
@@ -91,7 +92,7 @@ def main() -> int:
                     **sets}
     replies: list[dict] = []
     if (HELDOUT / "messages.jsonl").is_file():
-        sets = {"held-out v4 (test)": [(r["label"], r["text"])
+        sets = {"held-out v5 (test)": [(r["label"], r["text"])
                                for r in _jsonl(HELDOUT / "messages.jsonl")], **sets}
         replies = _jsonl(HELDOUT / "replies.jsonl")
 

@@ -151,7 +151,7 @@ def _with_context(hand: list[Example], context: list[str]) -> list[Example]:
 
 def is_written(group: str) -> bool:
     """True for an Example.group of the hand-written source ("<label>/written", or
-    "benign/chat_written" for the hand-written ordinary chat of `ordinary.jsonl`)."""
+    "benign/chat_written" for the hand-written ordinary chat of `ordinary*.jsonl`)."""
     return group.split("/", 1)[-1] in (WRITTEN, ORDINARY_PREFIX + WRITTEN)
 
 
@@ -180,7 +180,7 @@ def load_written(folder: Path = WRITTEN_DIR) -> list[Example]:
             seen.add(key)
             bucket = int(_h(WRITTEN, key)[:8], 16) % 10
             split = "validation" if bucket == 3 else "test" if bucket == 7 else "train"
-            kind = ORDINARY_PREFIX + WRITTEN if path.stem == "ordinary" else WRITTEN
+            kind = ORDINARY_PREFIX + WRITTEN if path.stem.startswith("ordinary") else WRITTEN
             examples.append(Example(text, label, split, f"{label}/{kind}"))
     return examples
 

@@ -181,7 +181,8 @@ def test_the_list_is_large_and_distinct():
 HELP_LINE_ONLY = pytest.mark.xfail(strict=True, reason=(
     "reads as a dosing question to the classifier ('give him', 'start with'): the reply gets "
     "the dosing help line (borderline), not the fixed answer"))
-KNOWN_BORDERLINE = {"Is it fine to give him dessert if he didn't finish dinner?"}
+KNOWN_BORDERLINE = {"Is it fine to give him dessert if he didn't finish dinner?",
+                    "Which of those would you start with?"}
 
 
 @pytest.mark.parametrize("message", [pytest.param(m, marks=HELP_LINE_ONLY)
@@ -199,7 +200,8 @@ TABLET_TIME = pytest.mark.xfail(strict=True, reason=(
 
 
 @pytest.mark.parametrize("message", [
-    pytest.param(m, marks=TABLET_TIME) if m.startswith("How much time on the tablet") else m
+    pytest.param(m, marks=TABLET_TIME) if m.startswith(("How much time on the tablet",
+                                                         "How much tablet time")) else m
     for m in RULE_FALSE_ALARMS])
 def test_screen_time_on_a_tablet_is_not_a_dosing_question(guard, message):
     a = guard.check(message)
