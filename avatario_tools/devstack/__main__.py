@@ -108,6 +108,15 @@ def _model(var: Path, console: Console, model: Path | None, tokenizer: str,
     return demo.model, str(demo.tokenizer)
 
 
+def _inference_env(model_given: bool) -> dict[str, dict[str, str]]:
+    """Extra inference settings for the stack. The demo models (trained here in minutes, or
+    random) are no judges of safety: the guard's model layer (layer 3) stays off for them;
+    a model named with --model keeps the node's default (auto)."""
+    if model_given:
+        return {}
+    return {"inference": {"AVATARIO_INFERENCE_SAFETY_MODEL_OPINION": "off"}}
+
+
 async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None, tokenizer: str,
                 strategy: str, demo: bool, exit_after_demo: bool, sessions: int, weeks: int,
                 log_level: str, verbose: bool, inference_replicas: int = 1,
@@ -116,6 +125,7 @@ async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None
     console = Console()
     var.mkdir(parents=True, exist_ok=True)
     sec = _secrets(var)
+    extra_env = _inference_env(model is not None)
     model, tokenizer = _model(var, console, model, tokenizer, random_model, demo_generation)
     cfg = StackConfig(
         var=var, ports=consecutive_ports(base_port, inference_replicas),
@@ -124,7 +134,7 @@ async def _main(var: Path, base_port: int, metrics_base: int, model: Path | None
         database_urls=StackConfig.sqlite(var), model=model,
         tokenizer=tokenizer, strategy=strategy, internal_token=sec["internal_token"],
         jwt_signing_keys=sec["jwt_signing_keys"], jwt_active_kid=sec["jwt_active_kid"],
-        token_pepper=sec["token_pepper"], log_level=log_level,
+        token_pepper=sec["token_pepper"], log_level=log_level, extra_env=extra_env,
     )
     sup = Supervisor(console, verbose=verbose)
     stop = asyncio.Event()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from avatario_tools.devstack.__main__ import _secrets
+from avatario_tools.devstack.__main__ import _inference_env, _secrets
 from avatario_tools.devstack.stack import StackConfig, consecutive_ports, service_specs
 
 
@@ -41,3 +41,18 @@ def test_profile_is_started_with_the_pepper(tmp_path):
     fresh = StackConfig(var=tmp_path, ports={}, metrics_ports={}, database_urls={},
                         model=tmp_path / "m.pth")
     assert len(fresh.token_pepper) >= 16
+
+
+def test_the_demo_models_never_judge_safety_a_named_model_keeps_the_default(tmp_path):
+    def inference_env(model_given: bool, replicas: int) -> list[dict[str, str]]:
+        cfg = StackConfig(var=tmp_path, ports=consecutive_ports(50051, replicas),
+                          metrics_ports=consecutive_ports(9101, replicas),
+                          database_urls=StackConfig.sqlite(tmp_path), model=tmp_path / "m.pth",
+                          inference_replicas=replicas, extra_env=_inference_env(model_given))
+        specs = service_specs(cfg)
+        return [specs[name].env for name in cfg.inference_names]
+
+    key = "AVATARIO_INFERENCE_SAFETY_MODEL_OPINION"
+    for replicas in (1, 2):
+        assert all(env[key] == "off" for env in inference_env(False, replicas))
+        assert not any(key in env for env in inference_env(True, replicas))
