@@ -130,7 +130,9 @@ async def test_drain_delay_keeps_serving_while_not_serving():
     assert seen["said_after_not_serving"] >= 1
     assert seen["refused_after_s"] >= DRAIN_DELAY_S
     # Then the grace stop: new calls refused while the held call was still running ...
-    assert seen["refused"] == grpc.StatusCode.UNAVAILABLE
+    # (grpc core refuses a call that races the start of the grace stop with CANCELLED, one
+    # that comes after it with UNAVAILABLE: both are a refusal, and CI has seen both)
+    assert seen["refused"] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert not seen["in_flight_done_at_refusal"] and not seen["stopped_before_release"]
     # ... which still completed, and the server stopped.
     assert seen["in_flight"] == "released"
@@ -142,7 +144,9 @@ async def test_without_a_drain_delay_new_calls_are_refused_at_once():
     # Health may flip with the refusal itself (the old behaviour, still the default):
     # a client may never see NOT_SERVING before its calls are refused.
     assert seen["health_after_signal"] in (NOT_SERVING, None)
-    assert seen["refused"] == grpc.StatusCode.UNAVAILABLE
+    # (grpc core refuses a call that races the start of the grace stop with CANCELLED, one
+    # that comes after it with UNAVAILABLE: both are a refusal, and CI has seen both)
+    assert seen["refused"] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     assert not seen["in_flight_done_at_refusal"] and not seen["stopped_before_release"]
     assert seen["in_flight"] == "released"
     assert seen["health_after_stop"] is None
