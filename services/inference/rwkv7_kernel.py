@@ -17,6 +17,12 @@ Math, per row and head (the package's `RWKV_x070_TMix_one` after its products):
     y  = group_norm(S @ r) * ln_x_w + ln_x_b          (per head, eps 64e-5)
     out = (y + sum(r * k' * r_k) * v') * g
 
+The same library holds `nucleus_cutoff`, the host sampler's top-p cutoff
+(services/inference/sampling.py, `_nucleus_cutoff`), one row per thread; `nucleus_op` hands
+it to the sampler once the library is loaded and checked (RWKV-4 nodes, which never load the
+library, keep the torch version). Both operators run their rows on torch's own OpenMP
+threads (the library links the libgomp that torch ships).
+
 `attention_core_torch` is the same function in torch (the fallback, and the reference the
 tests hold the kernel to). `load_kernel` compiles the C++ source with the system compiler
 against this torch's headers into a cache directory keyed by the source, torch, the
@@ -41,7 +47,8 @@ import structlog
 import torch
 from torch.nn import functional as F
 
-__all__ = ["attention_core", "attention_core_torch", "kernel_cache_dir", "load_kernel"]
+__all__ = ["attention_core", "attention_core_torch", "kernel_cache_dir", "load_kernel",
+           "nucleus_op"]
 
 log = structlog.get_logger("avatario.inference.rwkv7_kernel")
 
@@ -58,6 +65,7 @@ _SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <bit>
+#include <functional>
 #include <vector>
 
 namespace {
@@ -252,19 +260,109 @@ at::Tensor attention_core(at::Tensor state, at::Tensor r, at::Tensor k, at::Tens
   return out;
 }
 
+// Top-p cutoff per row of weights e [n, V] (float32 in [0, 1]) for a mass target [n]
+// (float64): the weight at the first rank, in descending order, where the running mass
+// reaches the target (services/inference/sampling.py, _nucleus_cutoff). A histogram of the
+// mass over the weights' top bits (bin 0 = the heaviest) finds the bin where the mass crosses
+// the target; only that bin's tokens are sorted. Rows are independent (one thread each).
+constexpr int kShift = 19;
+// In descending order of c, the first value at which the running sum of c reaches `need`,
+// found by a weighted quickselect (three-way partitions, expected linear time) instead of a
+// sort; when nothing reaches it (rounding), the smallest value (keep them all); 0 if empty.
+float weighted_select(std::vector<float>& c, double need) {
+  if (c.empty()) return 0.f;
+  float smallest = *std::min_element(c.begin(), c.end());
+  auto lo = c.begin(), hi = c.end();
+  while (lo != hi) {
+    const float a = *lo, b = *(lo + (hi - lo) / 2), d = *(hi - 1);
+    const float pivot = std::max(std::min(a, b), std::min(std::max(a, b), d));  // median of 3
+    auto gt_end = std::partition(lo, hi, [pivot](float x) { return x > pivot; });
+    auto eq_end = std::partition(gt_end, hi, [pivot](float x) { return x == pivot; });
+    double gt = 0.0;
+    for (auto it = lo; it != gt_end; ++it) gt += *it;
+    if (gt >= need) {
+      hi = gt_end;
+      continue;
+    }
+    const double eq = static_cast<double>(pivot) * static_cast<double>(eq_end - gt_end);
+    if (gt + eq >= need) return pivot;
+    need -= gt + eq;
+    lo = eq_end;
+  }
+  return smallest;
+}
+at::Tensor nucleus_cutoff(at::Tensor e, at::Tensor target) {
+  TORCH_CHECK(e.dim() == 2 && e.is_cpu() && e.scalar_type() == at::kFloat && e.is_contiguous(),
+              "e must be a contiguous float32 CPU tensor [n, V]");
+  const int64_t n = e.size(0), V = e.size(1);
+  TORCH_CHECK(target.is_cpu() && target.scalar_type() == at::kDouble && target.is_contiguous()
+              && target.numel() == n, "target must be a contiguous float64 CPU tensor [n]");
+  at::Tensor out = e.new_empty({n});
+  const float* E = e.data_ptr<float>();
+  const double* T = target.data_ptr<double>();
+  float* O = out.data_ptr<float>();
+  const int32_t top = std::bit_cast<int32_t>(1.0f) >> kShift;
+  const int64_t nbins = top + 1;
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    // four interleaved histograms: consecutive tokens often share a bin, and one histogram
+    // would chain every add to the previous one through memory
+    std::vector<double> mass4(4 * nbins);
+    std::vector<float> cand;
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = E + r * V;
+      const int32_t* bits = reinterpret_cast<const int32_t*>(row);
+      std::fill(mass4.begin(), mass4.end(), 0.0);
+      double* m0 = mass4.data();
+      int64_t i = 0;
+      // the bin of a weight; anything outside [0, 1] (NaN, negative) lands in the last bin,
+      // never outside the histogram
+      const auto bin = [top](int32_t b) -> int64_t {
+        return std::min<uint32_t>(static_cast<uint32_t>(top - (b >> kShift)),
+                                  static_cast<uint32_t>(top));
+      };
+      for (; i + 4 <= V; i += 4) {
+        m0[bin(bits[i])] += row[i];
+        m0[nbins + bin(bits[i + 1])] += row[i + 1];
+        m0[2 * nbins + bin(bits[i + 2])] += row[i + 2];
+        m0[3 * nbins + bin(bits[i + 3])] += row[i + 3];
+      }
+      for (; i < V; ++i) m0[bin(bits[i])] += row[i];
+      const double want = T[r];
+      double above = 0.0;
+      int64_t k = 0;
+      for (;; ++k) {
+        const double m = m0[k] + m0[nbins + k] + m0[2 * nbins + k] + m0[3 * nbins + k];
+        if (k == nbins - 1 || above + m >= want) break;
+        above += m;
+      }
+      // bin k holds the weights whose top bits are top - k: one integer range of the bits
+      const int32_t lo = (top - static_cast<int32_t>(k)) << kShift, hi = lo + (1 << kShift);
+      cand.clear();
+      for (int64_t j = 0; j < V; ++j)
+        if (bits[j] >= lo && bits[j] < hi) cand.push_back(row[j]);
+      O[r] = weighted_select(cand, want - above);
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(avatario_rwkv7, m) {
+  m.def("nucleus_cutoff(Tensor e, Tensor target) -> Tensor");
   m.def("attention_core(Tensor(a!) state, Tensor r, Tensor k, Tensor v, Tensor g, Tensor wl, "
         "Tensor al, Tensor vl, Tensor v_first, Tensor w0, Tensor a0, Tensor v0, Tensor k_k, "
         "Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, float decay_scale) "
         "-> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(avatario_rwkv7, CPU, m) { m.impl("attention_core", &attention_core); }
+TORCH_LIBRARY_IMPL(avatario_rwkv7, CPU, m) {
+  m.impl("attention_core", &attention_core);
+  m.impl("nucleus_cutoff", &nucleus_cutoff);
+}
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
           "-std=c++20", "-shared",
           "-fPIC", "-w"]
 
@@ -384,7 +482,7 @@ def load_kernel(compiler: str = "c++") -> Any | None:
                                                              "attention_core"):
             torch.ops.load_library(str(_build(compiler, kernel_cache_dir())))
         op = torch.ops.avatario_rwkv7.attention_core
-        problem = self_check(op)
+        problem = self_check(op) or nucleus_self_check(torch.ops.avatario_rwkv7.nucleus_cutoff)
     except Exception as exc:  # noqa: BLE001 - any failure means: use the torch version
         problem = f"{type(exc).__name__}: {exc}"
     if problem:
@@ -392,7 +490,35 @@ def load_kernel(compiler: str = "c++") -> Any | None:
                     fallback="torch operations (slower decode on the CPU)")
         return None
     log.info("rwkv7_kernel_ready")
+    _READY.append(torch.ops.avatario_rwkv7.nucleus_cutoff)
     return op
+
+
+_READY: list[Any] = []
+
+
+def nucleus_op() -> Any | None:
+    """The compiled top-p cutoff operator once `load_kernel` has built, loaded and checked
+    the library in this process, else None. Never compiles: the sampler asks on every step."""
+    return _READY[0] if _READY else None
+
+
+def nucleus_self_check(op: Any) -> str:
+    """'' when the compiled top-p cutoff equals the cutoff by definition (sort, float64 sums)
+    on flat, peaked, tied and sparse rows, else what differs."""
+    from services.inference.sampling import _row_totals, sorted_cutoff  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(11)
+    rows = [torch.randn(3000, generator=g) * scale for scale in (0.5, 2.0, 8.0)]
+    rows.append(torch.full((3000,), -1.0).index_fill_(0, torch.tensor([5, 9]), 0.0))
+    rows.append(torch.full((3000,), -80.0).index_fill_(0, torch.tensor([7]), 0.0))
+    t = torch.stack(rows)
+    e = (t - t.amax(dim=1, keepdim=True)).exp()
+    for top_p in (0.05, 0.5, 0.7, 0.99):
+        target = torch.full((len(rows),), top_p, dtype=torch.float64) * _row_totals(e)
+        if not torch.equal(op(e, target), sorted_cutoff(e, target)):
+            return f"the top-p kernel differs from the sorted cutoff at top_p={top_p}"
+    return ""
 
 
 class _Params:

@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from services.common.errors import InvalidArgument
+from services.inference.rwkv7_kernel import nucleus_op
 
 __all__ = [
     "DEFAULT_MAX_TOKENS_LIMIT",
@@ -346,10 +347,32 @@ def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
     which finds the bin where the mass crosses top_p; only that bin's tokens are sorted. Both
     ways give the same cutoff; the choice, and every sum that decides the cut, depends on the
     row alone, so a row's cutoff does not depend on the other rows of the batch.
+
+    Where the CPU kernel library is loaded (services/inference/rwkv7_kernel.py, checked
+    against this torch version when it loads), the histogram and the bin's sort run there,
+    one row per thread in one pass over the weights, several times faster than the tensor
+    operations (bench/bench_sampler.py).
     """
+    target = torch.tensor(top_p, dtype=torch.float64) * _row_totals(e)
+    op = nucleus_op()
+    if op is not None and e.device.type == "cpu" and e.dtype == torch.float32 \
+            and e.is_contiguous():
+        return op(e, target)
+    return _torch_cutoff(e, target)
+
+
+def sorted_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The top-p cutoff by its definition, for checks: sort each row of e [n, V] descending,
+    sum in float64, and take the weight where the running mass first reaches target [n]."""
+    srt = torch.sort(e, dim=-1, descending=True).values
+    csum = srt.to(torch.float64).cumsum_(dim=-1)
+    first = (csum < target.unsqueeze(1)).sum(dim=-1).clamp_(max=e.shape[1] - 1)
+    return srt.gather(1, first.unsqueeze(1)).squeeze(1)
+
+
+def _torch_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     n, v = e.shape
     totals = _row_totals(e)
-    target = torch.tensor(top_p, dtype=torch.float64) * totals
     cutoff = torch.zeros(n, dtype=torch.float32)
     reached = [False] * n
     rows = [r for r, t in enumerate(totals.tolist()) if t <= _FAST_TOTAL]

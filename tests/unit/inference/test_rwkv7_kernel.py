@@ -19,8 +19,11 @@ from services.inference.rwkv7_kernel import (
     attention_core,
     attention_core_torch,
     load_kernel,
+    nucleus_op,
+    nucleus_self_check,
     self_check,
 )
+from services.inference.sampling import _row_totals, _torch_cutoff, sorted_cutoff
 
 from .test_rwkv7_batched import _ref  # the package's forward, states cloned
 
@@ -88,6 +91,49 @@ def test_the_self_check_catches_a_wrong_kernel() -> None:
         return r * 0.5
 
     assert "differs" in self_check(off_by_a_bit)
+
+
+@needs_compiler
+@pytest.mark.parametrize("scale", [0.3, 1.0, 2.0, 4.0, 12.0])
+@pytest.mark.parametrize("top_p", [0.01, 0.3, 0.7, 0.95, 0.999])
+def test_the_top_p_kernel_equals_the_torch_cutoff(op: Any, scale: float, top_p: float) -> None:
+    """The compiled top-p cutoff (what the host sampler uses once the library is loaded)
+    gives the cutoff by definition (sorted, float64 sums) on vocabulary-sized rows from flat
+    to peaked, with ties and zero weights; the torch fallback agrees within its float32 bin
+    sums (the same cutoff or a neighbouring weight of the sorted row)."""
+    cutoff = nucleus_op()
+    assert cutoff is not None
+    g = torch.Generator().manual_seed(int(scale * 100 + top_p * 10))
+    t = torch.randn(6, 65536, generator=g) * scale
+    t[1, :100] = t[1].max()              # a run of tied best tokens
+    t[2, 1000:] = -200.0                 # weights that underflow to 0
+    t[3] = t[3].round()                  # many ties everywhere
+    e = (t - t.amax(dim=1, keepdim=True)).exp()
+    target = torch.full((6,), top_p, dtype=torch.float64) * _row_totals(e)
+    want = sorted_cutoff(e, target)
+    assert torch.equal(cutoff(e, target), want)
+    srt = torch.sort(e, dim=-1, descending=True).values
+    rank = (srt > want.unsqueeze(1)).sum(dim=1)  # the cutoff's first rank in the sorted row
+    fallback = _torch_cutoff(e, target)
+    for r in range(6):
+        near = srt[r, max(int(rank[r]) - 1, 0):int(rank[r]) + 2]
+        assert bool((near == fallback[r]).any()), (r, float(fallback[r]), near)
+
+
+@needs_compiler
+def test_the_top_p_kernel_names_a_bad_input(op: Any) -> None:
+    cutoff = nucleus_op()
+    with pytest.raises(RuntimeError, match="float32"):
+        cutoff(torch.ones(2, 8, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="target"):
+        cutoff(torch.ones(2, 8), torch.ones(3, dtype=torch.float64))
+
+
+def test_the_self_check_catches_a_wrong_top_p_kernel() -> None:
+    def keep_everything(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(e.shape[0])
+
+    assert "differs" in nucleus_self_check(keep_everything)
 
 
 @pytest.fixture(scope="module")
