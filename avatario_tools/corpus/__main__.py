@@ -87,6 +87,13 @@ def eval_(var: Path = typer.Option(VAR, help="The cache lives in <var>/models/de
     console.print(f"on topic (rough check: the reply's nearest training answer is of the "
                   f"question's topic): {sum(c.on_topic for c in checks)} of {len(checks)} "
                   "held-out intents")
+    from avatario_tools.corpus.evaluate import intent_agreement
+
+    asked = intent_agreement(m)
+    known = [c for c in asked if c.trained]
+    console.print(f"new wordings of trained questions answered with their own answer "
+                  f"(frozen held-out questions): {sum(c.right_intent for c in known)} of "
+                  f"{len(known)}; on topic: {sum(c.on_topic for c in asked)} of {len(asked)}")
 
 
 @app.command()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from avatario_tools.corpus.bpe import encode_samples
-from avatario_tools.corpus.builder import Corpus
+from avatario_tools.corpus.builder import Corpus, _key
 from avatario_tools.corpus.demo import (
     DemoConfig,
     DemoModel,
@@ -34,8 +34,13 @@ from avatario_tools.corpus.demo import (
 )
 from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH, load_material
 
-__all__ = ["Perplexities", "Sample", "TopicCheck", "evaluate_demo", "held_out_questions",
+__all__ = ["HELDOUT_QUESTIONS", "IntentCheck", "Perplexities", "Sample", "TopicCheck",
+           "evaluate_demo", "held_out_questions", "intent_agreement", "load_heldout_questions",
            "sample_answers", "topic_agreement", "turns_only", "unigram_loss"]
+
+# New wordings of the material's intents, written blind (only ids and answers seen) and
+# frozen: never trained on (see its README).
+HELDOUT_QUESTIONS = DEFAULT_QA_DIR.parent / "heldout" / "questions.jsonl"
 
 
 @dataclass(frozen=True)
@@ -230,4 +235,60 @@ def topic_agreement(model: DemoModel, config: DemoConfig | None = None, max_toke
         bag = _bag(text)
         nearest = max(sorted(answers), key=lambda g: _cosine(bag, answers[g]))
         out.append(TopicCheck(group, question, text, topics[group], nearest, topics[nearest]))
+    return out
+
+
+def load_heldout_questions(path: Path = HELDOUT_QUESTIONS) -> list[tuple[str, str]]:
+    """(intent id, question) of the frozen held-out wordings."""
+    import json
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    return [(r["id"], r["question"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class IntentCheck:
+    group: str           # the intent the question was written for
+    question: str
+    reply: str
+    trained: bool        # the intent is in the training split (its answer was learned)
+    nearest: str         # the training intent whose answer the reply is closest to
+    topic: str
+    nearest_topic: str
+
+    @property
+    def right_intent(self) -> bool:
+        return self.nearest == self.group
+
+    @property
+    def on_topic(self) -> bool:
+        return self.topic == self.nearest_topic
+
+
+def intent_agreement(model: DemoModel, config: DemoConfig | None = None, max_tokens: int = 64,
+                     *, qa_dir: Path = DEFAULT_QA_DIR, tips_path: Path = DEFAULT_TIPS_PATH,
+                     heldout: Path = HELDOUT_QUESTIONS, limit: int | None = None
+                     ) -> list[IntentCheck]:
+    """Does the model answer a new wording of a known question with that question's answer?
+    For each frozen held-out question (`load_heldout_questions`), the reply's nearest
+    training answer (cosine of word counts, as in `topic_agreement`): `right_intent` when it
+    is the answer of the intent the question was written for (only possible for intents in
+    the training split: `trained`), `on_topic` when it is of the same topic family."""
+    cfg = config or DemoConfig()
+    data = prepare_tokens(cfg, qa_dir, tips_path)
+    topics = {it.group: _TOPIC_FAMILY.get(it.topic, it.topic)
+              for it in load_material(qa_dir, tips_path)}
+    answers = {g: _bag(a) for g, _, a in data.corpus.pairs["train"]}
+    material = {_key(q) for it in load_material(qa_dir, tips_path) for q in it.questions}
+    reply = _replier(model, cfg.build.chat_format, max_tokens)
+    out: list[IntentCheck] = []
+    for group, question in load_heldout_questions(heldout)[:limit]:
+        if group not in topics or _key(question) in material:
+            continue  # an intent the material no longer has, or a wording it trains on
+        text = reply(question)
+        bag = _bag(text)
+        nearest = max(sorted(answers), key=lambda g: _cosine(bag, answers[g]))
+        out.append(IntentCheck(group, question, text, group in answers, nearest,
+                               topics[group], topics[nearest]))
     return out

@@ -15,7 +15,12 @@ from avatario.common.v1 import chat_pb2
 from avatario.inference.v1 import inference_pb2, inference_pb2_grpc
 from avatario_tools.corpus import demo as demo_mod
 from avatario_tools.corpus.demo import DemoConfig, cache_key, ensure_demo_model, prepare_tokens
-from avatario_tools.corpus.evaluate import sample_answers, topic_agreement
+from avatario_tools.corpus.evaluate import (
+    intent_agreement,
+    load_heldout_questions,
+    sample_answers,
+    topic_agreement,
+)
 from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
 from avatario_tools.devstack import __main__ as devstack
 from services.common.clients import internal_channel
@@ -98,6 +103,19 @@ def test_topic_check_covers_every_held_out_intent_once(trained):
     assert sorted(c.group for c in checks) == sorted(groups)
     assert all(c.nearest in train_groups for c in checks)
     assert all(c.on_topic == (c.topic == c.nearest_topic) for c in checks)
+
+
+def test_intent_check_scores_new_wordings_against_their_own_intent(trained):
+    data = prepare_tokens(TINY)
+    train_groups = {g for g, _, _ in data.corpus.pairs["train"]}
+    checks = intent_agreement(trained, TINY, max_tokens=6, limit=12)
+    asked = load_heldout_questions()[:12]
+    assert 10 <= len(checks) <= 12  # at most the one wording the material shares is skipped
+    assert all((c.group, c.question) in asked for c in checks)
+    assert all(c.nearest in train_groups and c.trained == (c.group in train_groups)
+               for c in checks)
+    assert all(c.right_intent == (c.nearest == c.group) for c in checks)
+    assert not any(c.right_intent for c in checks if not c.trained)
 
 
 def test_a_second_call_uses_the_cache(trained, monkeypatch):
