@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1, v2, v3, v4 and v5).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v6).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``, ``safety_heldout_v5/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
 a README. These tests only read the data files; they never import the guard, so the sets stay
 independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
 make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
-its own README (the next one is v6, ``safety_heldout_v6/``).
+its own README (the next one is v7, ``safety_heldout_v7/``).
 """
 
 from __future__ import annotations
@@ -136,7 +136,10 @@ V4 = blind_set(4, "735131f920ea4b6745ab178099f17c83da1a4fd332f7f8aeaa0bd359552c2
 V5 = blind_set(5, "95457c28d8891dd70efdf8617674efd1dcc2044189a5ace5c420c5749c5dc448",
                "e43507424edfbc3a3f61077f686caac70336d6334c38ad08512277cce0987ddf")
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5)}
+V6 = blind_set(6, "d8e58c2e976b35a47df68787f382499632eb29e32a8d95e1d1ae0acbdf90d474",
+               "7fd195417c1b5f8062d31de426a03577b2eb63b10461f690eb33eb034823eb58")
+
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
