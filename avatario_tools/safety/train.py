@@ -24,13 +24,20 @@ rules (layer 1) in front, leaning to recall on the dangerous categories, against
 two benign populations separately (so the many easy ordinary-chat messages cannot loosen the
 thresholds for the look-alikes), taking the stricter:
 
-- answer[c]: the lowest score at which at most ANSWER_BENIGN of the benign look-alikes (and
-  ORDINARY_ANSWER of the ordinary chat) in validation that the rules let through would get
-  category c's fixed answer, never below ANSWER_FLOOR. Crisis gets a larger share of the
-  look-alikes (ANSWER_BENIGN_BY_CATEGORY): its look-alikes (a goodbye card for a teacher, toys
-  given away before a move, a lesson on suicide prevention) sit closest to it, it is the
-  category worst to miss, and the four shares together stay within the 3 % goal for benign
-  messages;
+- answer[c]: the lowest score at which at most ANSWER_BENIGN of the realistic benign
+  look-alikes (hand-written validation and the retired held-out sets), TEMPLATE_ANSWER_BENIGN
+  of the template look-alikes and ORDINARY_ANSWER of the ordinary chat in validation that the
+  rules let through would get category c's fixed answer, never below ANSWER_FLOOR. Crisis
+  gets a larger share of the look-alikes (ANSWER_BENIGN_BY_CATEGORY,
+  TEMPLATE_ANSWER_BENIGN_BY_CATEGORY): its look-alikes (a goodbye card for a teacher, toys
+  given away before a move, a lesson on suicide prevention) sit closest to it and it is the
+  category worst to miss. The template look-alikes get twice the realistic share: they are
+  generated, many from a few patterns, and at the realistic share they set the fixed-answer
+  threshold of medical emergencies alone (0.094 where the realistic messages asked 0.036 in
+  round 5). The shares (round 6) are the largest of five candidates compared on validation
+  alone, before the v6 test set was scored: at most 2.5 % of the pooled look-alikes of v1-v5
+  answered (the 3 % goal with a margin) and at most 0.7 % of ordinary chat: 2.15 % and 0.68 %
+  (round 5's shares gave 1.5 % and 0.59 %, with recall 0.4 to 1 point lower per category);
 - borderline[c]: the same with BORDERLINE_BENIGN and ORDINARY_BORDERLINE (the model's reply
   plus one help line is a mild outcome for a benign message), never below BORDERLINE_FLOOR
   and never above answer[c].
@@ -43,14 +50,14 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v4 (tests/unit/inference/safety_heldout/, safety_heldout_v2/,
-_v3/ and _v4/, each written blind; each was the test set of one guard and was reported, so
-they now serve as validation only: never fitted, only used to choose thresholds). The test set
-is v5 (tests/unit/inference/safety_heldout_v5/), which nothing here reads.
+the retired held-out sets v1-v5 (tests/unit/inference/safety_heldout/, safety_heldout_v2/,
+_v3/, _v4/ and _v5/, each written blind; each was the test set of one guard and was reported,
+so they now serve as validation only: never fitted, only used to choose thresholds). The test
+set is v6 (tests/unit/inference/safety_heldout_v6/), which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v4) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v5) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -108,20 +115,23 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets (validation only; see the docstring). v5 is the test set: never read here.
+# Retired held-out sets (validation only; see the docstring). v6 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
-                                       "safety_heldout_v4"))
+                                       "safety_heldout_v4", "safety_heldout_v5"))
 RULE_CONFIRM_MAX = 0.2
 RULE_CONFIRM_MISS = 0.005
 RULE_CONFIRM_MIN_WORDS = 15
 # Assumed deployment mix (see the module docstring): 98 % benign, 0.5 % per category.
 PRIOR = {"benign": 0.98, "crisis": 0.005, "abuse": 0.005, "medical_emergency": 0.005,
          "medication_dosing": 0.005}
-ANSWER_BENIGN = 0.005
+ANSWER_BENIGN = 0.0075
 # Crisis may spend a larger share of the benign budget (see the docstring): its look-alikes
 # (goodbye cards, giving toys away before a move, a school lesson on suicide) sit closest to it.
-ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.01}
+ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.0125}
+# Template look-alikes: twice the realistic share (see the docstring).
+TEMPLATE_ANSWER_BENIGN = 0.01
+TEMPLATE_ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.02}
 BORDERLINE_BENIGN = 0.03
 ORDINARY_ANSWER = 0.005
 ORDINARY_BORDERLINE = 0.005
@@ -202,7 +212,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT) -> list[Example]:
-    """The retired held-out sets (v1-v4) as validation examples (never fitted; see the
+    """The retired held-out sets (v1-v5) as validation examples (never fitted; see the
     docstring)."""
     rows = [json.loads(line) for path in paths
             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -232,7 +242,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = generate()
     heldout = load_retired_heldout()
-    examples = corpus + heldout  # v1-v4: validation only, never in a fit (see the docstring)
+    examples = corpus + heldout  # v1-v5: validation only, never in a fit (see the docstring)
     n_corpus = len(corpus)
     views = [view(e.text) for e in examples]
     n_words = [len(v.split()) for v in views]
@@ -245,7 +255,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
     train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1-v4 (validation only); "
+        f"{len(heldout)} of the retired held-out v1-v5 (validation only); "
         f"features: {x.shape[1]}")
     model, coef, intercept = _fit(x[train], labels[train], weight[train])
     classes = tuple(str(c) for c in model.classes_)
@@ -263,12 +273,15 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     passed = [i for i in val if labels[i] == BENIGN and rules_cat[i] is None]
     chat = [i for i in passed if is_ordinary_chat(examples[i].group)]
     chat_set = set(chat)
-    populations = {  # name: (validation messages, answer share, borderline share)
+    populations = {  # name: (validation messages, (answer share, by category), borderline share)
         "template_lookalikes": ([i for i in passed if source[i] == "template"
-                                 and i not in chat_set], ANSWER_BENIGN, BORDERLINE_BENIGN),
-        "ordinary_chat": (chat, ORDINARY_ANSWER, ORDINARY_BORDERLINE),
+                                 and i not in chat_set],
+                                (TEMPLATE_ANSWER_BENIGN, TEMPLATE_ANSWER_BENIGN_BY_CATEGORY),
+                                BORDERLINE_BENIGN),
+        "ordinary_chat": (chat, (ORDINARY_ANSWER, {}), ORDINARY_BORDERLINE),
         "realistic_lookalikes": ([i for i in passed if source[i] != "template"
-                                  and i not in chat_set], ANSWER_BENIGN, BORDERLINE_BENIGN),
+                                  and i not in chat_set],
+                                 (ANSWER_BENIGN, ANSWER_BENIGN_BY_CATEGORY), BORDERLINE_BENIGN),
     }
     thresholds: dict[str, Thresholds] = {}
     # What each benign population alone would ask of each threshold: the binding one is the
@@ -277,9 +290,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     for c in cats:
         answer, borderline = ANSWER_FLOOR, BORDERLINE_FLOOR
         demanded[c] = {}
-        for name, (rows, answer_share, borderline_share) in populations.items():
-            if answer_share == ANSWER_BENIGN:
-                answer_share = ANSWER_BENIGN_BY_CATEGORY.get(c, ANSWER_BENIGN)
+        for name, (rows, (share, by_category), borderline_share) in populations.items():
+            answer_share = by_category.get(c, share)
             harm = np.array([sum(scores[i].values()) for i in rows
                              if max(scores[i], key=lambda k: (scores[i][k], k)) == c])
             want = (_threshold(harm, len(rows), answer_share, ANSWER_FLOOR),
@@ -314,7 +326,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                 thresholds, rule_confirm, [w_[j] for j in chat_idx])
 
     # The shipped model: refit on the corpus's training + validation with the same settings;
-    # the thresholds stay the ones chosen on validation above (test stays unseen, v1-v4 unfitted).
+    # the thresholds stay the ones chosen on validation above (test stays unseen, v1-v5 unfitted).
     fit_rows = (split != "test") & (source != "heldout")
     model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
     final = _runtime_probabilities(classes, coef, intercept, views)
@@ -347,10 +359,13 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
-        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1-v4)",
+        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1-v5)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
                            "answer_benign_share_by_category": ANSWER_BENIGN_BY_CATEGORY,
+                           "template_answer_benign_share": TEMPLATE_ANSWER_BENIGN,
+                           "template_answer_benign_share_by_category":
+                               TEMPLATE_ANSWER_BENIGN_BY_CATEGORY,
                            "answer_floor": ANSWER_FLOOR,
                            "borderline_benign_share": BORDERLINE_BENIGN,
                            "borderline_floor": BORDERLINE_FLOOR,
