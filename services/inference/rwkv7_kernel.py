@@ -265,6 +265,7 @@ at::Tensor attention_core(at::Tensor state, at::Tensor r, at::Tensor k, at::Tens
 // reaches the target (services/inference/sampling.py, _nucleus_cutoff). A histogram of the
 // mass over the weights' top bits (bin 0 = the heaviest) finds the bin where the mass crosses
 // the target; only that bin's tokens are sorted. Rows are independent (one thread each).
+// zero_below: also set the weights below the row's cutoff to 0 in place (the sampler's cut).
 constexpr int kShift = 19;
 // In descending order of c, the first value at which the running sum of c reaches `need`,
 // found by a weighted quickselect (three-way partitions, expected linear time) instead of a
@@ -291,14 +292,14 @@ float weighted_select(std::vector<float>& c, double need) {
   }
   return smallest;
 }
-at::Tensor nucleus_cutoff(at::Tensor e, at::Tensor target) {
+at::Tensor nucleus_cutoff(at::Tensor e, at::Tensor target, bool zero_below) {
   TORCH_CHECK(e.dim() == 2 && e.is_cpu() && e.scalar_type() == at::kFloat && e.is_contiguous(),
               "e must be a contiguous float32 CPU tensor [n, V]");
   const int64_t n = e.size(0), V = e.size(1);
   TORCH_CHECK(target.is_cpu() && target.scalar_type() == at::kDouble && target.is_contiguous()
               && target.numel() == n, "target must be a contiguous float64 CPU tensor [n]");
   at::Tensor out = e.new_empty({n});
-  const float* E = e.data_ptr<float>();
+  float* E = e.data_ptr<float>();
   const double* T = target.data_ptr<double>();
   float* O = out.data_ptr<float>();
   const int32_t top = std::bit_cast<int32_t>(1.0f) >> kShift;
@@ -340,7 +341,12 @@ at::Tensor nucleus_cutoff(at::Tensor e, at::Tensor target) {
       cand.clear();
       for (int64_t j = 0; j < V; ++j)
         if (bits[j] >= lo && bits[j] < hi) cand.push_back(row[j]);
-      O[r] = weighted_select(cand, want - above);
+      const float cut = weighted_select(cand, want - above);
+      O[r] = cut;
+      if (zero_below) {  // the sampler's cut, while the row is still in cache
+        float* w = E + r * V;
+        for (int64_t j = 0; j < V; ++j) w[j] = w[j] < cut ? 0.f : w[j];
+      }
     }
   });
   return out;
@@ -349,7 +355,7 @@ at::Tensor nucleus_cutoff(at::Tensor e, at::Tensor target) {
 }  // namespace
 
 TORCH_LIBRARY(avatario_rwkv7, m) {
-  m.def("nucleus_cutoff(Tensor e, Tensor target) -> Tensor");
+  m.def("nucleus_cutoff(Tensor(a!) e, Tensor target, bool zero_below) -> Tensor");
   m.def("attention_core(Tensor(a!) state, Tensor r, Tensor k, Tensor v, Tensor g, Tensor wl, "
         "Tensor al, Tensor vl, Tensor v_first, Tensor w0, Tensor a0, Tensor v0, Tensor k_k, "
         "Tensor k_a, Tensor r_k, Tensor ln_w, Tensor ln_b, float eps, float decay_scale) "
@@ -516,7 +522,7 @@ def nucleus_self_check(op: Any) -> str:
     e = (t - t.amax(dim=1, keepdim=True)).exp()
     for top_p in (0.05, 0.5, 0.7, 0.99):
         target = torch.full((len(rows),), top_p, dtype=torch.float64) * _row_totals(e)
-        if not torch.equal(op(e, target), sorted_cutoff(e, target)):
+        if not torch.equal(op(e, target, False), sorted_cutoff(e, target)):
             return f"the top-p kernel differs from the sorted cutoff at top_p={top_p}"
     return ""
 

@@ -262,10 +262,15 @@ def _pick_rows(params: Sequence[SamplingParams], gens: Sequence[torch.Generator]
         e = ts.exp_()
     cutoff = torch.zeros(n, dtype=torch.float32)  # keep e >= cutoff
     cut_rows = [i for i, p in enumerate(ps) if p.top_p < 1.0]
-    if cut_rows:
+    k_rows = [i for i, p in enumerate(ps) if 0 < p.top_k < v]
+    op = nucleus_op()
+    if op is not None and w is e and len(cut_rows) == n and not k_rows and e.is_contiguous():
+        # every row cut by top-p alone: the compiled cutoff also zeroes the weights below it
+        op(e, torch.tensor([p.top_p for p in ps], dtype=torch.float64) * _row_totals(e), True)
+        cut_rows = []
+    elif cut_rows:
         cutoff[cut_rows] = _nucleus_cutoff(e if len(cut_rows) == n else e[cut_rows],
                                            [ps[i].top_p for i in cut_rows])
-    k_rows = [i for i, p in enumerate(ps) if 0 < p.top_k < v]
     if k_rows:
         sub = e if len(k_rows) == n else e[k_rows]
         kth = torch.topk(sub, max(ps[i].top_k for i in k_rows), dim=-1).values
@@ -357,7 +362,7 @@ def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
     op = nucleus_op()
     if op is not None and e.device.type == "cpu" and e.dtype == torch.float32 \
             and e.is_contiguous():
-        return op(e, target)
+        return op(e, target, False)
     return _torch_cutoff(e, target)
 
 

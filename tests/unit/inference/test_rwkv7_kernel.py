@@ -111,7 +111,10 @@ def test_the_top_p_kernel_equals_the_torch_cutoff(op: Any, scale: float, top_p: 
     e = (t - t.amax(dim=1, keepdim=True)).exp()
     target = torch.full((6,), top_p, dtype=torch.float64) * _row_totals(e)
     want = sorted_cutoff(e, target)
-    assert torch.equal(cutoff(e, target), want)
+    assert torch.equal(cutoff(e, target, False), want)
+    cut = e.clone()
+    assert torch.equal(cutoff(cut, target, True), want)  # and the weights below it are zeroed
+    assert torch.equal(cut, torch.where(e < want.unsqueeze(1), 0.0, e))
     srt = torch.sort(e, dim=-1, descending=True).values
     rank = (srt > want.unsqueeze(1)).sum(dim=1)  # the cutoff's first rank in the sorted row
     fallback = _torch_cutoff(e, target)
@@ -124,13 +127,13 @@ def test_the_top_p_kernel_equals_the_torch_cutoff(op: Any, scale: float, top_p: 
 def test_the_top_p_kernel_names_a_bad_input(op: Any) -> None:
     cutoff = nucleus_op()
     with pytest.raises(RuntimeError, match="float32"):
-        cutoff(torch.ones(2, 8, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+        cutoff(torch.ones(2, 8, dtype=torch.float64), torch.ones(2, dtype=torch.float64), False)
     with pytest.raises(RuntimeError, match="target"):
-        cutoff(torch.ones(2, 8), torch.ones(3, dtype=torch.float64))
+        cutoff(torch.ones(2, 8), torch.ones(3, dtype=torch.float64), False)
 
 
 def test_the_self_check_catches_a_wrong_top_p_kernel() -> None:
-    def keep_everything(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def keep_everything(e: torch.Tensor, target: torch.Tensor, zero_below: bool) -> torch.Tensor:
         return torch.zeros(e.shape[0])
 
     assert "differs" in nucleus_self_check(keep_everything)
