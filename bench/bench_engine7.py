@@ -148,12 +148,14 @@ def main() -> int:
         pkg: list[float] = []
         one: list[float] = []
         multi: dict[int, list[tuple[float, float]]] = {s: [] for s in STREAMS}
+        # Interleaved, and as many engine runs as package runs (the package's best of both
+        # thread counts; the engine chooses its own threads for one row): best of equal numbers.
         for _ in range(REPEATS):
             for threads in sorted({THREADS, 1}):
                 torch.set_num_threads(threads)
                 pkg.append(package_loop(model, ONE_TOKENS, VOCAB))
-            torch.set_num_threads(THREADS)
-            one.append(asyncio.run(engine_streams(bm, tokenizer, 1, ONE_TOKENS))[0])
+                torch.set_num_threads(THREADS)
+                one.append(asyncio.run(engine_streams(bm, tokenizer, 1, ONE_TOKENS))[0])
         for s in STREAMS:
             for _ in range(max(1, REPEATS // 2)):
                 multi[s].append(asyncio.run(engine_streams(bm, tokenizer, s, MULTI_TOKENS[s])))
