@@ -178,10 +178,17 @@ class Fleet:
                    max_tokens: int = 12) -> Turn:
         before = self.snapshot()
         done = await chat(api, conversation_id, message, max_tokens)
-        after = self.snapshot()
-        served = [n for n in self.up if
-                  total(after[n], "grpc_server_handled_total", grpc_method="Chat")
-                  > total(before[n], "grpc_server_handled_total", grpc_method="Chat")]
+        # The client has the final message before the replica's handler returns and counts
+        # the RPC as handled: on a loaded machine the counter can lag the reply, so wait for it.
+        deadline = time.monotonic() + 10.0
+        while True:
+            after = self.snapshot()
+            served = [n for n in self.up if
+                      total(after[n], "grpc_server_handled_total", grpc_method="Chat")
+                      > total(before[n], "grpc_server_handled_total", grpc_method="Chat")]
+            if served or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert len(served) == 1, served
         (n,) = served
         tiers = [t for t in ("local", "shared", "miss") if
