@@ -14,6 +14,7 @@ reply tokens scored, the question read as context), which is what the node gener
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
@@ -189,6 +190,12 @@ def _bag(text: str) -> Counter[str]:
     return Counter(_WORD.findall(text.lower()))
 
 
+def _nearest(answers: dict[str, Counter[str]], text: str) -> str:
+    """The intent whose answer (word counts) is closest to text by cosine; ties by id."""
+    bag = _bag(text)
+    return max(sorted(answers), key=lambda g: _cosine(bag, answers[g]))
+
+
 def _cosine(a: Counter[str], b: Counter[str]) -> float:
     dot = sum(v * b[k] for k, v in a.items())
     na = math.sqrt(sum(v * v for v in a.values()))
@@ -232,16 +239,13 @@ def topic_agreement(model: DemoModel, config: DemoConfig | None = None, max_toke
             continue
         seen.add(group)
         text = reply(question)
-        bag = _bag(text)
-        nearest = max(sorted(answers), key=lambda g: _cosine(bag, answers[g]))
+        nearest = _nearest(answers, text)
         out.append(TopicCheck(group, question, text, topics[group], nearest, topics[nearest]))
     return out
 
 
 def load_heldout_questions(path: Path = HELDOUT_QUESTIONS) -> list[tuple[str, str]]:
     """(intent id, question) of the frozen held-out wordings."""
-    import json
-
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
     return [(r["id"], r["question"]) for r in rows]
@@ -277,18 +281,17 @@ def intent_agreement(model: DemoModel, config: DemoConfig | None = None, max_tok
     the training split: `trained`), `on_topic` when it is of the same topic family."""
     cfg = config or DemoConfig()
     data = prepare_tokens(cfg, qa_dir, tips_path)
-    topics = {it.group: _TOPIC_FAMILY.get(it.topic, it.topic)
-              for it in load_material(qa_dir, tips_path)}
+    items = load_material(qa_dir, tips_path)
+    topics = {it.group: _TOPIC_FAMILY.get(it.topic, it.topic) for it in items}
     answers = {g: _bag(a) for g, _, a in data.corpus.pairs["train"]}
-    material = {_key(q) for it in load_material(qa_dir, tips_path) for q in it.questions}
+    material = {_key(q) for it in items for q in it.questions}
     reply = _replier(model, cfg.build.chat_format, max_tokens)
     out: list[IntentCheck] = []
     for group, question in load_heldout_questions(heldout)[:limit]:
         if group not in topics or _key(question) in material:
             continue  # an intent the material no longer has, or a wording it trains on
         text = reply(question)
-        bag = _bag(text)
-        nearest = max(sorted(answers), key=lambda g: _cosine(bag, answers[g]))
+        nearest = _nearest(answers, text)
         out.append(IntentCheck(group, question, text, group in answers, nearest,
                                topics[group], topics[nearest]))
     return out

@@ -45,6 +45,7 @@ from services.inference.sampling import (  # one inverse-CDF search for both sam
     SamplingParams,
     _block_cumsum,
     _inverse_cdf,
+    sorted_crossing,
 )
 
 __all__ = [
@@ -181,11 +182,7 @@ def _cutoffs(e: torch.Tensor, rp: RowParams) -> torch.Tensor:
     p_cut = rp.top_p < 1.0
     k_cut = (rp.top_k > 0) & (rp.top_k < v)
     srt = torch.sort(e, dim=-1, descending=True).values
-    totals = _block_cumsum(e)[:, -1]
-    target = rp.top_p * totals
-    csum = srt.to(torch.float64).cumsum_(dim=-1)
-    first = (csum < target.unsqueeze(1)).sum(dim=-1).clamp_(max=v - 1)  # csum is monotone
-    p_val = srt.gather(1, first.unsqueeze(1)).squeeze(1)
+    p_val = sorted_crossing(srt, rp.top_p * _block_cumsum(e)[:, -1])
     k_val = srt.gather(1, (rp.top_k - 1).clamp(0, v - 1).unsqueeze(1)).squeeze(1)
     zero = torch.zeros_like(p_val)
     return torch.maximum(torch.where(p_cut, p_val, zero), torch.where(k_cut, k_val, zero))

@@ -266,7 +266,7 @@ def _pick_rows(params: Sequence[SamplingParams], gens: Sequence[torch.Generator]
     op = nucleus_op()
     if op is not None and w is e and len(cut_rows) == n and not k_rows and e.is_contiguous():
         # every row cut by top-p alone: the compiled cutoff also zeroes the weights below it
-        op(e, torch.tensor([p.top_p for p in ps], dtype=torch.float64) * _row_totals(e), True)
+        op(e, _top_p_target(e, [p.top_p for p in ps])[1], True)
         cut_rows = []
     elif cut_rows:
         cutoff[cut_rows] = _nucleus_cutoff(e if len(cut_rows) == n else e[cut_rows],
@@ -358,26 +358,36 @@ def _nucleus_cutoff(e: torch.Tensor, top_p: Sequence[float]) -> torch.Tensor:
     one row per thread in one pass over the weights, several times faster than the tensor
     operations (bench/bench_sampler.py).
     """
-    target = torch.tensor(top_p, dtype=torch.float64) * _row_totals(e)
+    totals, target = _top_p_target(e, top_p)
     op = nucleus_op()
     if op is not None and e.device.type == "cpu" and e.dtype == torch.float32 \
             and e.is_contiguous():
         return op(e, target, False)
-    return _torch_cutoff(e, target)
+    return _torch_cutoff(e, totals, target)
 
 
-def sorted_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The top-p cutoff by its definition, for checks: sort each row of e [n, V] descending,
-    sum in float64, and take the weight where the running mass first reaches target [n]."""
-    srt = torch.sort(e, dim=-1, descending=True).values
+def _top_p_target(e: torch.Tensor, top_p: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row totals, top-p mass target) of the rows of e [n, V], in float64."""
+    totals = _row_totals(e)
+    return totals, torch.tensor(top_p, dtype=torch.float64, device=e.device) * totals
+
+
+def sorted_crossing(srt: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row of srt [n, V] (each row sorted descending), the weight where the running
+    float64 mass first reaches target [n] (the last weight when it never does)."""
     csum = srt.to(torch.float64).cumsum_(dim=-1)
-    first = (csum < target.unsqueeze(1)).sum(dim=-1).clamp_(max=e.shape[1] - 1)
+    first = (csum < target.unsqueeze(1)).sum(dim=-1).clamp_(max=srt.shape[1] - 1)
     return srt.gather(1, first.unsqueeze(1)).squeeze(1)
 
 
-def _torch_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def sorted_cutoff(e: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The top-p cutoff by its definition, for checks: sort each row of e [n, V] descending
+    and take `sorted_crossing`."""
+    return sorted_crossing(torch.sort(e, dim=-1, descending=True).values, target)
+
+
+def _torch_cutoff(e: torch.Tensor, totals: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     n, v = e.shape
-    totals = _row_totals(e)
     cutoff = torch.zeros(n, dtype=torch.float32)
     reached = [False] * n
     rows = [r for r, t in enumerate(totals.tolist()) if t <= _FAST_TOTAL]

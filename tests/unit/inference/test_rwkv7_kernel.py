@@ -117,7 +117,7 @@ def test_the_top_p_kernel_equals_the_torch_cutoff(op: Any, scale: float, top_p: 
     assert torch.equal(cut, torch.where(e < want.unsqueeze(1), 0.0, e))
     srt = torch.sort(e, dim=-1, descending=True).values
     rank = (srt > want.unsqueeze(1)).sum(dim=1)  # the cutoff's first rank in the sorted row
-    fallback = _torch_cutoff(e, target)
+    fallback = _torch_cutoff(e, _row_totals(e), target)
     for r in range(6):
         near = srt[r, max(int(rank[r]) - 1, 0):int(rank[r]) + 2]
         assert bool((near == fallback[r]).any()), (r, float(fallback[r]), near)
