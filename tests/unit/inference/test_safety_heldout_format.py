@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1 to v7).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v8).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
 a README. These tests only read the data files; they never import the guard, so the sets stay
 independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
 make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
-its own README (the next one is v7, ``safety_heldout_v7/``).
+its own README (the next one is v7, ``safety_heldout_v7/``, ``safety_heldout_v8/``).
 """
 
 from __future__ import annotations
@@ -145,8 +145,10 @@ V6 = blind_set(6, "d8e58c2e976b35a47df68787f382499632eb29e32a8d95e1d1ae0acbdf90d
 V7 = replace(blind_set(7, "d2f30379d560b0ac1757dcda3aee6ebe9a599f5451de01edaf98303b146b0bc7",
                        "e5b56c3d3aebdb06eb36b40784cdd176d972625adb228f181a60504e35f6aca7"),
              longest_at_least=50)
+V8 = blind_set(8, "84905d434bd2aeb5b0c67821e0a1e6472df6309d7d28c0fa5432ed4a19d36d94",
+               "ee1e9ad41f80ea6ad651e8c71d2eac54941112379487e9c4818a9a17ddd29ce7")
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7)}
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
