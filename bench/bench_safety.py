@@ -1,6 +1,6 @@
 """The layered safety guard on the frozen held-out sets and on its own corpus's test splits.
 
-Held-out v7 (tests/unit/inference/safety_heldout_v7/, written blind) is the test set. v1-v6
+Held-out v8 (tests/unit/inference/safety_heldout_v8/, written blind) is the test set. v1-v7
 (the test sets of earlier guards, each reported) are now validation: the classifier's
 thresholds are chosen on them among others (avatario_tools/safety/train.py), so their figures
 are shown for comparison only.
@@ -33,8 +33,9 @@ RETIRED = {"retired v1 (validation)": ROOT / "tests" / "unit" / "inference" / "s
            "retired v3 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3",
            "retired v4 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v4",
            "retired v5 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v5",
-           "retired v6 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v6"}
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v7"
+           "retired v6 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v6",
+           "retired v7 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v7"}
+HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v8"
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 
@@ -94,7 +95,7 @@ def main() -> int:
                     **sets}
     replies: list[dict] = []
     if (HELDOUT / "messages.jsonl").is_file():
-        sets = {"held-out v7 (test)": [(r["label"], r["text"])
+        sets = {"held-out v8 (test)": [(r["label"], r["text"])
                                for r in _jsonl(HELDOUT / "messages.jsonl")], **sets}
         replies = _jsonl(HELDOUT / "replies.jsonl")
 

@@ -50,14 +50,14 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v6 (tests/unit/inference/safety_heldout/, safety_heldout_v2/,
-_v3/, _v4/, _v5/ and _v6/, each written blind; each was the test set of one guard and was
-reported, so they now serve as validation only: never fitted, only used to choose thresholds).
-The test set is v7 (tests/unit/inference/safety_heldout_v7/), which nothing here reads.
+the retired held-out sets v1-v7 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
+to _v7/, each written blind; each was the test set of one guard and was reported, so they now
+serve as validation only: never fitted, only used to choose thresholds). The test set is v8
+(tests/unit/inference/safety_heldout_v8/), which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v6) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v7) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -115,11 +115,11 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets (validation only; see the docstring). v6 is the test set: never read here.
+# Retired held-out sets (validation only; see the docstring). v8 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
                                        "safety_heldout_v4", "safety_heldout_v5",
-                                       "safety_heldout_v6"))
+                                       "safety_heldout_v6", "safety_heldout_v7"))
 RULE_CONFIRM_MAX = 0.2
 RULE_CONFIRM_MISS = 0.005
 RULE_CONFIRM_MIN_WORDS = 15
@@ -213,7 +213,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT) -> list[Example]:
-    """The retired held-out sets (v1-v6) as validation examples (never fitted; see the
+    """The retired held-out sets (v1-v7) as validation examples (never fitted; see the
     docstring)."""
     rows = [json.loads(line) for path in paths
             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -243,7 +243,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = generate()
     heldout = load_retired_heldout()
-    examples = corpus + heldout  # v1-v6: validation only, never in a fit (see the docstring)
+    examples = corpus + heldout  # v1-v7: validation only, never in a fit (see the docstring)
     n_corpus = len(corpus)
     views = [view(e.text) for e in examples]
     n_words = [len(v.split()) for v in views]
@@ -256,7 +256,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
     train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1-v6 (validation only); "
+        f"{len(heldout)} of the retired held-out v1-v7 (validation only); "
         f"features: {x.shape[1]}")
     model, coef, intercept = _fit(x[train], labels[train], weight[train])
     classes = tuple(str(c) for c in model.classes_)
@@ -327,7 +327,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                 thresholds, rule_confirm, [w_[j] for j in chat_idx])
 
     # The shipped model: refit on the corpus's training + validation with the same settings;
-    # the thresholds stay the ones chosen on validation above (test stays unseen, v1-v6 unfitted).
+    # the thresholds stay the ones chosen on validation above (test stays unseen, v1-v7 unfitted).
     fit_rows = (split != "test") & (source != "heldout")
     model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
     final = _runtime_probabilities(classes, coef, intercept, views)
@@ -360,7 +360,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
-        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1-v6)",
+        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1-v7)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
                            "answer_benign_share_by_category": ANSWER_BENIGN_BY_CATEGORY,

@@ -40,8 +40,8 @@ def test_metadata_describes_the_build():
                                "medication_dosing"]
     assert META["threshold_rule"]["chosen_on"].startswith("validation")
     assert META["corpus"]["hand_written"] >= 9000  # avatario_tools/safety/written/
-    # retired v1-v6
-    assert META["corpus"]["heldout_validation"] == 537 + 574 + 764 + 788 + 752 + 772
+    # retired v1-v7
+    assert META["corpus"]["heldout_validation"] == 537 + 574 + 764 + 788 + 752 + 772 + 772
     for split in ("train", "validation", "test"):
         for label, n in ((lab, s[split]) for lab, s in META["corpus"]["sizes"].items()):
             assert n > 0, (label, split)
