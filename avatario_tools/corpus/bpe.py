@@ -51,16 +51,22 @@ def encode_samples(tok: Tokenizer, samples: Sequence[Sequence[str]]) -> np.ndarr
 
 
 def encode_weighted(tok: Tokenizer, samples: Sequence[Sequence[str]],
-                    weights: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+                    weights: Sequence[Sequence[float]],
+                    heads: Sequence[Sequence[tuple[int, float]]] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """`encode_samples` plus a float32 loss weight per token: each token gets its piece's
-    weight; the end of text after a sample gets 0 (nothing is generated past a turn)."""
+    weight; the end of text after a sample gets 0 (nothing is generated past a turn). With
+    `heads` (one (n, weight) per piece, like `weights`), a piece's first n tokens weigh
+    `weight` instead (n = 0: none)."""
     out: list[int] = []
     w: list[float] = []
-    for pieces, piece_weights in zip(samples, weights, strict=True):
-        for piece, weight in zip(pieces, piece_weights, strict=True):
+    for i, (pieces, piece_weights) in enumerate(zip(samples, weights, strict=True)):
+        piece_heads = heads[i] if heads is not None else [(0, 0.0)] * len(pieces)
+        for piece, weight, (n, head) in zip(pieces, piece_weights, piece_heads, strict=True):
             ids = tok.encode(piece, add_special_tokens=False).ids
             out.extend(ids)
-            w.extend([weight] * len(ids))
+            k = min(n, len(ids))
+            w.extend([head] * k + [weight] * (len(ids) - k))
         out.append(END_OF_TEXT_ID)
         w.append(0.0)
     return np.asarray(out, dtype=np.int32), np.asarray(w, dtype=np.float32)

@@ -15,6 +15,10 @@ Steps, each deterministic:
 3. conversations: the split's question/answer pairs, shuffled with a fixed seed, are grouped
    two to four turns per conversation under a header with an invented child context
    (nickname, age, a summary in the analytics report's wording, or nothing).
+
+`opening_samples` adds, for a small model that must learn which answer a question asks for,
+single turns pairing more wordings of the training intents (data/qa_expanded/) with the
+first sentence of their answer.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ __all__ = [
     "Sample",
     "build_corpus",
     "dedupe",
+    "first_sentence",
+    "opening_samples",
     "split_of",
 ]
 
@@ -215,3 +221,41 @@ def build_corpus(items: Iterable[QaItem], config: BuildConfig | None = None) -> 
     validation = _conversations(pairs["validation"], cfg, random.Random(f"{cfg.seed}:validation"),
                                 1)
     return Corpus(cfg, train, validation, pairs, dropped)
+
+
+# a full stop followed by a capital (not "e.g. bath"), or the end of the text
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z\"'(]|$)")
+
+
+def first_sentence(answer: str) -> str:
+    """The answer's first sentence, normalised as the node writes replies."""
+    text = normalize_message(answer)
+    end = _SENTENCE_END.search(text)
+    return text[:end.end()] if end else text
+
+
+def opening_samples(wordings: Iterable[QaItem], corpus: Corpus, passes: int) -> list[Sample]:
+    """Single turns ("{user}: q\\n\\n{bot}:", " first sentence", "") for every wording of a
+    training intent in `wordings`, `passes` times, each pass shuffled with the corpus seed.
+
+    What a reply starts with decides which answer a small model recites, and a conversation
+    has one such decision per ~100 tokens of answer; these turns train it on many more
+    wordings for a few tokens each. The reply is the opening of the answer the corpus trains
+    on for that intent (the same text), and it does not end the turn: the end piece is empty,
+    because the answer goes on. Validation intents are never used, nor a wording equal to a
+    validation question."""
+    if passes < 0:
+        raise ValueError(f"passes must be >= 0, got {passes}")
+    answers = {g: a for g, _, a in corpus.pairs["train"]}
+    held = {_key(q) for _, q, _ in corpus.pairs["validation"]}
+    fmt = corpus.config.chat_format
+    turns = [(item.group, q) for item in sorted(wordings, key=lambda it: it.group)
+             if item.group in answers for q in item.questions if _key(q) not in held]
+    rng = random.Random(f"{corpus.config.seed}:openings")
+    out: list[Sample] = []
+    for _ in range(passes):
+        order = list(turns)
+        rng.shuffle(order)
+        out.extend(Sample((g,), (build_turn_suffix(fmt, q), " " + first_sentence(answers[g]), ""))
+                   for g, q in order)
+    return out

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from avatario_tools.corpus.bpe import encode_weighted, save_tokenizer, train_tokenizer
-from avatario_tools.corpus.builder import BuildConfig, Corpus, build_corpus
+from avatario_tools.corpus.builder import BuildConfig, Corpus, build_corpus, opening_samples
 from avatario_tools.corpus.material import (
     DEFAULT_QA_DIR,
     DEFAULT_TIPS_PATH,
+    DEFAULT_WORDINGS_DIR,
     load_material,
     material_files,
 )
@@ -54,7 +55,8 @@ TOKENIZER_FILE = "tokenizer.json"
 class DemoConfig:
     """Everything that shapes the demo model (the cache key hashes it)."""
 
-    build: BuildConfig = field(default_factory=BuildConfig)
+    # two passes of conversations (the rest of the token budget goes to the openings below)
+    build: BuildConfig = field(default_factory=lambda: BuildConfig(passes=2))
     vocab_size: int = 3072
     n_layer: int = 4
     n_embd: int = 192
@@ -87,7 +89,18 @@ class DemoConfig:
     # loss weight of the prompt's tokens (header, parents' turns); the replies weigh 1.
     # 0: the model learns to answer only (the loss mask of supervised fine-tuning); 1: every
     # token counts. Training and the validation loss use the same weights.
-    prompt_weight: float = 1.0
+    prompt_weight: float = 0.5
+    # Which answer a reply recites is decided by its first tokens (issue 16, runs O1-R3 in
+    # docs/operations.md). With `opening_passes` passes of single turns pairing the extra
+    # wordings (data/qa_expanded/) with the first sentence of their answer, and the first
+    # `reply_head_tokens` tokens of every training reply weighing `reply_head_weight`, the
+    # model answers 84 of 353 new wordings (data/heldout/) with their own intent's answer
+    # and 125 of 409 on topic, against 8 and 47 without (the openings alone: 7 and 34;
+    # 3 passes, weight 4: 40 and 70). More (6 passes, weight 16: 99 and 147) turns the
+    # replies into strings of first sentences of different answers, so 4 and 8 it is.
+    opening_passes: int = 4
+    reply_head_tokens: int = 8
+    reply_head_weight: float = 8.0
 
     def __post_init__(self) -> None:
         if self.select_on not in ("turns", "conversations"):
@@ -95,6 +108,9 @@ class DemoConfig:
                              f"{self.select_on!r}")
         if not 0 <= self.prompt_weight <= 1:
             raise ValueError(f"prompt_weight must be in [0, 1], got {self.prompt_weight}")
+        if self.opening_passes < 0 or self.reply_head_tokens < 0 or self.reply_head_weight < 0:
+            raise ValueError("opening_passes, reply_head_tokens and reply_head_weight must be "
+                             ">= 0")
 
     def train_config(self, vocab_size: int):
         from avatario_tools.train.api import TrainConfig
@@ -152,12 +168,16 @@ def _hash_tree(h: hashlib._Hash, path: Path) -> None:
 
 def cache_key(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
               tips_path: Path = DEFAULT_TIPS_PATH,
-              code_paths: tuple[Path, ...] = CODE_PATHS) -> str:
+              code_paths: tuple[Path, ...] = CODE_PATHS,
+              wordings_dir: Path = DEFAULT_WORDINGS_DIR) -> str:
     """sha256 over the material, the config and the code version; 16 hex digits."""
     h = hashlib.sha256()
     h.update(json.dumps(asdict(config), sort_keys=True).encode())
     for f in material_files(qa_dir, tips_path):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    if config.opening_passes:
+        for f in material_files(wordings_dir, None):
+            h.update(b"wordings/" + f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     for p in code_paths:
         _hash_tree(h, p)
     return h.hexdigest()[:16]
@@ -172,29 +192,36 @@ def turn_pieces(corpus: Corpus, split: str = "validation") -> list[tuple[str, st
 
 
 def prepare_tokens(config: DemoConfig, qa_dir: Path = DEFAULT_QA_DIR,
-                   tips_path: Path = DEFAULT_TIPS_PATH) -> DemoTokens:
-    """Corpus, tokenizer (trained on the train split only) and the token streams."""
+                   tips_path: Path = DEFAULT_TIPS_PATH,
+                   wordings_dir: Path = DEFAULT_WORDINGS_DIR) -> DemoTokens:
+    """Corpus, tokenizer (trained on the train split only) and the token streams; the
+    training stream is the conversations, then the openings (`opening_samples`)."""
     corpus = build_corpus(load_material(qa_dir, tips_path), config.build)
     tok = train_tokenizer(corpus.texts("train"), config.vocab_size)
     p = config.prompt_weight
-    train, train_w = weighted_stream(tok, [s.segments for s in corpus.train], p)
+    openings = (opening_samples(load_material(wordings_dir, None), corpus,
+                                config.opening_passes) if config.opening_passes else [])
+    train, train_w = weighted_stream(tok, [s.segments for s in corpus.train + openings], p,
+                                     (config.reply_head_tokens, config.reply_head_weight))
     validation, validation_w = weighted_stream(tok, [s.segments for s in corpus.validation], p)
     turns, turns_w = weighted_stream(tok, turn_pieces(corpus), p)
     return DemoTokens(corpus, tok, train, validation, turns, train_w, validation_w, turns_w)
 
 
-def weighted_stream(tok, samples: list[tuple[str, ...]], prompt_weight: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def weighted_stream(tok, samples: list[tuple[str, ...]], prompt_weight: float,
+                    reply_head: tuple[int, float] = (0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and loss weights of samples laid out as (header,) + (turn, reply, end) * k
     or as a lone (turn, reply, end): the header and each "{user}: q\\n\\n{bot}:" weigh
-    `prompt_weight`, each reply and its end weigh 1."""
-    def prompt(i: int, n: int) -> bool:
+    `prompt_weight`, each reply and its end weigh 1, except the first n tokens of each reply,
+    which weigh w for reply_head = (n, w)."""
+    def role(i: int, n: int) -> int:  # 0 prompt, 1 reply, 2 end
         head = n % 3
-        return i < head or (i - head) % 3 == 0
+        return 0 if i < head else (i - head) % 3
 
-    weights = [[prompt_weight if prompt(i, len(s)) else 1.0 for i in range(len(s))]
-               for s in samples]
-    return encode_weighted(tok, samples, weights)
+    roles = [[role(i, len(s)) for i in range(len(s))] for s in samples]
+    weights = [[prompt_weight if r == 0 else 1.0 for r in rs] for rs in roles]
+    heads = [[reply_head if r == 1 else (0, 1.0) for r in rs] for rs in roles]
+    return encode_weighted(tok, samples, weights, heads)
 
 
 def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: bool = False,
@@ -221,7 +248,8 @@ def ensure_demo_model(var: Path, config: DemoConfig | None = None, *, progress: 
     held_out, held_out_w = ((data.validation_turns, data.validation_turns_weights)
                             if cfg.select_on == "turns"
                             else (data.validation, data.validation_weights))
-    weighted = cfg.prompt_weight != 1.0
+    weighted = cfg.prompt_weight != 1.0 or (cfg.reply_head_tokens > 0
+                                             and cfg.reply_head_weight != 1.0)
     result = train_model(tcfg, TokenData(train=data.train, validation=held_out,
                                          train_weights=data.train_weights if weighted else None,
                                          validation_weights=held_out_w if weighted else None),

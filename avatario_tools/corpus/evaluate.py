@@ -33,7 +33,12 @@ from avatario_tools.corpus.demo import (
     turn_pieces,
     weighted_stream,
 )
-from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH, load_material
+from avatario_tools.corpus.material import (
+    DEFAULT_QA_DIR,
+    DEFAULT_TIPS_PATH,
+    DEFAULT_WORDINGS_DIR,
+    load_material,
+)
 
 __all__ = ["HELDOUT_QUESTIONS", "IntentCheck", "Perplexities", "Sample", "TopicCheck",
            "evaluate_demo", "held_out_questions", "intent_agreement", "load_heldout_questions",
@@ -284,7 +289,8 @@ def intent_agreement(model: DemoModel, config: DemoConfig | None = None, max_tok
     items = load_material(qa_dir, tips_path)
     topics = {it.group: _TOPIC_FAMILY.get(it.topic, it.topic) for it in items}
     answers = {g: _bag(a) for g, _, a in data.corpus.pairs["train"]}
-    material = {_key(q) for it in items for q in it.questions}
+    wordings = load_material(DEFAULT_WORDINGS_DIR, None) if cfg.opening_passes else []
+    material = {_key(q) for it in [*items, *wordings] for q in it.questions}
     reply = _replier(model, cfg.build.chat_format, max_tokens)
     out: list[IntentCheck] = []
     for group, question in load_heldout_questions(heldout)[:limit]:

@@ -24,6 +24,7 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_QA_DIR",
     "DEFAULT_TIPS_PATH",
+    "DEFAULT_WORDINGS_DIR",
     "CorpusError",
     "QaItem",
     "load_material",
@@ -34,6 +35,8 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_QA_DIR = Path(__file__).resolve().parent / "data" / "qa"
+# more wordings of the same intents (the demo model's opening turns; see builder.opening_samples)
+DEFAULT_WORDINGS_DIR = DEFAULT_QA_DIR.parent / "qa_expanded"
 DEFAULT_TIPS_PATH = ROOT / "services" / "analytics" / "data" / "tips.json"
 
 

@@ -10,9 +10,22 @@ import re
 import pytest
 
 from avatario_tools.corpus.bpe import END_OF_TEXT, encode_samples, save_tokenizer, train_tokenizer
-from avatario_tools.corpus.builder import BuildConfig, build_corpus, dedupe, split_of
-from avatario_tools.corpus.demo import turn_pieces
-from avatario_tools.corpus.material import CorpusError, QaItem, load_material, load_qa
+from avatario_tools.corpus.builder import (
+    BuildConfig,
+    build_corpus,
+    dedupe,
+    first_sentence,
+    opening_samples,
+    split_of,
+)
+from avatario_tools.corpus.demo import turn_pieces, weighted_stream
+from avatario_tools.corpus.material import (
+    DEFAULT_WORDINGS_DIR,
+    CorpusError,
+    QaItem,
+    load_material,
+    load_qa,
+)
 from services.inference.prompt import TURN_END, prompt_header, speakers
 from services.inference.safety.output import rewrite_claims
 from services.inference.tokenizer import HfTokenizer, load_tokenizer
@@ -194,3 +207,55 @@ def test_encode_samples_puts_end_of_text_after_each_sample(corpus):
     assert int((stream == 0).sum()) == len(corpus.validation)
     first = [i for p in corpus.validation[0].segments for i in tok.encode(p).ids]
     assert stream[: len(first)].tolist() == first
+
+
+# -- opening turns and reply-head weights (the demo model's training stream) -----------------
+
+@pytest.fixture(scope="module")
+def wordings() -> list[QaItem]:
+    return load_material(DEFAULT_WORDINGS_DIR, None)
+
+
+def test_openings_pair_more_wordings_of_training_intents_with_their_answer_start(corpus,
+                                                                                 wordings):
+    answers = {g: a for g, _, a in corpus.pairs["train"]}
+    held = {re.sub(r"\W+", " ", q.lower()).strip() for _, q, _ in corpus.pairs["validation"]}
+    samples = opening_samples(wordings, corpus, passes=2)
+    one = opening_samples(wordings, corpus, passes=1)
+    assert len(samples) == 2 * len(one) > 1500  # several wordings per training intent
+    assert samples == opening_samples(wordings, corpus, passes=2)  # deterministic
+    assert samples[: len(one)] != samples[len(one):]  # each pass shuffled anew
+    user, bot = speakers(corpus.config.chat_format)
+    for s in one:
+        (group,) = s.groups
+        turn, reply, end = s.segments
+        assert group in answers and end == ""  # training intents only; the answer goes on
+        assert turn.startswith(f"{user}: ") and turn.endswith(f"\n\n{bot}:")
+        question = turn[len(user) + 2: -len(bot) - 3]
+        assert re.sub(r"\W+", " ", question.lower()).strip() not in held
+        assert reply == " " + first_sentence(answers[group])
+        assert " ".join(answers[group].split()).startswith(reply.strip())
+    assert opening_samples(wordings, corpus, passes=0) == []
+    with pytest.raises(ValueError, match="passes"):
+        opening_samples(wordings, corpus, passes=-1)
+
+
+def test_first_sentence_stops_at_a_full_stop_before_a_capital():
+    assert first_sentence("Try a routine, e.g. bath then books. Keep it short.") == (
+        "Try a routine, e.g. bath then books.")
+    assert first_sentence("Yes! Most do.") == "Yes!"
+    assert first_sentence("No full stop at all") == "No full stop at all"
+
+
+def test_the_first_tokens_of_each_reply_weigh_the_head_weight(corpus):
+    tok = train_tokenizer(corpus.texts("train"), 512)
+    sample = corpus.train[0].segments
+    ids, w = weighted_stream(tok, [sample], 0.5, (3, 4.0))
+    lengths = [len(tok.encode(p, add_special_tokens=False).ids) for p in sample]
+    expected: list[float] = [0.5] * lengths[0]  # the header
+    for turn, reply, end in zip(lengths[1::3], lengths[2::3], lengths[3::3], strict=True):
+        expected += [0.5] * turn + [4.0] * min(3, reply) + [1.0] * max(0, reply - 3)
+        expected += [1.0] * end
+    assert w.tolist() == expected + [0.0] and len(ids) == len(w)  # end of text weighs 0
+    plain_ids, plain = weighted_stream(tok, [sample], 0.5)
+    assert plain_ids.tolist() == ids.tolist() and set(plain.tolist()) == {0.5, 1.0, 0.0}

@@ -21,7 +21,7 @@ from avatario_tools.corpus.evaluate import (
     sample_answers,
     topic_agreement,
 )
-from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH
+from avatario_tools.corpus.material import DEFAULT_QA_DIR, DEFAULT_TIPS_PATH, DEFAULT_WORDINGS_DIR
 from avatario_tools.devstack import __main__ as devstack
 from services.common.clients import internal_channel
 from services.inference.checkpoint import inspect_checkpoint, is_random_checkpoint
@@ -141,6 +141,15 @@ def test_the_key_changes_with_config_material_and_code(tmp_path):
     tips = tmp_path / "tips.json"
     tips.write_text(DEFAULT_TIPS_PATH.read_text().replace("What's missing?", "What is gone?"))
     assert cache_key(TINY, tips_path=tips) != base
+    wordings = tmp_path / "qa_expanded"
+    shutil.copytree(DEFAULT_WORDINGS_DIR, wordings)
+    assert cache_key(TINY, wordings_dir=wordings) == base
+    sleep = wordings / "sleep.jsonl"
+    sleep.write_text(sleep.read_text().replace("Bedtime is a nightly battle.", "Bedtime is war."))
+    assert cache_key(TINY, wordings_dir=wordings) != base
+    no_openings = replace(TINY, opening_passes=0)  # then the wordings are not read
+    assert (cache_key(no_openings, wordings_dir=wordings) == cache_key(no_openings)
+            != base)
     code = tmp_path / "code"
     shutil.copytree(demo_mod.ROOT / "avatario_tools" / "corpus", code,
                     ignore=shutil.ignore_patterns("__pycache__", "data"))
