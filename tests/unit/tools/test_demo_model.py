@@ -127,25 +127,30 @@ def test_a_second_call_uses_the_cache(trained, monkeypatch):
     assert not again.trained_now and again.model == trained.model
 
 
+def _edited_copy(folder: Path, to: Path, name: str, old: str, new: str) -> Path:
+    """A copy of `folder` at `to`, then `old` replaced by `new` in its file `name`."""
+    shutil.copytree(folder, to)
+    (to / name).write_text((to / name).read_text().replace(old, new))
+    return to
+
+
 def test_the_key_changes_with_config_material_and_code(tmp_path):
     base = cache_key(TINY)
     assert cache_key(TINY) == base
     assert cache_key(replace(TINY, steps=3)) != base
     assert cache_key(replace(TINY, build=replace(TINY.build, seed=99))) != base
-    qa = tmp_path / "qa"
-    shutil.copytree(DEFAULT_QA_DIR, qa)
-    assert cache_key(TINY, qa_dir=qa) == base
-    sleep = qa / "sleep.jsonl"
-    sleep.write_text(sleep.read_text().replace("nine to twelve hours", "nine to eleven hours"))
+    shutil.copytree(DEFAULT_QA_DIR, tmp_path / "qa_same")
+    assert cache_key(TINY, qa_dir=tmp_path / "qa_same") == base
+    qa = _edited_copy(DEFAULT_QA_DIR, tmp_path / "qa", "sleep.jsonl", "nine to twelve hours",
+                      "nine to eleven hours")
     assert cache_key(TINY, qa_dir=qa) != base
     tips = tmp_path / "tips.json"
     tips.write_text(DEFAULT_TIPS_PATH.read_text().replace("What's missing?", "What is gone?"))
     assert cache_key(TINY, tips_path=tips) != base
-    wordings = tmp_path / "qa_expanded"
-    shutil.copytree(DEFAULT_WORDINGS_DIR, wordings)
-    assert cache_key(TINY, wordings_dir=wordings) == base
-    sleep = wordings / "sleep.jsonl"
-    sleep.write_text(sleep.read_text().replace("Bedtime is a nightly battle.", "Bedtime is war."))
+    shutil.copytree(DEFAULT_WORDINGS_DIR, tmp_path / "wordings_same")
+    assert cache_key(TINY, wordings_dir=tmp_path / "wordings_same") == base
+    wordings = _edited_copy(DEFAULT_WORDINGS_DIR, tmp_path / "wordings", "sleep.jsonl",
+                            "Bedtime is a nightly battle.", "Bedtime is war.")
     assert cache_key(TINY, wordings_dir=wordings) != base
     no_openings = replace(TINY, opening_passes=0)  # then the wordings are not read
     assert (cache_key(no_openings, wordings_dir=wordings) == cache_key(no_openings)
