@@ -37,7 +37,7 @@ async def _fails(call, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
 
 REDIS = "redis://127.0.0.1:6379/0"
 # A message the shipped classifier finds borderline (help line, not the fixed answer).
-BORDERLINE = "My son has a high fever."
+BORDERLINE = "My son has a high fever and is tired."  # emergency help line since round 8
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
