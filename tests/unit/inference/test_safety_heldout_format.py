@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1 to v8).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v9).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
 a README. These tests only read the data files; they never import the guard, so the sets stay
 independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
 make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
-its own README (the next one is v7, ``safety_heldout_v7/``, ``safety_heldout_v8/``).
+its own README (the next one is v10, ``safety_heldout_v10/``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class HeldoutSet:
     # The longest message has at least this many words (v7's writers were asked for up to
     # about 60 and wrote at most 56; the set is frozen as written).
     longest_at_least: int = 60
+    # The shortest message has at most this many words (v9's writers wrote none under 6).
+    shortest_at_most: int = 5
 
     @property
     def path(self) -> Path:
@@ -148,7 +150,15 @@ V7 = replace(blind_set(7, "d2f30379d560b0ac1757dcda3aee6ebe9a599f5451de01edaf983
 V8 = blind_set(8, "84905d434bd2aeb5b0c67821e0a1e6472df6309d7d28c0fa5432ed4a19d36d94",
                "ee1e9ad41f80ea6ad651e8c71d2eac54941112379487e9c4818a9a17ddd29ce7")
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8)}
+# v9: two writers of 100 messages per harmful category, 150 look-alikes and 20 replies per
+# label each (smaller than v8, same method); the shortest message has 6 words.
+V9 = replace(blind_set(9, "d83708d918f7f9fb1a9d2fbaf09cde6e1c93b9487a6b86ed829edd8bcb04c43c",
+                       "465cfc37cf1c583254706155f666b52de19f1e04561692fa3962453ee8250980"),
+             message_minimums={"crisis": 90, "abuse": 90, "medical_emergency": 90,
+                               "medication_dosing": 90, "benign": 280},
+             reply_minimums={"diagnostic_claim": 35, "ok": 35}, shortest_at_most=6)
+
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
@@ -252,7 +262,7 @@ def test_labels_are_shuffled_not_grouped(heldout: HeldoutSet) -> None:
 @pytest.mark.parametrize("heldout", SET_PARAMS)
 def test_message_lengths_vary(heldout: HeldoutSet) -> None:
     words = [len(row["text"].split()) for row in _rows(heldout, "messages.jsonl")]
-    assert min(words) <= 5 and max(words) >= heldout.longest_at_least
+    assert min(words) <= heldout.shortest_at_most and max(words) >= heldout.longest_at_least
 
 
 @pytest.mark.parametrize(
