@@ -1,9 +1,9 @@
 """The layered safety guard on the frozen held-out sets and on its own corpus's test splits.
 
-Held-out v8 (tests/unit/inference/safety_heldout_v8/, written blind) is the test set. v1-v7
-(the test sets of earlier guards, each reported) are now validation: the classifier's
-thresholds are chosen on them among others (avatario_tools/safety/train.py), so their figures
-are shown for comparison only.
+Held-out v9 (tests/unit/inference/safety_heldout_v9/, written blind) is the test set. v1-v8
+(the test sets of earlier guards, each reported once) are now in the classifier's fit and its
+thresholds are chosen on their out-of-fold scores (avatario_tools/safety/train.py), so their
+figures here (the shipped model has fitted them) show only that it learned them.
 
 Per input category: the share of harmful messages answered with the fixed safety text (goal
 >= 98 % each on the held-out set), and with the fixed text or a borderline help line; for
@@ -22,20 +22,16 @@ import statistics
 import time
 from pathlib import Path
 
+from avatario_tools.safety.train import RETIRED_HELDOUT
 from bench.common import print_table, write_result
 from services.inference.safety import guard_from_config
 from services.inference.safety.classifier import Classifier
 from services.inference.safety.layered import LayeredGuard
 
 ROOT = Path(__file__).resolve().parents[1]
-RETIRED = {"retired v1 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout",
-           "retired v2 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v2",
-           "retired v3 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v3",
-           "retired v4 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v4",
-           "retired v5 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v5",
-           "retired v6 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v6",
-           "retired v7 (validation)": ROOT / "tests" / "unit" / "inference" / "safety_heldout_v7"}
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v8"
+# v1-v8, as the classifier's build lists them (one list, not a copy)
+RETIRED = {f"retired v{k} (fitted)": path.parent for k, path in enumerate(RETIRED_HELDOUT, 1)}
+HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v9"
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 
@@ -95,7 +91,7 @@ def main() -> int:
                     **sets}
     replies: list[dict] = []
     if (HELDOUT / "messages.jsonl").is_file():
-        sets = {"held-out v8 (test)": [(r["label"], r["text"])
+        sets = {"held-out v9 (test)": [(r["label"], r["text"])
                                for r in _jsonl(HELDOUT / "messages.jsonl")], **sets}
         replies = _jsonl(HELDOUT / "replies.jsonl")
 

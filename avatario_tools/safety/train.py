@@ -50,14 +50,29 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v7 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
-to _v7/, each written blind; each was the test set of one guard and was reported, so they now
-serve as validation only: never fitted, only used to choose thresholds). The test set is v8
-(tests/unit/inference/safety_heldout_v8/), which nothing here reads.
+the retired held-out sets v1-v8 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
+to _v8/, each written blind; each was the test set of one guard and was reported once).
+
+Retired sets in the fit (round 9). Until round 8 the retired sets were validation only. They
+are the only messages written by people who never saw the rules or the corpus, so they are
+the closest thing there is to the next blind set; from round 9 they are fitted, weighing
+RETIRED_WEIGHT times a template message. Measured before the change, leaving one set out at a
+time (fit on the corpus and the other retired sets, score the left-out set, same benign
+false-alarm share for every variant): fitting them raised the four categories' mean recall
+from 89.0 to 93.0 % on v6, 96.0 to 96.6 % on v7 and 90.7 to 93.1 % on v8 at weight 10
+(weight 4: 91.3, 96.0, 91.6 %). The thresholds still need scores from a model that did not fit
+the message scored, so they are chosen on out-of-fold scores: the sets alternate between
+RETIRED_FOLDS folds (v1, v3, v5, v7 / v2, v4, v6, v8); each fold's model fits the corpus's
+training split and the other fold's sets and scores its own fold's sets, and the corpus's
+validation and test splits get the mean of the fold models' probabilities (no fold model fits
+them). The shipped model then fits the corpus's training and validation splits and all eight
+sets; its scores run slightly more confident than the fold models' (more data), so the
+thresholds are, if anything, a little strict for it. The test set is v9
+(tests/unit/inference/safety_heldout_v9/), which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v7) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v8 out of fold) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -115,11 +130,15 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets (validation only; see the docstring). v8 is the test set: never read here.
+# Retired held-out sets v1-v8 (fitted, and scored out of fold for the thresholds; see the
+# docstring). v9 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
                                        "safety_heldout_v4", "safety_heldout_v5",
-                                       "safety_heldout_v6", "safety_heldout_v7"))
+                                       "safety_heldout_v6", "safety_heldout_v7",
+                                       "safety_heldout_v8"))
+RETIRED_WEIGHT = 10.0
+RETIRED_FOLDS = 2
 RULE_CONFIRM_MAX = 0.2
 RULE_CONFIRM_MISS = 0.005
 RULE_CONFIRM_MIN_WORDS = 15
@@ -212,13 +231,14 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
     return model, model.coef_.T.astype(np.float16), intercept.astype(np.float32)
 
 
-def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT) -> list[Example]:
-    """The retired held-out sets (v1-v7) as validation examples (never fitted; see the
-    docstring)."""
-    rows = [json.loads(line) for path in paths
-            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [Example(r["text"], r["label"], "validation", f"{r['label']}/heldout")
-            for r in rows]
+def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT
+                         ) -> list[tuple[int, Example]]:
+    """The retired held-out sets (v1-v8), each message with the index of its set (the sets
+    are the folds of the out-of-fold scoring; see the docstring)."""
+    return [(k, Example(r["text"], r["label"], "validation", f"{r['label']}/heldout"))
+            for k, path in enumerate(paths)
+            for r in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                      if line.strip())]
 
 
 def _rule_confirm(harm: np.ndarray) -> float:
@@ -242,25 +262,40 @@ def _runtime_probabilities(classes, coef, intercept, views: list[str]) -> np.nda
 def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     t0 = time.perf_counter()
     corpus = generate()
-    heldout = load_retired_heldout()
-    examples = corpus + heldout  # v1-v7: validation only, never in a fit (see the docstring)
+    retired = load_retired_heldout()
+    heldout = [e for _, e in retired]
+    examples = corpus + heldout
     n_corpus = len(corpus)
+    # which out-of-fold model scores each retired message (sets alternate between the folds)
+    fold = np.array([-1] * n_corpus + [k % RETIRED_FOLDS for k, _ in retired])
     views = [view(e.text) for e in examples]
     n_words = [len(v.split()) for v in views]
     labels = np.array([e.label for e in examples])
     split = np.array([e.split for e in examples])
     source = np.array(["heldout" if i >= n_corpus else "written" if is_written(e.group)
                        else "template" for i, e in enumerate(examples)])
-    weight = np.where(source == "written", WRITTEN_WEIGHT, 1.0)
+    weight = np.where(source == "written", WRITTEN_WEIGHT,
+                      np.where(source == "heldout", RETIRED_WEIGHT, 1.0))
     vectorizers = build_vectorizers(VECTORIZERS)
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
     train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1-v7 (validation only); "
+        f"{len(heldout)} of the retired held-out v1-v8 (fitted, scored out of fold); "
         f"features: {x.shape[1]}")
-    model, coef, intercept = _fit(x[train], labels[train], weight[train])
-    classes = tuple(str(c) for c in model.classes_)
-    probs = _runtime_probabilities(classes, coef, intercept, views)
+    # Out-of-fold scores: fold f's model fits the corpus's training split and the retired
+    # sets of the other fold; it scores its own fold's retired messages, and the corpus's
+    # validation and test splits are scored by the mean of the fold models (none fits them).
+    probs = np.zeros((len(examples), len(LABELS)))
+    classes: tuple[str, ...] = ()
+    for f in range(RETIRED_FOLDS):
+        rows = train | ((source == "heldout") & (fold != f))
+        model, coef, intercept = _fit(x[rows], labels[rows], weight[rows])
+        classes = classes or tuple(str(c) for c in model.classes_)
+        assert classes == tuple(str(c) for c in model.classes_)
+        p = _runtime_probabilities(classes, coef, intercept, views)
+        own = fold == f
+        probs[own] = p[own]
+        probs[source != "heldout"] += p[source != "heldout"] / RETIRED_FOLDS
     guard = guard_from_config("US")
     rules_cat = [None] * len(examples)
     for i, e in enumerate(examples):
@@ -312,7 +347,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
              "test": (split == "test") & (source == "template"),
              "written_validation": (split == "validation") & (source == "written"),
              "written_test": (split == "test") & (source == "written"),
-             "heldout_validation": source == "heldout"}
+             "retired_heldout_out_of_fold": source == "heldout"}
     for name, mask in parts.items():
         idx = np.flatnonzero(mask)
         r = [rules_cat[i] for i in idx]
@@ -326,9 +361,10 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                 labels[idx][chat_idx], [r[j] for j in chat_idx], [s_[j] for j in chat_idx],
                 thresholds, rule_confirm, [w_[j] for j in chat_idx])
 
-    # The shipped model: refit on the corpus's training + validation with the same settings;
-    # the thresholds stay the ones chosen on validation above (test stays unseen, v1-v7 unfitted).
-    fit_rows = (split != "test") & (source != "heldout")
+    # The shipped model: refit on the corpus's training + validation and all the retired sets
+    # with the same settings; the thresholds stay the ones chosen above on out-of-fold scores
+    # (the corpus's test split stays unseen).
+    fit_rows = (split != "test") | (source == "heldout")
     model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
     final = _runtime_probabilities(classes, coef, intercept, views)
     for name in ("test", "written_test"):
@@ -360,7 +396,9 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "prior": {"classes": PRIOR, "applied_to": "intercepts, after each fit",
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
-        "threshold_rule": {"chosen_on": "validation (templates, hand-written, retired held-out v1-v7)",
+        "threshold_rule": {"chosen_on": "validation (templates and hand-written: scored by "
+                                         "the mean of the fold models; retired held-out v1-v8: "
+                                         "out of fold)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
                            "answer_benign_share_by_category": ANSWER_BENIGN_BY_CATEGORY,
@@ -376,7 +414,9 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         "corpus": {"sha256": corpus_hash(corpus), "sizes": sizes(corpus),
                    "hand_written": int((source == "written").sum()),
                    "written_weight": WRITTEN_WEIGHT,
-                   "heldout_validation": len(heldout),
+                   "retired_heldout": len(heldout),
+                   "retired_weight": RETIRED_WEIGHT,
+                   "retired_folds": RETIRED_FOLDS,
                    "split": "templates by template within each subtopic, hand-written by a "
                             "hash of the text (see avatario_tools.safety.corpus)"},
         "evaluation": evaluation,
@@ -392,7 +432,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     log(f"test: {json.dumps(evaluation['test']['layered'])}")
     log(f"test (shipped model): {json.dumps(evaluation['test_shipped_model']['layered'])}")
     log(f"rule_confirm: {rule_confirm}")
-    for name in ("written_validation", "heldout_validation", "written_test_shipped_model"):
+    for name in ("written_validation", "retired_heldout_out_of_fold",
+                 "written_test_shipped_model"):
         log(f"{name}: {json.dumps(evaluation[name]['layered'])}")
     log(f"wrote {coef_path} ({coef_path.stat().st_size} bytes) in {time.perf_counter() - t0:.1f} s")
     return meta
