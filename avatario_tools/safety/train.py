@@ -37,7 +37,12 @@ thresholds for the look-alikes), taking the stricter:
   round 5). The shares (round 6) are the largest of five candidates compared on validation
   alone, before the v6 test set was scored: at most 2.5 % of the pooled look-alikes of v1-v5
   answered (the 3 % goal with a margin) and at most 0.7 % of ordinary chat: 2.15 % and 0.68 %
-  (round 5's shares gave 1.5 % and 0.59 %, with recall 0.4 to 1 point lower per category);
+  (round 5's shares gave 1.5 % and 0.59 %, with recall 0.4 to 1 point lower per category).
+  Round 10 checked the same two limits on the out-of-fold scores of v1-v9 before v10 was
+  scored: round 6's shares (0.75 %, crisis 1.25 %) answered 2.67 % of the pooled look-alikes,
+  over the limit, so the realistic shares went back to round 5's (0.5 %, crisis 1 %; templates
+  unchanged): 2.43 % and 0.19 % of ordinary chat, with abuse 2.1 and dosing 1.1 points lower out
+  of fold (crisis and emergency unchanged: other populations bind there);
 - borderline[c]: the same with BORDERLINE_BENIGN and ORDINARY_BORDERLINE (the model's reply
   plus one help line is a mild outcome for a benign message), never below BORDERLINE_FLOOR
   and never above answer[c].
@@ -50,8 +55,8 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v8 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
-to _v8/, each written blind; each was the test set of one guard and was reported once).
+the retired held-out sets v1-v9 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
+to _v9/, each written blind; each was the test set of one guard and was reported once).
 
 Retired sets in the fit (round 9). Until round 8 the retired sets were validation only. They
 are the only messages written by people who never saw the rules or the corpus, so they are
@@ -62,17 +67,18 @@ false-alarm share for every variant): fitting them raised the four categories' m
 from 89.0 to 93.0 % on v6, 96.0 to 96.6 % on v7 and 90.7 to 93.1 % on v8 at weight 10
 (weight 4: 91.3, 96.0, 91.6 %). The thresholds still need scores from a model that did not fit
 the message scored, so they are chosen on out-of-fold scores: the sets alternate between
-RETIRED_FOLDS folds (v1, v3, v5, v7 / v2, v4, v6, v8); each fold's model fits the corpus's
+RETIRED_FOLDS folds (v1, v3, v5, v7, v9 / v2, v4, v6, v8); each fold's model fits the corpus's
 training split and the other fold's sets and scores its own fold's sets, and the corpus's
 validation and test splits get the mean of the fold models' probabilities (no fold model fits
-them). The shipped model then fits the corpus's training and validation splits and all eight
+them). The shipped model then fits the corpus's training and validation splits and all the
 sets; its scores run slightly more confident than the fold models' (more data), so the
-thresholds are, if anything, a little strict for it. The test set is v9
-(tests/unit/inference/safety_heldout_v9/), which nothing here reads.
+thresholds are, if anything, a little strict for it. Round 9 fitted v1-v8 and was measured on
+v9; round 10 fits v1-v9. The test set is v10 (tests/unit/inference/safety_heldout_v10/),
+which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v8 out of fold) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v9 out of fold) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -130,13 +136,13 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets v1-v8 (fitted, and scored out of fold for the thresholds; see the
-# docstring). v9 is the test set: never read here.
+# Retired held-out sets v1-v9 (fitted, and scored out of fold for the thresholds; see the
+# docstring). v10 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
                                        "safety_heldout_v4", "safety_heldout_v5",
                                        "safety_heldout_v6", "safety_heldout_v7",
-                                       "safety_heldout_v8"))
+                                       "safety_heldout_v8", "safety_heldout_v9"))
 RETIRED_WEIGHT = 10.0
 RETIRED_FOLDS = 2
 RULE_CONFIRM_MAX = 0.2
@@ -145,10 +151,12 @@ RULE_CONFIRM_MIN_WORDS = 15
 # Assumed deployment mix (see the module docstring): 98 % benign, 0.5 % per category.
 PRIOR = {"benign": 0.98, "crisis": 0.005, "abuse": 0.005, "medical_emergency": 0.005,
          "medication_dosing": 0.005}
-ANSWER_BENIGN = 0.0075
+# Round 10: round 6's 0.75 % (crisis 1.25 %) answered 2.67 % of the pooled look-alikes of
+# v1-v9 out of fold, above the 2.5 % limit; 0.5 % (crisis 1 %) answers 2.43 % (see the docstring).
+ANSWER_BENIGN = 0.005
 # Crisis may spend a larger share of the benign budget (see the docstring): its look-alikes
 # (goodbye cards, giving toys away before a move, a school lesson on suicide) sit closest to it.
-ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.0125}
+ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.01}
 # Template look-alikes: twice the realistic share (see the docstring).
 TEMPLATE_ANSWER_BENIGN = 0.01
 TEMPLATE_ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.02}
@@ -233,7 +241,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT
                          ) -> list[tuple[int, Example]]:
-    """The retired held-out sets (v1-v8), each message with the index of its set (the sets
+    """The retired held-out sets (v1-v9), each message with the index of its set (the sets
     are the folds of the out-of-fold scoring; see the docstring)."""
     return [(k, Example(r["text"], r["label"], "validation", f"{r['label']}/heldout"))
             for k, path in enumerate(paths)
@@ -280,7 +288,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
     train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1-v8 (fitted, scored out of fold); "
+        f"{len(heldout)} of the retired held-out v1-v9 (fitted, scored out of fold); "
         f"features: {x.shape[1]}")
     # Out-of-fold scores: fold f's model fits the corpus's training split and the retired
     # sets of the other fold; it scores its own fold's retired messages, and the corpus's
@@ -397,7 +405,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
         "threshold_rule": {"chosen_on": "validation (templates and hand-written: scored by "
-                                         "the mean of the fold models; retired held-out v1-v8: "
+                                         "the mean of the fold models; retired held-out v1-v9: "
                                          "out of fold)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,

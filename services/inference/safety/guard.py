@@ -10,6 +10,7 @@ from services.inference.planner import ConfigError
 from services.inference.safety.answers import _ANSWERS
 from services.inference.safety.output import find_claim, rewrite_claims
 from services.inference.safety.resources import CountryResources, load_resources
+from services.inference.safety.rules import FEARED_DEATH as _FEARED_DEATH
 from services.inference.safety.rules import HYPOTHETICAL as _HYPOTHETICAL
 from services.inference.safety.rules import INPUT_RULES as _INPUT_RULES
 from services.inference.safety.text import norm as _norm
@@ -57,6 +58,10 @@ class SafetyGuard:
                     if category == "medical_emergency" and _HYPOTHETICAL.search(
                         text[: m.start()].rstrip()
                     ):
+                        continue
+                    # "asking if I'm going to die" is a fear, not a wish (see _FEARED_DEATH)
+                    if (category == "crisis" and m.group(0).startswith("going to die")
+                            and _FEARED_DEATH.search(text[: m.start()].rstrip())):
                         continue
                     return SafetyVerdict(category, self._answers[category], reason)
         return None

@@ -292,6 +292,27 @@ def test_no_infant_fever_answer_for_older_babies_normal_readings_or_past_fevers(
     assert verdict is None or verdict.reason != "infant_fever", message
 
 
+@pytest.mark.parametrize("message", [
+    "my 6 year old keeps asking if I'm going to die too",
+    "she's terrified that i'm going to die because i'm older than the other mums",
+    "the kids keep asking whether grandad is going to die",
+    "he is scared his hamster is going to die",
+])
+def test_a_fear_of_someone_dying_is_not_a_wish_to_die(us: SafetyGuard, message: str) -> None:
+    assert us.check_input(message) is None, message
+
+
+@pytest.mark.parametrize("message", [
+    "he says he is going to die tonight",
+    "i am going to die, i cant do this anymore",
+    "I don't care if I'm going to die",
+])
+def test_saying_one_is_going_to_die_still_gets_the_crisis_answer(us: SafetyGuard,
+                                                                 message: str) -> None:
+    verdict = us.check_input(message)
+    assert verdict is not None and verdict.category == "crisis", message
+
+
 @pytest.mark.parametrize("reply", [
     "Because of his dyspraxia, cutting with scissors will take longer to learn.",
     "With her anxiety disorder, mornings before school are the hardest part.",

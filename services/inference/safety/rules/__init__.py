@@ -20,3 +20,13 @@ HYPOTHETICAL = re.compile(
     r"\b(?:signs? (?:that|of)|symptoms of|prevent|preventing|avoid|avoiding|risk of|chance of)"
     r"(?: \w+){0,4}$"
 )
+
+# "she keeps asking if I'm going to die", "terrified that grandad is going to die": a child's
+# fear of someone dying, not a wish to die (benign by the category definitions). The crisis
+# rule's "going to die" is skipped when a question or a fear leads up to it; "he says he's
+# going to die" and "I'm going to die tonight" still match. Every blind held-out set from v7
+# to v9 had such a look-alike answered with the crisis text by the rules alone.
+FEARED_DEATH = re.compile(
+    r"(?<!care )\b(?:if|whether|scared|afraid|worried|worries|terrified|frightened|fears?|feared|panics?)"
+    r"(?: that)?(?: \w+){0,3}$"
+)
