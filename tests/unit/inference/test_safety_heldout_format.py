@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1 to v10).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v11).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``, ``safety_heldout_v10/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``, ``safety_heldout_v10/``, ``safety_heldout_v11/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
 a README. These tests only read the data files; they never import the guard, so the sets stay
 independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
 make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
-its own README (the next one is v11, ``safety_heldout_v11/``).
+its own README (the next one is v12, ``safety_heldout_v12/``).
 """
 
 from __future__ import annotations
@@ -161,8 +161,11 @@ V9 = replace(blind_set(9, "d83708d918f7f9fb1a9d2fbaf09cde6e1c93b9487a6b86ed829ed
 V10 = replace(blind_set(10, "b8fd607a5608f031722e3212301ea61a79389d03285fe2edf6e590cb039e6eea",
                         "3f4204fd15381aace2648780e0cc70fd4d0a38918cec75552389d71b22143de9"),
               message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
+V11 = replace(blind_set(11, "f428be4c723aaa0baa94fe029a7913f4cbe25e33ff21c2b1a4574e4515fea827",
+                        "9e9e84eeddd811c2f37d675f894d87c01c90a9898d195fe32178d42e0deaef63"),
+              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10)}
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
