@@ -261,11 +261,12 @@ def _rule_confirm(harm: np.ndarray) -> float:
     return float(round(min(max(t, 0.0), RULE_CONFIRM_MAX), 3))
 
 
-def _runtime_probabilities(classes, coef, intercept, views: list[str]) -> np.ndarray:
-    """Probabilities computed by the node's own code from the stored coefficients."""
+def _runtime_probabilities(classes, coef, intercept, x) -> np.ndarray:
+    """Probabilities computed by the node's own code from the stored coefficients, for rows
+    featurized once with VECTORIZERS (the node's vectorizers are built from the same list)."""
     meta = {"format": FORMAT, "classes": list(classes), "vectorizers": VECTORIZERS,
             "thresholds": {c: {"answer": 1.0, "borderline": 1.0} for c in classes if c != BENIGN}}
-    return Classifier(meta, coef, intercept).probabilities(views)
+    return Classifier(meta, coef, intercept).probabilities_of(x)
 
 
 def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
@@ -301,7 +302,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         model, coef, intercept = _fit(x[rows], labels[rows], weight[rows])
         classes = classes or tuple(str(c) for c in model.classes_)
         assert classes == tuple(str(c) for c in model.classes_)
-        p = _runtime_probabilities(classes, coef, intercept, views)
+        p = _runtime_probabilities(classes, coef, intercept, x)
         own = fold == f
         probs[own] = p[own]
         probs[source != "heldout"] += p[source != "heldout"] / RETIRED_FOLDS
@@ -375,7 +376,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     # (the corpus's test split stays unseen).
     fit_rows = (split != "test") | (source == "heldout")
     model, coef, intercept = _fit(x[fit_rows], labels[fit_rows], weight[fit_rows])
-    final = _runtime_probabilities(classes, coef, intercept, views)
+    final = _runtime_probabilities(classes, coef, intercept, x)
     for name in ("test", "written_test"):
         idx = np.flatnonzero(parts[name])
         final_scores = [{c: float(p[j]) for j, c in enumerate(classes) if c != BENIGN}

@@ -149,7 +149,10 @@ class Classifier:
 
     def probabilities(self, views: list[str]) -> np.ndarray:
         """Class probabilities (rows: texts, columns: self.classes) for normalised texts."""
-        x = featurize(self._vectorizers, views, self._weights)
+        return self.probabilities_of(featurize(self._vectorizers, views, self._weights))
+
+    def probabilities_of(self, x) -> np.ndarray:
+        """Class probabilities for rows already featurized with this model's vectorizers."""
         return softmax(np.asarray(x @ self._coef) + self._intercept)
 
     def overrules(self, message: str, scores: dict[str, float]) -> bool:

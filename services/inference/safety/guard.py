@@ -10,9 +10,8 @@ from services.inference.planner import ConfigError
 from services.inference.safety.answers import _ANSWERS
 from services.inference.safety.output import find_claim, rewrite_claims
 from services.inference.safety.resources import CountryResources, load_resources
-from services.inference.safety.rules import FEARED_DEATH as _FEARED_DEATH
-from services.inference.safety.rules import HYPOTHETICAL as _HYPOTHETICAL
 from services.inference.safety.rules import INPUT_RULES as _INPUT_RULES
+from services.inference.safety.rules import NOT_AFTER as _NOT_AFTER
 from services.inference.safety.text import norm as _norm
 
 CATEGORIES = ("medical_emergency", "crisis", "abuse", "medication_dosing", "diagnostic_claim")
@@ -54,14 +53,10 @@ class SafetyGuard:
         for category, reason, patterns in _INPUT_RULES:
             for p in patterns:
                 for m in p.finditer(text):
-                    # "signs of poisoning" is a question for the model (see _HYPOTHETICAL)
-                    if category == "medical_emergency" and _HYPOTHETICAL.search(
-                        text[: m.start()].rstrip()
-                    ):
-                        continue
-                    # "asking if I'm going to die" is a fear, not a wish (see _FEARED_DEATH)
-                    if (category == "crisis" and m.group(0).startswith("going to die")
-                            and _FEARED_DEATH.search(text[: m.start()].rstrip())):
+                    # "signs of poisoning", "asking if I'm going to die": see rules.NOT_AFTER
+                    if any(c == category and m.group(0).startswith(start)
+                           and before.search(text[: m.start()].rstrip())
+                           for c, start, before in _NOT_AFTER):
                         continue
                     return SafetyVerdict(category, self._answers[category], reason)
         return None

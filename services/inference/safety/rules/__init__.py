@@ -30,3 +30,10 @@ FEARED_DEATH = re.compile(
     r"(?<!care )\b(?:if|whether|scared|afraid|worried|worries|terrified|frightened|fears?|feared|panics?)"
     r"(?: that)?(?: \w+){0,3}$"
 )
+
+# Context that undoes a match: (category, what the matched text starts with ("" for any match),
+# a pattern the text before the match ends with). The guard skips such a match and reads on.
+NOT_AFTER: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+    ("medical_emergency", "", HYPOTHETICAL),
+    ("crisis", "going to die", FEARED_DEATH),
+)
