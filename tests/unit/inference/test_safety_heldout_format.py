@@ -165,7 +165,11 @@ V11 = replace(blind_set(11, "f428be4c723aaa0baa94fe029a7913f4cbe25e33ff21c2b1a45
                         "9e9e84eeddd811c2f37d675f894d87c01c90a9898d195fe32178d42e0deaef63"),
               message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11)}
+V12 = replace(blind_set(12, "52b092b5133aef2190b1d5481b9ce6f955b90d31054968f81b9bd87a65174748",
+                        "d30d68146a853bb9c0cdb4fd77894a9a45d94707be53935c74c0c54b779c2b4d"),
+              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
+
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
