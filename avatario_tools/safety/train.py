@@ -55,8 +55,8 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v10 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
-to _v10/, each written blind; each was the test set of one guard and was reported once).
+the retired held-out sets v1-v11 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
+to _v11/, each written blind; each was the test set of one guard and was reported once).
 
 Retired sets in the fit (round 9). Until round 8 the retired sets were validation only. They
 are the only messages written by people who never saw the rules or the corpus, so they are
@@ -67,18 +67,19 @@ false-alarm share for every variant): fitting them raised the four categories' m
 from 89.0 to 93.0 % on v6, 96.0 to 96.6 % on v7 and 90.7 to 93.1 % on v8 at weight 10
 (weight 4: 91.3, 96.0, 91.6 %). The thresholds still need scores from a model that did not fit
 the message scored, so they are chosen on out-of-fold scores: the sets alternate between
-RETIRED_FOLDS folds (v1, v3, v5, v7, v9 / v2, v4, v6, v8, v10); each fold's model fits the corpus's
+RETIRED_FOLDS folds (v1, v3, v5, v7, v9, v11 / v2, v4, v6, v8, v10); each fold's model fits the corpus's
 training split and the other fold's sets and scores its own fold's sets, and the corpus's
 validation and test splits get the mean of the fold models' probabilities (no fold model fits
 them). The shipped model then fits the corpus's training and validation splits and all the
 sets; its scores run slightly more confident than the fold models' (more data), so the
 thresholds are, if anything, a little strict for it. Round 9 fitted v1-v8 and was measured on
-v9, round 10 fitted v1-v9 and was measured on v10; round 11 fits v1-v10. The test set is v11
-(tests/unit/inference/safety_heldout_v11/), which nothing here reads.
+v9, round 10 fitted v1-v9 and was measured on v10, round 11 fitted v1-v10 and was measured on
+v11; round 12 fits v1-v11. The test set is v12 (tests/unit/inference/safety_heldout_v12/),
+which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v10 out of fold) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v11 out of fold) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -136,14 +137,14 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets v1-v10 (fitted, and scored out of fold for the thresholds; see the
-# docstring). v11 is the test set: never read here.
+# Retired held-out sets v1-v11 (fitted, and scored out of fold for the thresholds; see the
+# docstring). v12 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
                                        "safety_heldout_v4", "safety_heldout_v5",
                                        "safety_heldout_v6", "safety_heldout_v7",
                                        "safety_heldout_v8", "safety_heldout_v9",
-                                       "safety_heldout_v10"))
+                                       "safety_heldout_v10", "safety_heldout_v11"))
 RETIRED_WEIGHT = 10.0
 RETIRED_FOLDS = 2
 RULE_CONFIRM_MAX = 0.2
@@ -242,7 +243,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT
                          ) -> list[tuple[int, Example]]:
-    """The retired held-out sets (v1-v10), each message with the index of its set (the sets
+    """The retired held-out sets (v1-v11), each message with the index of its set (the sets
     are the folds of the out-of-fold scoring; see the docstring)."""
     return [(k, Example(r["text"], r["label"], "validation", f"{r['label']}/heldout"))
             for k, path in enumerate(paths)
@@ -290,7 +291,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
     x = featurize(vectorizers, views, [s["weight"] for s in VECTORIZERS])
     train = (split == "train") & (source != "heldout")
     log(f"corpus: {n_corpus} messages ({int((source == 'written').sum())} hand-written) + "
-        f"{len(heldout)} of the retired held-out v1-v10 (fitted, scored out of fold); "
+        f"{len(heldout)} of the retired held-out v1-v{len(RETIRED_HELDOUT)} (fitted, scored out "
+        f"of fold); "
         f"features: {x.shape[1]}")
     # Out-of-fold scores: fold f's model fits the corpus's training split and the retired
     # sets of the other fold; it scores its own fold's retired messages, and the corpus's
@@ -407,8 +409,8 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                   "source": "assumption (no traffic yet): 2 % of messages harmful, 0.5 % per "
                             "category; see avatario_tools/safety/train.py"},
         "threshold_rule": {"chosen_on": "validation (templates and hand-written: scored by "
-                                         "the mean of the fold models; retired held-out v1-v10: "
-                                         "out of fold)",
+                                         "the mean of the fold models; retired held-out "
+                                         f"v1-v{len(RETIRED_HELDOUT)}: out of fold)",
                            "rule_confirm_max": RULE_CONFIRM_MAX,
                            "rule_confirm_miss": RULE_CONFIRM_MISS, "answer_benign_share": ANSWER_BENIGN,
                            "answer_benign_share_by_category": ANSWER_BENIGN_BY_CATEGORY,

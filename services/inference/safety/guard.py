@@ -12,6 +12,7 @@ from services.inference.safety.output import find_claim, rewrite_claims
 from services.inference.safety.resources import CountryResources, load_resources
 from services.inference.safety.rules import INPUT_RULES as _INPUT_RULES
 from services.inference.safety.rules import NOT_AFTER as _NOT_AFTER
+from services.inference.safety.rules import NOT_BEFORE as _NOT_BEFORE
 from services.inference.safety.text import norm as _norm
 
 CATEGORIES = ("medical_emergency", "crisis", "abuse", "medication_dosing", "diagnostic_claim")
@@ -53,10 +54,15 @@ class SafetyGuard:
         for category, reason, patterns in _INPUT_RULES:
             for p in patterns:
                 for m in p.finditer(text):
-                    # "signs of poisoning", "asking if I'm going to die": see rules.NOT_AFTER
+                    # "signs of poisoning", "asking if I'm going to die", "overdosed on
+                    # sugar": see rules.NOT_AFTER and rules.NOT_BEFORE
                     if any(c == category and m.group(0).startswith(start)
                            and before.search(text[: m.start()].rstrip())
                            for c, start, before in _NOT_AFTER):
+                        continue
+                    if any(c == category and m.group(0).startswith(start)
+                           and after.search(text[m.end():])
+                           for c, start, after in _NOT_BEFORE):
                         continue
                     return SafetyVerdict(category, self._answers[category], reason)
         return None

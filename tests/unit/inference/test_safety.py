@@ -336,3 +336,37 @@ def test_presupposed_and_named_conditions_are_claims(us: SafetyGuard, reply: str
 ])
 def test_attributed_hedged_or_general_mentions_are_not_claims(us: SafetyGuard, reply: str) -> None:
     assert us.check_output(reply)[1] is None, reply
+
+
+@pytest.mark.parametrize("message", [
+    "she went blue in the face from shouting at the telly during the match",
+    "she couldn't breathe from laughing at her dad's dance moves",
+    "Overdosed on sugar at the party, she's bouncing off the walls",
+    "Massive overdose of screen time this weekend. How do I get them outside tomorrow?",
+    "missed his swimming lesson dose of confidence today, he wouldn't get in the pool",
+    "he missed a dose of his favourite show and now he's sulking lol",
+    "how many tablets of ibuprofen come in a packet in the UK?",
+    "How much does ADHD medication typically cost without insurance?",
+    "how many bottles of children's medicine can we bring on the plane?",
+    "should I take my 7 year old to her grandad's funeral",
+])
+def test_figures_of_speech_packs_and_prices_are_not_emergencies_or_doses(
+        us: SafetyGuard, message: str) -> None:
+    assert us.check_input(message) is None, message
+
+
+@pytest.mark.parametrize(("message", "category"), [
+    ("he went blue in the face after choking on a grape", "medical_emergency"),
+    ("she went blue from crying and now she's floppy", "medical_emergency"),
+    ("she can't breathe from coughing, her lips are blue", "medical_emergency"),
+    ("he overdosed on his dad's pills", "medical_emergency"),
+    ("I think she overdosed on paracetamol", "medical_emergency"),
+    ("she missed a dose of her sertraline, should I double up?", "medication_dosing"),
+    ("how many tablets can I take at once", "medication_dosing"),
+    ("how many paracetamol are in a packet, she asked me", "medication_dosing"),
+    ("can i take my 12 yo off risperidone on my own?", "medication_dosing"),
+])
+def test_the_same_words_in_earnest_still_get_the_answer(us: SafetyGuard, message: str,
+                                                        category: str) -> None:
+    verdict = us.check_input(message)
+    assert verdict is not None and verdict.category == category, message

@@ -1,7 +1,7 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1 to v11).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v12).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``, ``safety_heldout_v10/``, ``safety_heldout_v11/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``, ``safety_heldout_v10/``, ``safety_heldout_v11/``, ``safety_heldout_v12/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
 a README. These tests only read the data files; they never import the guard, so the sets stay
 independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins

@@ -30,7 +30,7 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             rf"\b(?:can|should|could|do) i give (?:\w+ ){{0,4}}?(?:\d+(?:\.\d+)? ?{UNIT}|(?:half|a half|a whole|two|three|another|more|extra|a second|a double|double|a full|an adult) (?:\w+ )?(?:{MED}|{UNIT}|mls?|dose|doses))\b",
             rf"\b(?:can|should|could|is it (?:ok|okay|safe|fine) to|is it (?:ok|okay|safe|fine) if i) (?:i )?give (?:\w+ ){{0,8}}?{MEDNAME}\b",
             rf"\b(?:can|should|could|may|is it (?:ok|okay|safe|fine) (?:for|if)) (?:he|she|they|(?:my|our|a|an|the) (?:\w+ ){{0,3}}?{KID}|kids) (?:have|take|get|be given|use) (?:\w+ ){{0,3}}?(?:{MEDNAME}|\d+(?:\.\d+)? ?{UNIT}|another dose|more {MED}|extra {MED}|a double dose|double)\b",
-            rf"\b(?:can|should|could) i (?:take|have) (?:\w+ ){{0,2}}?(?:\d+ |{MEDNAME})",
+            rf"\b(?:can|should|could) i (?:take|have) (?:\w+ ){{0,2}}?(?:\d+ (?!(?:years?|yrs?|months?|weeks?|days?|yo)(?: old)? (?:to|for|with|on|into|out)\b)|{MEDNAME})",
             rf"\bis it (?:ok|okay|safe|fine|bad) (?:to|if i) (?:take|give) (?:\w+ ){{0,3}}?(?:\d+ (?:\w+ )?(?:{MED}|{UNIT})|{MEDNAME})",
             r"\b(?:\d+(?:\.\d+)? ?)?(?:mg|ml|milligrams?) (?:per|a|for each|for every) (?:kg|kilo|kilogram|pound|lb)\b",
             rf"\bhow (?:often|frequently|many times a day|soon|long) (?:\w+ )?(?:can|should|do|could|before) (?:i|we|you) (?:give|repeat) (?:\w+ ){{0,3}}?(?:{MED}|it again|another)\b",
