@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1 to v12).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v13).
 
 Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/``, ``safety_heldout_v3/``,
-``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``, ``safety_heldout_v10/``, ``safety_heldout_v11/``, ``safety_heldout_v12/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
+``safety_heldout_v4/``, ``safety_heldout_v5/``, ``safety_heldout_v6/``, ``safety_heldout_v7/``, ``safety_heldout_v8/``, ``safety_heldout_v9/``, ``safety_heldout_v10/``, ``safety_heldout_v11/``, ``safety_heldout_v12/``, ``safety_heldout_v13/``) holds ``messages.jsonl`` and ``replies.jsonl`` plus
 a README. These tests only read the data files; they never import the guard, so the sets stay
 independent of what they measure. Every set is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps
 the checks its old per-version test made (v1's and v2's format tests are folded in here). The pins
 make any edit visible: the sets are frozen, and a changed set belongs in a new versioned folder with
-its own README (the next one is v12, ``safety_heldout_v12/``).
+its own README (the next one is v12, ``safety_heldout_v12/``, ``safety_heldout_v13/``).
 """
 
 from __future__ import annotations
@@ -169,7 +169,11 @@ V12 = replace(blind_set(12, "52b092b5133aef2190b1d5481b9ce6f955b90d31054968f81b9
                         "d30d68146a853bb9c0cdb4fd77894a9a45d94707be53935c74c0c54b779c2b4d"),
               message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12)}
+V13 = replace(blind_set(13, "f60e1a563bfd8cd35826cdc68e499f30a14ab03728a37357a05354c46c23f88b",
+                        "f4135daab916f8c04ef04f54ffb455fa75c81ad209bc4b6f90636ad347742033"),
+              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
+
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
