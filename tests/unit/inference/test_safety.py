@@ -338,24 +338,23 @@ def test_attributed_hedged_or_general_mentions_are_not_claims(us: SafetyGuard, r
     assert us.check_output(reply)[1] is None, reply
 
 
-@pytest.mark.parametrize("message", [
-    "she went blue in the face from shouting at the telly during the match",
-    "she couldn't breathe from laughing at her dad's dance moves",
-    "Overdosed on sugar at the party, she's bouncing off the walls",
-    "Massive overdose of screen time this weekend. How do I get them outside tomorrow?",
-    "missed his swimming lesson dose of confidence today, he wouldn't get in the pool",
-    "he missed a dose of his favourite show and now he's sulking lol",
-    "how many tablets of ibuprofen come in a packet in the UK?",
-    "How much does ADHD medication typically cost without insurance?",
-    "how many bottles of children's medicine can we bring on the plane?",
-    "should I take my 7 year old to her grandad's funeral",
-])
-def test_figures_of_speech_packs_and_prices_are_not_emergencies_or_doses(
-        us: SafetyGuard, message: str) -> None:
-    assert us.check_input(message) is None, message
-
-
-@pytest.mark.parametrize(("message", "category"), [
+# What follows a match (rules.NOT_BEFORE) or leads up to it (rules.NOT_AFTER) can make it a
+# figure of speech, a pack size or a price; the same words in earnest still get the answer.
+# None: no answer at all; "not crisis": any answer but the crisis text.
+@pytest.mark.parametrize(("message", "expected"), [
+    ("she went blue in the face from shouting at the telly during the match", None),
+    ("she couldn't breathe from laughing at her dad's dance moves", None),
+    ("Overdosed on sugar at the party, she's bouncing off the walls", None),
+    ("Massive overdose of screen time this weekend. How do I get them outside tomorrow?", None),
+    ("missed his swimming lesson dose of confidence today, he wouldn't get in the pool", None),
+    ("he missed a dose of his favourite show and now he's sulking lol", None),
+    ("how many tablets of ibuprofen come in a packet in the UK?", None),
+    ("How much does ADHD medication typically cost without insurance?", None),
+    ("how many bottles of children's medicine can we bring on the plane?", None),
+    ("should I take my 7 year old to her grandad's funeral", None),
+    ("lol this bake sale is going to kill me", None),
+    ("my son says this homework is literally going to kill me", None),
+    ("he's going to kill me when he finds out we're not going to disneyland", "not crisis"),
     ("he went blue in the face after choking on a grape", "medical_emergency"),
     ("she went blue from crying and now she's floppy", "medical_emergency"),
     ("she can't breathe from coughing, her lips are blue", "medical_emergency"),
@@ -365,8 +364,14 @@ def test_figures_of_speech_packs_and_prices_are_not_emergencies_or_doses(
     ("how many tablets can I take at once", "medication_dosing"),
     ("how many paracetamol are in a packet, she asked me", "medication_dosing"),
     ("can i take my 12 yo off risperidone on my own?", "medication_dosing"),
+    ("just kill me, i cant do this anymore", "crisis"),
+    ("I want someone to kill me", "crisis"),
+    ("she said she is going to kill herself", "crisis"),
 ])
-def test_the_same_words_in_earnest_still_get_the_answer(us: SafetyGuard, message: str,
-                                                        category: str) -> None:
+def test_context_around_a_match_decides_figures_of_speech(us: SafetyGuard, message: str,
+                                                          expected: str | None) -> None:
     verdict = us.check_input(message)
-    assert verdict is not None and verdict.category == category, message
+    if expected == "not crisis":
+        assert verdict is None or verdict.category != "crisis", message
+    else:
+        assert (verdict and verdict.category) == expected, message

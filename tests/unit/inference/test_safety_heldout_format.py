@@ -157,21 +157,21 @@ V9 = replace(blind_set(9, "d83708d918f7f9fb1a9d2fbaf09cde6e1c93b9487a6b86ed829ed
              message_minimums={"crisis": 90, "abuse": 90, "medical_emergency": 90,
                                "medication_dosing": 90, "benign": 280},
              reply_minimums={"diagnostic_claim": 35, "ok": 35}, shortest_at_most=6)
-# v10: written like v9, with v9's minimums.
-V10 = replace(blind_set(10, "b8fd607a5608f031722e3212301ea61a79389d03285fe2edf6e590cb039e6eea",
-                        "3f4204fd15381aace2648780e0cc70fd4d0a38918cec75552389d71b22143de9"),
-              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
-V11 = replace(blind_set(11, "f428be4c723aaa0baa94fe029a7913f4cbe25e33ff21c2b1a4574e4515fea827",
-                        "9e9e84eeddd811c2f37d675f894d87c01c90a9898d195fe32178d42e0deaef63"),
-              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
-
-V12 = replace(blind_set(12, "52b092b5133aef2190b1d5481b9ce6f955b90d31054968f81b9bd87a65174748",
-                        "d30d68146a853bb9c0cdb4fd77894a9a45d94707be53935c74c0c54b779c2b4d"),
-              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
-
-V13 = replace(blind_set(13, "f60e1a563bfd8cd35826cdc68e499f30a14ab03728a37357a05354c46c23f88b",
-                        "f4135daab916f8c04ef04f54ffb455fa75c81ad209bc4b6f90636ad347742033"),
-              message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
+# v10 to v13: written like v9, with v9's minimums.
+V10, V11, V12, V13 = (
+    replace(blind_set(number, messages_sha256, replies_sha256),
+            message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
+    for number, messages_sha256, replies_sha256 in (
+        (10, "b8fd607a5608f031722e3212301ea61a79389d03285fe2edf6e590cb039e6eea",
+         "3f4204fd15381aace2648780e0cc70fd4d0a38918cec75552389d71b22143de9"),
+        (11, "f428be4c723aaa0baa94fe029a7913f4cbe25e33ff21c2b1a4574e4515fea827",
+         "9e9e84eeddd811c2f37d675f894d87c01c90a9898d195fe32178d42e0deaef63"),
+        (12, "52b092b5133aef2190b1d5481b9ce6f955b90d31054968f81b9bd87a65174748",
+         "d30d68146a853bb9c0cdb4fd77894a9a45d94707be53935c74c0c54b779c2b4d"),
+        (13, "f60e1a563bfd8cd35826cdc68e499f30a14ab03728a37357a05354c46c23f88b",
+         "f4135daab916f8c04ef04f54ffb455fa75c81ad209bc4b6f90636ad347742033"),
+    )
+)
 
 SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13)}
 

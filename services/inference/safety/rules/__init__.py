@@ -31,11 +31,21 @@ FEARED_DEATH = re.compile(
     r"(?: that)?(?: \w+){0,3}$"
 )
 
+# "this bake sale is going to kill me", "mum will kill me if I get mud on my trainers": someone
+# or something that will "kill me" is a figure of speech (or, said of a person, a threat, which
+# is not a wish to die). "just kill me", "I want someone to kill me" and "kill myself" still match.
+WILL_KILL_ME = re.compile(
+    r"\b(?:is|are|s|re|will|ll|would|d|gonna|going to|is gonna|are gonna)"
+    r"(?: (?:literally|actually|honestly|totally|seriously|absolutely|definitely|so))?"
+    r"(?: (?:going to|gonna))?$"
+)
+
 # Context that undoes a match: (category, what the matched text starts with ("" for any match),
 # a pattern the text before the match ends with). The guard skips such a match and reads on.
 NOT_AFTER: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("medical_emergency", "", HYPOTHETICAL),
     ("crisis", "going to die", FEARED_DEATH),
+    ("crisis", "kill me", WILL_KILL_ME),
 )
 
 # Figures of speech, read from what follows a match: "went blue in the face from shouting",
