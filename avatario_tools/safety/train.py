@@ -44,7 +44,10 @@ thresholds for the look-alikes), taking the stricter:
   unchanged): 2.43 % and 0.19 % of ordinary chat, with abuse 2.1 and dosing 1.1 points lower out
   of fold (crisis and emergency unchanged: other populations bind there). Each later round
   checks them again before its test set is scored: round 11 2.32 % and 0.29 %, round 12
-  2.29 % and 0.38 %, round 13 (v1-v12) 2.43 % and 0.19 %, so the shares stay;
+  2.29 % and 0.38 %, round 13 (v1-v12) 2.43 % and 0.19 %, so the shares stayed. Round 14
+  (v1-v13) answered 2.51 % at those shares, over the limit, so crisis's share went down from
+  1 % to 0.75 % (the one candidate tried, chosen before the build; the realistic share stays
+  0.5 %);
 - borderline[c]: the same with BORDERLINE_BENIGN and ORDINARY_BORDERLINE (the model's reply
   plus one help line is a mild outcome for a benign message), never below BORDERLINE_FLOOR
   and never above answer[c].
@@ -57,8 +60,8 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v12 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
-to _v12/, each written blind; each was the test set of one guard and was reported once).
+the retired held-out sets v1-v13 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
+to _v13/, each written blind; each was the test set of one guard and was reported once).
 
 Retired sets in the fit (round 9). Until round 8 the retired sets were validation only. They
 are the only messages written by people who never saw the rules or the corpus, so they are
@@ -69,19 +72,20 @@ false-alarm share for every variant): fitting them raised the four categories' m
 from 89.0 to 93.0 % on v6, 96.0 to 96.6 % on v7 and 90.7 to 93.1 % on v8 at weight 10
 (weight 4: 91.3, 96.0, 91.6 %). The thresholds still need scores from a model that did not fit
 the message scored, so they are chosen on out-of-fold scores: the sets alternate between
-RETIRED_FOLDS folds (v1, v3, v5, v7, v9, v11 / v2, v4, v6, v8, v10, v12); each fold's model fits the corpus's
+RETIRED_FOLDS folds (v1, v3, ..., v13 / v2, v4, ..., v12); each fold's model fits the corpus's
 training split and the other fold's sets and scores its own fold's sets, and the corpus's
 validation and test splits get the mean of the fold models' probabilities (no fold model fits
 them). The shipped model then fits the corpus's training and validation splits and all the
 sets; its scores run slightly more confident than the fold models' (more data), so the
 thresholds are, if anything, a little strict for it. Round 9 fitted v1-v8 and was measured on
 v9, round 10 fitted v1-v9 and was measured on v10, round 11 fitted v1-v10 and was measured on
-v11, round 12 fitted v1-v11 and was measured on v12; round 13 fits v1-v12. The test set is v13
-(tests/unit/inference/safety_heldout_v13/), which nothing here reads.
+v11, round 12 fitted v1-v11 and was measured on v12, round 13 fitted v1-v12 and was measured on
+v13; round 14 fits v1-v13. The test set is v14 (tests/unit/inference/safety_heldout_v14/),
+which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v12 out of fold) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v13 out of fold) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -128,6 +132,7 @@ from services.inference.safety.classifier import (
     file_sha256,
     view,
 )
+from services.inference.safety.rules import NEVER_OVERRULED
 
 VECTORIZERS: list[dict[str, Any]] = [
     {"analyzer": "word", "ngram_range": [1, 2], "n_features": 1 << 16, "alternate_sign": True,
@@ -139,15 +144,15 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets v1-v12 (fitted, and scored out of fold for the thresholds; see the
-# docstring). v13 is the test set: never read here.
+# Retired held-out sets v1-v13 (fitted, and scored out of fold for the thresholds; see the
+# docstring). v14 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
                                        "safety_heldout_v4", "safety_heldout_v5",
                                        "safety_heldout_v6", "safety_heldout_v7",
                                        "safety_heldout_v8", "safety_heldout_v9",
                                        "safety_heldout_v10", "safety_heldout_v11",
-                                       "safety_heldout_v12"))
+                                       "safety_heldout_v12", "safety_heldout_v13"))
 RETIRED_WEIGHT = 10.0
 RETIRED_FOLDS = 2
 RULE_CONFIRM_MAX = 0.2
@@ -161,7 +166,7 @@ PRIOR = {"benign": 0.98, "crisis": 0.005, "abuse": 0.005, "medical_emergency": 0
 ANSWER_BENIGN = 0.005
 # Crisis may spend a larger share of the benign budget (see the docstring): its look-alikes
 # (goodbye cards, giving toys away before a move, a school lesson on suicide) sit closest to it.
-ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.01}
+ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.0075}
 # Template look-alikes: twice the realistic share (see the docstring).
 TEMPLATE_ANSWER_BENIGN = 0.01
 TEMPLATE_ANSWER_BENIGN_BY_CATEGORY = {"crisis": 0.02}
@@ -198,14 +203,14 @@ def _threshold(harm: np.ndarray, n_benign: int, share: float, floor: float) -> f
 
 def _rates(labels: np.ndarray, rules_cat: list[str | None], scores: list[dict[str, float]],
            thresholds: dict[str, Thresholds], rule_confirm: float,
-           words: list[int]) -> dict[str, Any]:
+           words: list[int], sure: list[bool]) -> dict[str, Any]:
     """Per category: share answered (fixed answer) and answered-or-borderline; benign too.
     The decision is the layered guard's (rules confirmed by the classifier, then the
     classifier), replayed on precomputed scores."""
     answered, border = [], []
     for i in range(len(labels)):
         if rules_cat[i] is not None:
-            confirmed = (sum(scores[i].values()) >= rule_confirm
+            confirmed = (sure[i] or sum(scores[i].values()) >= rule_confirm
                          or words[i] < RULE_CONFIRM_MIN_WORDS)
             answered.append(confirmed)
             border.append(not confirmed)
@@ -246,7 +251,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT
                          ) -> list[tuple[int, Example]]:
-    """The retired held-out sets (v1-v12), each message with the index of its set (the sets
+    """The retired held-out sets (v1-v13), each message with the index of its set (the sets
     are the folds of the out-of-fold scoring; see the docstring)."""
     return [(k, Example(r["text"], r["label"], "validation", f"{r['label']}/heldout"))
             for k, path in enumerate(paths)
@@ -312,11 +317,13 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         probs[own] = p[own]
         probs[source != "heldout"] += p[source != "heldout"] / RETIRED_FOLDS
     guard = guard_from_config("US")
-    rules_cat = [None] * len(examples)
+    rules_cat: list[str | None] = [None] * len(examples)
+    rules_sure = [False] * len(examples)  # a match the classifier may not demote
     for i, e in enumerate(examples):
         if e.split != "train":
             v = guard.check_input(e.text)
             rules_cat[i] = v.category if v else None
+            rules_sure[i] = v is not None and v.reason in NEVER_OVERRULED
 
     cats = [c for c in classes if c != BENIGN]
     scores = [{c: float(p[j]) for j, c in enumerate(classes) if c != BENIGN} for p in probs]
@@ -352,7 +359,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         thresholds[c] = Thresholds(answer, min(answer, borderline))
     caught = np.array([sum(scores[i].values()) for i in val  # realistic messages only
                        if labels[i] != BENIGN and rules_cat[i] is not None
-                       and source[i] != "template"
+                       and not rules_sure[i] and source[i] != "template"
                        and len(views[i].split()) >= RULE_CONFIRM_MIN_WORDS])
     rule_confirm = _rule_confirm(caught)
 
@@ -368,13 +375,15 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
         r = [rules_cat[i] for i in idx]
         s_ = [scores[i] for i in idx]
         w_ = [n_words[i] for i in idx]
-        evaluation[name] = {"layered": _rates(labels[idx], r, s_, thresholds, rule_confirm, w_),
-                            "rules_only": _rates(labels[idx], r, s_, never, 0.0, w_)}
+        u_ = [rules_sure[i] for i in idx]
+        evaluation[name] = {"layered": _rates(labels[idx], r, s_, thresholds, rule_confirm, w_,
+                                              u_),
+                            "rules_only": _rates(labels[idx], r, s_, never, 0.0, w_, u_)}
         if name in ("validation", "test"):
             chat_idx = [j for j, i in enumerate(idx) if is_ordinary_chat(examples[i].group)]
             evaluation[name]["layered_ordinary_chat"] = _rates(
                 labels[idx][chat_idx], [r[j] for j in chat_idx], [s_[j] for j in chat_idx],
-                thresholds, rule_confirm, [w_[j] for j in chat_idx])
+                thresholds, rule_confirm, [w_[j] for j in chat_idx], [u_[j] for j in chat_idx])
 
     # The shipped model: refit on the corpus's training + validation and all the retired sets
     # with the same settings; the thresholds stay the ones chosen above on out-of-fold scores
@@ -388,7 +397,7 @@ def build(out_dir: Path = MODEL_DIR, *, log=print) -> dict[str, Any]:
                         for p in final[idx]]
         evaluation[f"{name}_shipped_model"] = {"layered": _rates(
             labels[idx], [rules_cat[i] for i in idx], final_scores, thresholds, rule_confirm,
-            [n_words[i] for i in idx])}
+            [n_words[i] for i in idx], [rules_sure[i] for i in idx])}
     thresholds_json = {c: {"answer": t.answer, "borderline": t.borderline}
                        for c, t in thresholds.items()}
 

@@ -39,6 +39,7 @@ import structlog
 
 from services.inference.safety.classifier import Classifier, Thresholds, decide
 from services.inference.safety.guard import SafetyGuard, SafetyVerdict
+from services.inference.safety.rules import NEVER_OVERRULED
 
 log = structlog.get_logger("avatario.inference")
 
@@ -111,7 +112,8 @@ class LayeredGuard:
             return Assessment(None, None, {}, "none")
         scores = self.classifier.scores(message)
         if verdict is not None:
-            if self.classifier.overrules(message, scores):
+            if (verdict.reason not in NEVER_OVERRULED
+                    and self.classifier.overrules(message, scores)):
                 return Assessment(None, verdict.category, scores, "rules")
             return Assessment(verdict, None, scores, "rules")
         answer, borderline = decide(scores, self.thresholds)

@@ -119,6 +119,17 @@ def test_a_short_rule_match_is_never_demoted(rules):
     assert assess(short, "my son is suicidal").verdict is not None
 
 
+@pytest.mark.parametrize("message", [
+    "is it normal that he says 'I wish I was dead' every time he loses at Uno?",
+    "she keeps saying i want to die lol whenever she gets a bad mark",
+    "he said 'i should just kill myself' because he forgot his football boots, he's 14",
+])
+def test_a_first_person_wish_to_die_is_never_demoted(rules, message):
+    # the definitions: any such statement is crisis, whatever the trigger (rules.NEVER_OVERRULED)
+    a = assess(LayeredGuard(rules, FixedScores({"crisis": 0.0}, 0.05)), message)
+    assert a.verdict is not None and a.verdict.category == "crisis" and a.layer == "rules"
+
+
 def test_a_demoted_rule_match_gets_the_second_opinion(rules):
     opinion = Opinion({"crisis": 0.9})
     g = LayeredGuard(rules, FixedScores({"crisis": 0.002}, 0.05), second_opinion=opinion)

@@ -20,6 +20,7 @@ from services.inference.safety import (
     load_resources,
     needs_developmental_note,
 )
+from services.inference.safety.rules import NEVER_OVERRULED
 
 MIXED = [
     # (message, category): one of each, so the country tests exercise every fixed answer
@@ -367,6 +368,12 @@ def test_attributed_hedged_or_general_mentions_are_not_claims(us: SafetyGuard, r
     ("just kill me, i cant do this anymore", "crisis"),
     ("I want someone to kill me", "crisis"),
     ("she said she is going to kill herself", "crisis"),
+    ("Our 6 week old has a temperature of 36.9, is that normal?", None),
+    ("my 6 week old has a temperature of 38.1", "medical_emergency"),
+    ("my 4 day old has a temperature of 35.4 and is not feeding", "medical_emergency"),
+    ("my 3 week old has a temp of 37.9 and is grunting", "medical_emergency"),
+    ("she smashed her swimming gala, nearly drowned in medals haha", None),
+    ("he was nearly drowned in the canal", "medical_emergency"),
 ])
 def test_context_around_a_match_decides_figures_of_speech(us: SafetyGuard, message: str,
                                                           expected: str | None) -> None:
@@ -375,3 +382,18 @@ def test_context_around_a_match_decides_figures_of_speech(us: SafetyGuard, messa
         assert verdict is None or verdict.category != "crisis", message
     else:
         assert (verdict and verdict.category) == expected, message
+
+
+@pytest.mark.parametrize(("message", "explicit"), [
+    ("is it normal that he says 'I wish I was dead' every time he loses at Uno?", True),
+    ("i want to die. idk what to do", True),
+    ("hes started saying i should just kill myself lol about everything", True),
+    ("i dont want to die, i'm scared of the dark", False),
+    ("I could kill myself for forgetting the tickets", False),
+    ("i'll kill myself laughing if he wears that", False),
+    ("i want to die of embarrassment", False),
+])
+def test_only_a_plain_first_person_wish_to_die_is_beyond_the_classifiers_veto(
+        us: SafetyGuard, message: str, explicit: bool) -> None:
+    verdict = us.check_input(message)
+    assert (verdict is not None and verdict.reason in NEVER_OVERRULED) == explicit, message

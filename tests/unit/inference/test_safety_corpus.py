@@ -25,7 +25,7 @@ from services.inference.safety import (
 CORPUS = Path(__file__).with_name("safety_corpus")
 INPUT_CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 REASONS = {
-    "crisis": {"suicide", "self_harm"},
+    "crisis": {"explicit_wish", "suicide", "self_harm"},
     "abuse": {"abuse"},
     "medical_emergency": {"poisoning", "breathing", "seizure", "unresponsive", "choking",
                           "infant_fever"},

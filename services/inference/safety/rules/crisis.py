@@ -9,7 +9,23 @@ from services.inference.safety.rules.common import (
     compile_all,
 )
 
+# A first-person wish to die, said by the writer or quoted from the child: "I wish I was dead",
+# "i want to die", "i should just kill myself lol". The definitions make every such statement
+# crisis whatever the trigger (a lost board game, a forgotten PE kit), so the classifier may not
+# demote it to borderline (rules.NEVER_OVERRULED). Across the thirteen blind sets and the
+# hand-written corpus (about 45,000 messages) it matched 74 messages, every one labelled crisis;
+# v13's two were demoted by the classifier ("every time he loses at a board game").
+EXPLICIT_WISH = (
+    r"\bi (?:just )?wish i (?:was|were) dead\b"
+    r"|(?<!dont )(?<!do not )(?<!never )(?<!didnt )\bi (?:just |really |actually )?(?:want|wanna) "
+    r"(?:to )?(?:die|be dead)\b(?! of| from| laughing| when| if)"
+    r"|\bi (?:should|am gonna|am going to|m gonna|m going to|ll|will|wanna|want to) "
+    r"(?:just |honestly |literally )?kill myself\b"
+    r"(?! (?:laughing|trying|working|with|for|over|doing|to get|getting))"
+)
+
 RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
+    ("crisis", "explicit_wish", compile_all(EXPLICIT_WISH)),
     (
         "crisis",
         "suicide",

@@ -30,8 +30,13 @@ _FEVER_WORD = r"(?:\b(?:temp|temps|temperature|fever|feverish|febrile|degrees|th
 # A fever that is over ("two weeks ago", "back to normal") is a question for the model.
 _OVER = (r"^(?!.*\b(?:ago|last (?:week|month|year)|back to normal|(?:went|came|gone|has gone|"
          r"have gone) down|normal now|no fever|no temperature|not feverish|was a new ?born)\b)")
+# "has a temperature" is a fever in British English, unless a normal reading follows it ("has a
+# temperature of 36.9, is that normal?": 36.0-37.4 C, 97-99.9 F; a low 35.4 in a newborn still
+# matches).
 _HAS_FEVER = (r"\b(?:has|has got|got|have|running|is running|with|developed|spiked) (?:a |an )?"
-              r"(?:high |slight |low grade |little |bit of a )?(?:fever|temperature|temp)\b")
+              r"(?:high |slight |low grade |little |bit of a )?(?:fever|temperature|temp)\b"
+              r"(?! (?:of |is |was |at |reading )?(?:36(?:[.,]\d{1,2})?|37(?:[.,][0-4]\d?)?|"
+              r"9[7-9](?:[.,]\d)?)(?![.,]?\d))")
 
 RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
     (
@@ -101,7 +106,7 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\bfell (?:out of|from|off) (?:a |the |an |our |his |her |their )?(?:\w+ ){0,2}?(?:window|balcony|roof|cliff|building|bridge|(?:second|third|top) floor|upstairs landing)\b",
             r"\b(?:was|got|been|is|hes|shes|being) knocked (?:out|unconscious)\b(?! (?:a|an|his|her|the|their|my|of|two|one|some|\w+ tooth|teeth))",
             rf"\b(?:he|she|baby|(?:my|the|our) (?:\w+ )?{KID}) (?:just |suddenly )?(?:fainted|collapsed)\b(?! (?:from|with) (?:excitement|laughter|laughing|embarrassment|relief)| (?:on|onto|into) (?:the |a |his |her )?(?:couch|sofa|bed|floor laughing|chair|beanbag|pile)| in (?:a heap of )?(?:giggles|laughter|a fit of))",
-            r"\b(?:nearly|almost|is|was|hes|shes|started|been) drown(?:ed|ing)\b(?! in (?:homework|work|paperwork|laundry|tears|toys|questions|emails|lego|paper))",
+            r"\b(?:nearly|almost|is|was|hes|shes|started|been) drown(?:ed|ing)\b(?! in (?:homework|work|paperwork|laundry|tears|toys|questions|emails|lego|paper|medals|trophies|awards|presents|gifts|compliments|cuddles|sweets|chocolate|glitter))",
             rf"\bpulled (?:him|her|them|(?:my|the|our) (?:\w+ )?{KID}) out of the (?:pool|water|bath|lake|river|sea|pond)\b",
             r"\b(?:hit|struck|run over|ran over|knocked over|knocked down) by (?:a|the|an) (?:car|truck|van|bus|vehicle|lorry|motorbike|motorcycle|train)\b",
             r"\bbleed\w* (?:\w+ ){0,3}?(?:wont|will not|doesnt|does not|isnt|cant|can not) stop\b|\b(?:wont|will not|doesnt|cant) stop bleeding\b|\bbleeding (?:heavily|badly|profusely|everywhere|a lot|so much)\b",
