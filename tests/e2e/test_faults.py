@@ -54,6 +54,9 @@ from tests.integration.gateway.conftest import start_gateway
 pytestmark = pytest.mark.slow
 
 GRACE_S = 10.0
+# Inference keeps its own default (30 s): four 512-token chats on a loaded 2-core CI machine
+# need more than 10 s to finish, and a chat turn is what the longer grace exists for.
+GRACE_BY_SERVICE = {"inference": 30.0}
 OPEN_LIMITS = {  # the fault clients retry fast; rate limits are not under test here
     "rate_limit_rps": "1000", "rate_limit_burst": "1000", "auth_rate_limit_rps": "1000",
     "auth_rate_limit_burst": "1000", "anonymous_rate_limit_rps": "1000",
@@ -64,9 +67,13 @@ OPEN_LIMITS = {  # the fault clients retry fast; rate limits are not under test 
 }
 
 
+def _grace(name: str) -> float:
+    return GRACE_BY_SERVICE.get(name, GRACE_S)
+
+
 def _env(name: str, **values: str) -> dict[str, str]:
     prefix = f"AVATARIO_{name.upper()}_"
-    return {prefix + k.upper(): v for k, v in {"shutdown_grace_s": str(GRACE_S), **values}.items()}
+    return {prefix + k.upper(): v for k, v in {"shutdown_grace_s": str(_grace(name)), **values}.items()}
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +367,7 @@ async def test_sigterm_under_traffic_drains_then_refuses(fstack, table, name):
         refused = await _new_call(fstack, name)
         results = await asyncio.gather(*calls, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
-        rc = await on_stack(fstack, fstack.sup.wait_exit(name, GRACE_S + 20))
+        rc = await on_stack(fstack, fstack.sup.wait_exit(name, _grace(name) + 20))
         drained_s = round(time.monotonic() - t_term, 3)
         t_restart = time.monotonic()
         await on_stack(fstack, fstack.sup.start(spec))
