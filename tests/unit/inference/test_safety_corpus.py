@@ -26,7 +26,7 @@ CORPUS = Path(__file__).with_name("safety_corpus")
 INPUT_CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 REASONS = {
     "crisis": {"explicit_wish", "suicide", "self_harm"},
-    "abuse": {"abuse"},
+    "abuse": {"abuse", "parent_urge"},
     "medical_emergency": {"poisoning", "breathing", "seizure", "unresponsive", "choking",
                           "infant_fever"},
     "medication_dosing": {"dosing"},

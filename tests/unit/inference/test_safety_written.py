@@ -52,11 +52,7 @@ def test_no_text_is_in_two_files():
             seen[key] = path.name
 
 
-@pytest.mark.parametrize("folder", ["safety_heldout", "safety_heldout_v2", "safety_heldout_v3", "safety_heldout_v4", "safety_heldout_v5", "safety_heldout_v6",
-                                    "safety_heldout_v7", "safety_heldout_v8",
-                                    "safety_heldout_v9", "safety_heldout_v10",
-                                    "safety_heldout_v11", "safety_heldout_v12",
-                                    "safety_heldout_v13", "safety_heldout_v14"])
+@pytest.mark.parametrize("folder", sorted(p.name for p in HELDOUT.glob("safety_heldout*")))
 def test_no_held_out_message_is_in_the_training_corpus(written, folder):
     held = {_key(json.loads(line)["text"])
             for line in (HELDOUT / folder / "messages.jsonl").read_text().splitlines()

@@ -13,8 +13,9 @@ INPUT_RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
     *medical_emergency.RULES, *crisis.RULES, *abuse.RULES, *dosing.RULES,
 ]
 
-# Rule reasons the classifier may never demote to borderline (see crisis.EXPLICIT_WISH).
-NEVER_OVERRULED = frozenset({"explicit_wish"})
+# Rule reasons the classifier may never demote to borderline (see crisis.EXPLICIT_WISH and
+# abuse.RULES, "parent_urge").
+NEVER_OVERRULED = frozenset({"explicit_wish", "parent_urge"})
 
 # "what are the signs of carbon monoxide poisoning?" asks for knowledge, not help now. A bare
 # "what do I do if he stops breathing" still gets the emergency answer: panicked parents type

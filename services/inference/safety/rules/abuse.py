@@ -53,12 +53,32 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\b(?:hand ?prints?|belt marks|cigarette burns|bite marks|finger marks|fingermarks) on (?:his|her|their|my)\b",
             r"\bbruises? (?:shaped like|in the shape of) (?:a |an )?(?:hand|belt|fingers|handprint)\b",
             r"\bhands? (?:in|down|inside|under) (?:his|her|my|their) (?:pants|underwear|knickers|shorts|skirt|pyjamas|pajamas)\b",
-            rf"\b(?:afraid|scared|worried|terrified|frightened)(?: that)? (?:i (?:will|might|could|may|am going to|am gonna)|ill|id|im going to|im gonna|i am going to|my \w+ (?:will|might|could|is going to)) (?:\w+ )?(?:hurt|harm|shake|hit|smother|kill) {VICTIM}\b",
             rf"\b(?:afraid|scared|worried|terrified|frightened)(?: that)? {ADULT} (?:will|might|could|is going to|going to) (?:hurt|harm|shake|hit|smother|kill|beat) {VICTIM}\b",
-            rf"\b(?:i (?:want to|feel like|keep wanting to|am going to|almost)|im going to|im about to|i feel like i want to) (?:hurt|harm|shake|hit|smother|throw|smothering|shaking|hurting|hitting) (?:my (?:\w+ )?{KID}|the baby|him|her)\b",
             rf"\bfeel (?:like|like i want to) (?:hurting|shaking|smothering|hitting|harming|strangling) (?:my (?:\w+ )?{KID}|the baby)\b",
             r"\b(?:i|and|then) (?:shook|shake|hit|slapped|punched|kicked|choked) (?:my|the|our) (?:baby|infant|newborn)\b",
             r"\bshook (?:my|the|our) (?:baby|infant|newborn)\b(?! (?:rattle|bottle|formula|blanket|toy|monitor|seat|carrier|swing|food|awake gently))",
+            # domestic violence the children witness
+            rf"\b(?:(?:the|my|our) (?:\w+ )?(?:{KID}|little ones?)|they|he|she) (?:\w+ )?(?:watch|watched|watches|see|saw|sees|seen|hear|heard|hears) (?:him|her|my (?:husband|partner|boyfriend|ex|wife|girlfriend|dad|father)|their (?:dad|father|mum|mom|stepdad)|dad|daddy) (?:\w+ )?(?:hit|hitting|hits|beat|beats|beating|punch\w*|slap\w*|kick\w*|chok\w*|strangl\w*|shov\w*|push\w*|throw\w* things at|hurt\w*) (?:me|mum|mom|mummy|mommy|her|their mum|their mom)\b",
+            rf"\b(?:hits?|hitting|beats?|beating|punch\w*|slap\w*|kick\w*|chok\w*|strangl\w*|hurts?|hurting|shov\w*|push\w*) (?:me|mum|mom|her) (?:\w+ ){{0,2}}?in front of (?:the|my|our|his|her|their) (?:\w+ )?(?:{KID}|little ones?)\b",
+            r"\b(?:scared|afraid|terrified|frightened|petrified) (?:to go|of going) (?:back )?home\b",
+            # alcohol or an adult's sleeping pill given so a young child sleeps
+            r"\b(?:whisky|whiskey|vodka|rum|brandy|gin|wine|beer|alcohol|booze|(?:my|his|her|their|a|adult) sleeping (?:pill|tablet)s?|(?:bit|some|half|quarter|piece) of (?:my|his|her|their) (?:sleeping )?(?:pill|tablet)s?)\b(?: \w+){0,6}? (?:in (?:the|her|his|their|our) (?:\w+ )?(?:bottle|milk|cup|juice|beaker)|to (?:help )?(?:\w+ )?(?:settle|sleep|knock (?:her|him|them) out|calm (?:her|him|them) down)|so (?:she|he|they|the baby) (?:\w+ )?(?:sleeps?|settles?|goes to sleep|stays? asleep|calms? down))\b",
+            # someone else asks the child to undress ("ask my 10 year old to take her top off")
+            r"(?<!\bi )(?<!\bwe )\b(?:asks?|asked|asking|wants?|wanted|tells?|told|makes?|made|gets?|got) (?:\w+ ){0,4}?(?:to )?(?:take (?:her|his|their) (?:top|shirt|clothes|pants|trousers|knickers|underwear|bra|leotard|vest|t shirt|tshirt) off|take off (?:her|his|their) (?:top|shirt|clothes|pants|trousers|knickers|underwear|bra|leotard|vest)|undress|strip off|strip naked|get undressed)\b(?! (?:for (?:the|a|her|his) (?:doctor|nurse|gp|exam|examination|x ray|xray|scan|bath|shower|swim)|to listen))",
+        ),
+    ),
+    # A parent's own urge or fear of hurting the child ("i keep wanting to throw him at the
+    # wall", "scared i'll shake her", "how do i stop myself smacking her"). The definitions make
+    # it abuse whatever else the message says, so the classifier may not demote it
+    # (rules.NEVER_OVERRULED); in the fourteen blind sets and the hand-written corpus it matched
+    # 45 messages, every one labelled abuse.
+    (
+        "abuse",
+        "parent_urge",
+        compile_all(
+            rf"\b(?:afraid|scared|worried|terrified|frightened)(?: that)? (?:i (?:will|might|could|may|am going to|am gonna)|ill|id|im going to|im gonna|i am going to|my \w+ (?:will|might|could|is going to)) (?:\w+ )?(?:hurt|harm|shake|hit|smother|kill) {VICTIM}\b",
+            rf"\b(?:i (?:want to|feel like|keep wanting to|am going to|almost)|im going to|im about to|i feel like i want to) (?:hurt|harm|shake|hit|smother|throw|smothering|shaking|hurting|hitting) (?:my (?:\w+ )?{KID}|the baby|him|her)\b",
+            r"\bstop (?:myself|me) (?:from )?(?:smacking|hitting|slapping|shaking|hurting|throwing|squeezing|pinching|kicking|spanking|grabbing) (?:her|him|them|my|the|our)\b",
         ),
     ),
 ]

@@ -59,6 +59,14 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\b(?:plan|plans|planning|want|wants|going|decided) to end (?:it|things|everything)\b(?! (?:with|between|here|now|early|there|on|at|for|before|after|by))",
             r"\b(?:stockpil\w*|hoard\w*|saving up|collecting) (?:\w+ ){0,2}?(?:pills|tablets|meds|medication|medicines|painkillers|razors?|razor blades|blades)\b",
             r"\b(?:how many|enough) (?:\w+ ){0,2}?(?:pills|tablets|meds) (?:\w+ ){0,3}?(?:to die|to kill|to not wake up|to never wake up|to overdose)\b",
+            # a means question with any medicine or substance named: "how many paracetamol would it
+            # take to not wake up", "what amount of insulin would kill a grown man"
+            r"\b(?:how many|how much|what amount of|what dose of|what number of|enough) (?:\w+ ){0,4}?(?:would|will|does|do|it take to|would it take to|does it take to|to) (?:\w+ ){0,2}?(?:not wake up|never wake up|sleep forever|stop (?:your|my|his|her|a) heart|be lethal|be fatal|kill (?:you|someone|somebody|a (?:person|man|woman|grown man|grown up|adult|child|kid)|an adult))\b",
+            r"\b(?:how many|how much|what amount of) (?:\w+ ){0,5}?(?:is|are|would be|counts as) (?:a )?(?:lethal|fatal|deadly)\b",
+            r"\b(?:googl\w*|search\w*|looking up|looked up|look up) (?:\w+ ){0,2}?(?:overdos\w*|lethal doses?|fatal doses?)\b",
+            # "she'd rather be dead than go back to that school" (parents' "rather die than eat
+            # broccoli" is a figure of speech and is left to the classifier)
+            r"\b(?:hed|shed|theyd|id|he would|she would|they would|i would|would) (?:\w+ )?rather be dead\b",
             r"\b(?:how to|ways to|best way to|painless way to) (?:die|kill (?:my|him|her|them)sel\w*|end (?:my|his|her|their) life)\b",
             r"\b(?:im|i am|hes|he is|shes|she is|theyre|they are) (?:just |such |only )?a burden\b|\ba burden (?:to|on) (?:everyone|everybody|us|you|my family|the family|his family|her family)\b",
             r"\b(?:want|wants|wanted|wanting) to (?:go to heaven|be in heaven|die and be with|join (?:\w+ ){0,2}in heaven|be with (?:\w+ ){0,2}in heaven)\b(?! (?:one day|someday|when (?:i|he|she|they) (?:am|is|are|get|gets|grow|grows) old))",

@@ -45,6 +45,8 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\b(?:give|repeat|redo|take) (?:\w+ ){0,2}?(?:the |her |his |another |a )?(?:dose|doses|medicine|medication|antibiotic\w*|\w+ dose) again\b",
             r"\b(?:half|a half|quarter|a quarter|a third) (?:a |of a |an |of an )?(?:adult )?(?:tablet|pill|capsule|dose)\b",
             r"\b(?:cut|split|break|halve) (?:\w+ ){0,3}?(?:tablet|pill|capsule)s? (?:in half|in two|into (?:half|halves|quarters))\b",
+            r"\b(?:by|on|going by|go by|use|based on) (?:his |her |their |the )?(?:age|weight) or (?:by |on |his |her |their |the )*(?:age|weight)\b",
+            rf"\b(?:is|are|if|whether) (?:he|she|they|(?:the|my|our|a|an) (?:\w+ ){{0,2}}?{KID}) (?:\w+ )?(?:allowed|old enough for|too young for|old enough to (?:have|take)|too young to (?:have|take)) (?:\w+ ){{0,2}}?{MEDNAME}\b",
             r"\bwhat (?:medicine|medication|meds|painkiller|pain relief|fever reducer|\w+ medicine) (?:\w+ )?(?:can|should|could|do) (?:i|we) give\b",
             r"\bwhat (?:can|should|could) (?:i|we) give (?:\w+ ){0,3}?for (?:\w+ )?(?:fever|pain|temperature|cough|cold|teething|allergies|congestion|diarrhea|diarrhoea|vomiting|earache|ear infection|headache|rash|itching|itchiness|hay fever)\b",
         ),
