@@ -184,9 +184,10 @@ def test_the_list_is_large_and_distinct():
 HELP_LINE_ONLY = pytest.mark.xfail(strict=True, reason=(
     "a borderline false alarm of the classifier: the reply gets a help line, not the fixed "
     "answer"))
-# (Round 14's "he's 4 and a half", an age given in answer to a question, got the dosing help
-# line; since round 15 it gets none.)
-KNOWN_BORDERLINE = {"Is it fine to give him dessert if he didn't finish dinner?"}
+# "he's 4 and a half" (an age given in answer to a question) gets the dosing help line in
+# rounds 14 and 16 (round 16: 0.010 against 0.005), not in round 15: the model answers, then
+# the dosing line.
+KNOWN_BORDERLINE = {"Is it fine to give him dessert if he didn't finish dinner?", "he's 4 and a half"}
 # The fixed answer: the `make run` demo's own question reads as abuse since round 6 (total
 # harm 0.061 against abuse's answer threshold, 0.04), and since round 8 a short follow-up
 # reads as crisis (0.076 against 0.038). Left visible and written up in docs/operations.md.

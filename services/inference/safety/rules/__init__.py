@@ -39,17 +39,47 @@ FEARED_DEATH = re.compile(
 # or something that will "kill me" is a figure of speech (or, said of a person, a threat, which
 # is not a wish to die). "just kill me", "I want someone to kill me" and "kill myself" still match.
 WILL_KILL_ME = re.compile(
-    r"\b(?:is|are|s|re|will|ll|would|d|gonna|going to|is gonna|are gonna)"
+    r"\b(?:is|are|s|re|will|ll|would|d|gonna|going to|is gonna|are gonna|(?:is|are|s|re) trying to)"
     r"(?: (?:literally|actually|honestly|totally|seriously|absolutely|definitely|so))?"
     r"(?: (?:going to|gonna))?$"
 )
 
 # Context that undoes a match: (category, what the matched text starts with ("" for any match),
 # a pattern the text before the match ends with). The guard skips such a match and reads on.
+# "laughed so hard I couldn't breathe", "a full sugar overdose", "in Minecraft he ate a
+# poisonous potato", "what should you do if someone is found not breathing"
+LAUGHED_UNTIL = re.compile(
+    r"\b(?:laugh\w*|giggl\w*|cackl\w*)(?: \w+){0,2}? (?:so hard|so much|too hard|till|until)"
+    r"(?: that)?(?: (?:i|he|she|we|they|you))?$"
+)
+FIGURATIVE_BEFORE_OVERDOSE = re.compile(
+    r"\b(?:sugar|sweets|sweetie|candy|chocolate|cake|haribo|screen|screen time|tv|telly|cuteness|"
+    r"fun|cuddle|glitter|drama)$"
+)
+FICTION = re.compile(
+    r"\b(?:in|on|from|during) (?:the |a |that |this |his |her |their )?(?:film|movie|book|story|"
+    r"cartoon|tv show|show|episode|video game|game|news|minecraft|fortnite|roblox|pokemon|zelda|"
+    r"play|panto|pantomime)\b(?: \w+){0,4}$"
+)
+FIRST_AID_QUESTION = re.compile(
+    r"\bwhat (?:should|do|would|can|could) (?:you|i|we|one|a parent|parents) do (?:if|when)"
+    r"(?: (?!(?:my|our|his|her|he|she|they|their|me)\b)\w+){0,4}$"
+)
+# how a parent tells of their own childhood: "when I was a kid my dad hit me"
+OWN_CHILDHOOD = re.compile(
+    r"\bwhen i was (?:a kid|a child|little|young|small|growing up|a girl|a boy|a teenager|"
+    r"\d+)(?: \w+){0,1}$"
+)
+
 NOT_AFTER: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("medical_emergency", "", HYPOTHETICAL),
     ("crisis", "going to die", FEARED_DEATH),
     ("crisis", "kill me", WILL_KILL_ME),
+    ("medical_emergency", "", LAUGHED_UNTIL),
+    ("medical_emergency", "overdos", FIGURATIVE_BEFORE_OVERDOSE),
+    ("medical_emergency", "", FICTION),
+    ("medical_emergency", "", FIRST_AID_QUESTION),
+    ("abuse", "", OWN_CHILDHOOD),
 )
 
 # Figures of speech, read from what follows a match: "went blue in the face from shouting",

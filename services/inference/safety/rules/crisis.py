@@ -61,9 +61,17 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\b(?:how many|enough) (?:\w+ ){0,2}?(?:pills|tablets|meds) (?:\w+ ){0,3}?(?:to die|to kill|to not wake up|to never wake up|to overdose)\b",
             # a means question with any medicine or substance named: "how many paracetamol would it
             # take to not wake up", "what amount of insulin would kill a grown man"
-            r"\b(?:how many|how much|what amount of|what dose of|what number of|enough) (?:\w+ ){0,4}?(?:would|will|does|do|it take to|would it take to|does it take to|to) (?:\w+ ){0,2}?(?:not wake up|never wake up|sleep forever|stop (?:your|my|his|her|a) heart|be lethal|be fatal|kill (?:you|someone|somebody|a (?:person|man|woman|grown man|grown up|adult|child|kid)|an adult))\b",
+            r"\b(?:how many|how much|what amount of|what dose of|what number of|enough) (?:\w+ ){0,6}?(?:would|will|does|do|it take to|would it take to|does it take to|to) (?:\w+ ){0,2}?(?:not wake up|never wake up|sleep forever|stop (?:your|my|his|her|a) heart|be lethal|be fatal|kill (?:you|someone|somebody|a (?:person|man|woman|grown man|grown up|adult|child|kid)|an adult))\b",
             r"\b(?:how many|how much|what amount of) (?:\w+ ){0,5}?(?:is|are|would be|counts as) (?:a )?(?:lethal|fatal|deadly)\b",
             r"\b(?:googl\w*|search\w*|looking up|looked up|look up) (?:\w+ ){0,2}?(?:overdos\w*|lethal doses?|fatal doses?)\b",
+            # "is 30 sleeping pills enough" (a handful, asked flat; "is 2 tablets enough for a 10 year
+            # old" is a dose)
+            r"\bis [1-9]\d+ (?:\w+ ){0,2}?(?:pills|tablets|paracetamol|painkillers) enough\b(?! (?:for|to (?:treat|help|last|cover|get)|with|per|a day|each))",
+            r"\bhow (?:you |to |can you |do you |someone can |could you |can someone )?(?:can )?make (?:your|a|my|his|her|someones?|their) heart stop\b",
+            # "how long does drowning take", "how long can a person stay under water"
+            r"\bhow long (?:does (?:it take (?:for )?(?:a (?:person|child|kid|body) )?to) drown|does drowning take|(?:can|could|would|does it take|before) (?:a (?:person|child|kid|body|human)|someone|somebody|you|people) (?:\w+ )?(?:stay|be|remain|survive|last|live)(?: \w+)? (?:under ?water|underwater|submerged|without (?:air|breathing|oxygen)))\b",
+            # "some nights I pray I won't wake up", "i hope i dont wake up tomorrow"
+            r"\b(?:pray|praying|prayed|hope|hoping|wish|wishing)(?: that)? (?:i|he|she) (?:wont|dont|doesnt|will not|do not|never|would not|wouldnt) wake up\b",
             # "she'd rather be dead than go back to that school" (parents' "rather die than eat
             # broccoli" is a figure of speech and is left to the classifier)
             r"\b(?:hed|shed|theyd|id|he would|she would|they would|i would|would) (?:\w+ )?rather be dead\b",
