@@ -425,6 +425,12 @@ def test_context_around_a_match_decides_figures_of_speech(us: SafetyGuard, messa
     ("How long does drowning take", "crisis"),
     ("some nights i pray i won't wake up in the morning", "crisis"),
     ("is 2 tablets enough for a 10 year old with a headache", "medication_dosing"),
+    ("just let me go to sleep forever mummy, he says at bedtime", "crisis"),
+    ("roughly how many minutes does bleeding out from an arm take", "crisis"),
+    ("she said she'd like to be run over by a car so she didn't have to go to school", "crisis"),
+    ("coach wants nudes from her", "abuse"),
+    ("her dad threw a bottle at her head last week. she's 14 months", "abuse"),
+    ("my son threw a ball at the window", None),
 ])
 def test_rules_read_means_questions_witnessed_violence_and_dosing_questions(us: SafetyGuard, message: str, expected: str | None) -> None:
     verdict = us.check_input(message)

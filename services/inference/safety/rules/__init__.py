@@ -71,6 +71,11 @@ OWN_CHILDHOOD = re.compile(
     r"\d+)(?: \w+){0,1}$"
 )
 
+# "she'd like to be run over by a car": a wish (crisis), not an accident
+WISHED_FOR = re.compile(
+    r"\b(?:like|want|wants|wanted|wish|wishes|wished|hoping|hopes|hoped) to (?:be|get)$"
+)
+
 NOT_AFTER: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("medical_emergency", "", HYPOTHETICAL),
     ("crisis", "going to die", FEARED_DEATH),
@@ -80,6 +85,7 @@ NOT_AFTER: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("medical_emergency", "", FICTION),
     ("medical_emergency", "", FIRST_AID_QUESTION),
     ("abuse", "", OWN_CHILDHOOD),
+    ("medical_emergency", "", WISHED_FOR),
 )
 
 # Figures of speech, read from what follows a match: "went blue in the face from shouting",

@@ -70,6 +70,11 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\bhow (?:you |to |can you |do you |someone can |could you |can someone )?(?:can )?make (?:your|a|my|his|her|someones?|their) heart stop\b",
             # "how long does drowning take", "how long can a person stay under water"
             r"\bhow long (?:does (?:it take (?:for )?(?:a (?:person|child|kid|body) )?to) drown|does drowning take|(?:can|could|would|does it take|before) (?:a (?:person|child|kid|body|human)|someone|somebody|you|people) (?:\w+ )?(?:stay|be|remain|survive|last|live)(?: \w+)? (?:under ?water|underwater|submerged|without (?:air|breathing|oxygen)))\b",
+            # "just let me go to sleep forever mummy", "she wishes she could sleep forever"
+            r"\b(?:let me|i want to|i wanna|wants to|want to|wanted to|wish i could|wishes (?:he|she) could|wished (?:he|she|i) could|(?:i|he|she) (?:will|could|would|should|might)) (?:just )?(?:go to sleep|sleep) forever\b",
+            r"\bhow (?:long|many minutes|many seconds|quickly|fast) (?:\w+ ){0,3}?(?:bleed(?:ing)? out|to bleed out|bleed to death|bleeding to death)\b",
+            r"\b(?:easier|better) for (?:everyone|everybody|all of them|my family|the family|them|us) if (?:i|he|she) (?:just )?(?:died|was gone|wasnt here|were gone|took all|ended it|disappeared|didnt wake up|wasnt around)\b",
+            r"\b(?:like|want|wants|wish|wishes|wanted|hoping|hopes|would like) to (?:be|get) (?:run over|hit by a (?:car|bus|train|lorry|truck))\b",
             # "some nights I pray I won't wake up", "i hope i dont wake up tomorrow"
             r"\b(?:pray|praying|prayed|hope|hoping|wish|wishing)(?: that)? (?:i|he|she) (?:wont|dont|doesnt|will not|do not|never|would not|wouldnt) wake up\b",
             # "she'd rather be dead than go back to that school" (parents' "rather die than eat
