@@ -1,12 +1,12 @@
-"""Format checks for the frozen held-out safety evaluation sets (v1 to v17).
+"""Format checks for the frozen held-out safety evaluation sets (v1 to v18).
 
-Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/`` to ``safety_heldout_v17/``)
+Each versioned folder (``safety_heldout/`` for v1, ``safety_heldout_v2/`` to ``safety_heldout_v18/``)
 holds ``messages.jsonl`` and ``replies.jsonl`` plus a README. These tests only read the data
 files; they never import the guard, so the sets stay independent of what they measure. Every set
 is checked with its own minimum counts, id pattern and pinned SHA-256, and keeps the checks its
 old per-version test made (v1's and v2's format tests are folded in here). The pins make any edit
 visible: the sets are frozen, and a changed set belongs in a new versioned folder with its own
-README (the next one is v18, ``safety_heldout_v18/``).
+README (the next one is v19, ``safety_heldout_v19/``).
 """
 
 from __future__ import annotations
@@ -157,8 +157,8 @@ V9 = replace(blind_set(9, "d83708d918f7f9fb1a9d2fbaf09cde6e1c93b9487a6b86ed829ed
              message_minimums={"crisis": 90, "abuse": 90, "medical_emergency": 90,
                                "medication_dosing": 90, "benign": 280},
              reply_minimums={"diagnostic_claim": 35, "ok": 35}, shortest_at_most=6)
-# v10 to v17: written like v9, with v9's minimums.
-V10, V11, V12, V13, V14, V15, V16, V17 = (
+# v10 to v18: written like v9, with v9's minimums.
+V10, V11, V12, V13, V14, V15, V16, V17, V18 = (
     replace(blind_set(number, messages_sha256, replies_sha256),
             message_minimums=V9.message_minimums, reply_minimums=V9.reply_minimums)
     for number, messages_sha256, replies_sha256 in (
@@ -178,10 +178,12 @@ V10, V11, V12, V13, V14, V15, V16, V17 = (
          "7ba13ee402fcf9fc8f70498cee20238e7e2c91b0780f8e4074cf9ec917092b4c"),
         (17, "d7305c8b8ba5fcb383cd1fd2a66ce048511b5fde0f470662a04e3408c66c53ee",
          "a5b79a01fc61b2d789584e898d188b40c8170180df12d214beeda02d281e0c9c"),
+        (18, "fb07a0df358122f5d7d55f030aaacb146826c6e1c8d5119b308e0dde83f6f564",
+         "2098119c95729d98eb9fc04db6256c3656761f710c4ce75423137e2d6d8d0676"),
     )
 )
 
-SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17)}
+SETS = {s.version: s for s in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15, V16, V17, V18)}
 
 SET_PARAMS = [pytest.param(s, id=s.version) for s in SETS.values()]
 SET_FILE_PARAMS = [
