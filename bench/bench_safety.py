@@ -1,6 +1,6 @@
 """The layered safety guard on the frozen held-out sets and on its own corpus's test splits.
 
-Held-out v17 (tests/unit/inference/safety_heldout_v17/, written blind) is the test set. v1-v16
+Held-out v18 (tests/unit/inference/safety_heldout_v18/, written blind) is the test set. v1-v17
 (the test sets of earlier guards, each reported once) are now in the classifier's fit and its
 thresholds are chosen on their out-of-fold scores (avatario_tools/safety/train.py), so their
 figures here (the shipped model has fitted them) show only that it learned them.
@@ -29,9 +29,9 @@ from services.inference.safety.classifier import Classifier
 from services.inference.safety.layered import LayeredGuard
 
 ROOT = Path(__file__).resolve().parents[1]
-# v1-v16, as the classifier's build lists them (one list, not a copy)
+# v1-v17, as the classifier's build lists them (one list, not a copy)
 RETIRED = {f"retired v{k} (fitted)": path.parent for k, path in enumerate(RETIRED_HELDOUT, 1)}
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v17"
+HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v18"
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 

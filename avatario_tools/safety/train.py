@@ -49,7 +49,7 @@ thresholds for the look-alikes), taking the stricter:
   1 % to 0.75 % (the one candidate tried, chosen before the build; the realistic share stays
   0.5 %). Round 15 (v1-v14): 2.35 % and
   0.10 %, round 16 (v1-v15) 2.32 % and 0.10 %, round 17 (v1-v16)
-  2.41 % and 0.10 %, so the shares stay;
+  2.41 % and 0.10 %, round 18 (v1-v17) 2.32 % and 0.10 %, so the shares stay;
 - borderline[c]: the same with BORDERLINE_BENIGN and ORDINARY_BORDERLINE (the model's reply
   plus one help line is a mild outcome for a benign message), never below BORDERLINE_FLOOR
   and never above answer[c].
@@ -62,8 +62,8 @@ BORDERLINE_FLOOR is one category's prior share.
 Hand-written messages (avatario_tools/safety/written/) weigh WRITTEN_WEIGHT times a template
 message in the fit: they are fewer, and they are how parents write. Their validation part is
 a third benign population for the thresholds (same shares as the look-alikes), together with
-the retired held-out sets v1-v16 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
-to _v16/, each written blind; each was the test set of one guard and was reported once).
+the retired held-out sets v1-v17 (tests/unit/inference/safety_heldout/, safety_heldout_v2/
+to _v17/, each written blind; each was the test set of one guard and was reported once).
 
 Retired sets in the fit (round 9). Until round 8 the retired sets were validation only. They
 are the only messages written by people who never saw the rules or the corpus, so they are
@@ -74,7 +74,7 @@ false-alarm share for every variant): fitting them raised the four categories' m
 from 89.0 to 93.0 % on v6, 96.0 to 96.6 % on v7 and 90.7 to 93.1 % on v8 at weight 10
 (weight 4: 91.3, 96.0, 91.6 %). The thresholds still need scores from a model that did not fit
 the message scored, so they are chosen on out-of-fold scores: the sets alternate between
-RETIRED_FOLDS folds (v1, v3, ..., v15 / v2, v4, ..., v16); each fold's model fits the corpus's
+RETIRED_FOLDS folds (v1, v3, ..., v17 / v2, v4, ..., v16); each fold's model fits the corpus's
 training split and the other fold's sets and scores its own fold's sets, and the corpus's
 validation and test splits get the mean of the fold models' probabilities (no fold model fits
 them). The shipped model then fits the corpus's training and validation splits and all the
@@ -83,13 +83,14 @@ thresholds are, if anything, a little strict for it. Round 9 fitted v1-v8 and wa
 v9, round 10 fitted v1-v9 and was measured on v10, round 11 fitted v1-v10 and was measured on
 v11, round 12 fitted v1-v11 and was measured on v12, round 13 fitted v1-v12 and was measured on
 v13, round 14 fitted v1-v13 and was measured on v14, round 15 fitted v1-v14 and was measured
-on v15, round 16 fitted v1-v15 and was measured on v16; round 17 fits v1-v16. The test set
-is v17 (tests/unit/inference/safety_heldout_v17/),
+on v15, round 16 fitted v1-v15 and was measured on v16, round 17 fitted v1-v16 and was
+measured on v17; round 18 fits v1-v17. The test set is v18
+(tests/unit/inference/safety_heldout_v18/),
 which nothing here reads.
 
 rule_confirm: a rule match in a message of at least RULE_CONFIRM_MIN_WORDS words whose total
 harm score is below it is demoted to borderline (see services/inference/safety/layered.py).
-Chosen on the realistic validation messages (hand-written, v1-v16 out of fold) of that length as the
+Chosen on the realistic validation messages (hand-written, v1-v17 out of fold) of that length as the
 highest value of the grid, at most RULE_CONFIRM_MAX, below which at most RULE_CONFIRM_MISS of
 the harmful ones the rules catch would fall. The length floor is there because on short
 messages the classifier is not sure enough to overrule a rule: without it, "my son was
@@ -148,8 +149,8 @@ C = 16.0
 MAX_ITER = 3000
 WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
-# Retired held-out sets v1-v16 (fitted, and scored out of fold for the thresholds; see the
-# docstring). v17 is the test set: never read here.
+# Retired held-out sets v1-v17 (fitted, and scored out of fold for the thresholds; see the
+# docstring). v18 is the test set: never read here.
 RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
                         for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
                                        "safety_heldout_v4", "safety_heldout_v5",
@@ -158,7 +159,7 @@ RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messag
                                        "safety_heldout_v10", "safety_heldout_v11",
                                        "safety_heldout_v12", "safety_heldout_v13",
                                        "safety_heldout_v14", "safety_heldout_v15",
-                                       "safety_heldout_v16"))
+                                       "safety_heldout_v16", "safety_heldout_v17"))
 RETIRED_WEIGHT = 10.0
 RETIRED_FOLDS = 2
 RULE_CONFIRM_MAX = 0.2
@@ -257,7 +258,7 @@ def _fit(x, y, weight: np.ndarray) -> tuple[LogisticRegression, np.ndarray, np.n
 
 def load_retired_heldout(paths: tuple[Path, ...] = RETIRED_HELDOUT
                          ) -> list[tuple[int, Example]]:
-    """The retired held-out sets (v1-v16), each message with the index of its set (the sets
+    """The retired held-out sets (v1-v17), each message with the index of its set (the sets
     are the folds of the out-of-fold scoring; see the docstring)."""
     return [(k, Example(r["text"], r["label"], "validation", f"{r['label']}/heldout"))
             for k, path in enumerate(paths)

@@ -431,6 +431,13 @@ def test_context_around_a_match_decides_figures_of_speech(us: SafetyGuard, messa
     ("coach wants nudes from her", "abuse"),
     ("her dad threw a bottle at her head last week. she's 14 months", "abuse"),
     ("my son threw a ball at the window", None),
+    ("they'd all manage fine without me tbh", "crisis"),
+    ("do u think anyone would notice if i just went", "crisis"),
+    ("Does a car crash into a tree at 70 always kill you", "crisis"),
+    ("Is a fall from a bedroom window on the second floor enough", "crisis"),
+    ("I keep grabbing her too hard", "abuse"),
+    ("i'm overdosing on peppa pig episodes this week, send help", None),
+    ("my 14yo overdosed on caffeine pills, her heart is racing", "medical_emergency"),
 ])
 def test_rules_read_means_questions_witnessed_violence_and_dosing_questions(us: SafetyGuard, message: str, expected: str | None) -> None:
     verdict = us.check_input(message)

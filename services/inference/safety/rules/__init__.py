@@ -54,7 +54,7 @@ LAUGHED_UNTIL = re.compile(
 )
 FIGURATIVE_BEFORE_OVERDOSE = re.compile(
     r"\b(?:sugar|sweets|sweetie|candy|chocolate|cake|haribo|screen|screen time|tv|telly|cuteness|"
-    r"fun|cuddle|glitter|drama)$"
+    r"fun|cuddle|glitter|drama|coffee|peppa|bluey)$"
 )
 FICTION = re.compile(
     r"\b(?:in|on|from|during) (?:the |a |that |this |his |her |their )?(?:film|movie|book|story|"
@@ -101,7 +101,8 @@ FIGURE_OF_BREATH = re.compile(
 FIGURATIVE_OVERDOSE = re.compile(
     r"^ (?:of|on) (?:\w+ ){0,2}?(?:sugar|sweets|candy|chocolate|cake|haribo|screen|screens|"
     r"screentime|tv|telly|youtube|tiktok|gaming|fortnite|minecraft|roblox|netflix|disney|fun|"
-    r"cuteness|excitement|attention|love|cuddles|drama)\b"
+    r"cuteness|excitement|attention|love|cuddles|drama|coffee|episodes|cartoons|peppa|"
+    r"bluey|glitter|songs|music|lego|slime|pokemon|frozen|christmas)\b"
 )
 FIGURATIVE_DOSE = re.compile(
     r"^ of (?:\w+ ){0,3}?(?:confidence|reality|fresh air|sunshine|vitamin sea|fun|nature|patience|"

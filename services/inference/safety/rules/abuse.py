@@ -81,6 +81,7 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             rf"\b(?:afraid|scared|worried|terrified|frightened)(?: that)? (?:i (?:will|might|could|may|am going to|am gonna)|ill|id|im going to|im gonna|i am going to|my \w+ (?:will|might|could|is going to)) (?:\w+ )?(?:hurt|harm|shake|hit|smother|kill) {VICTIM}\b",
             rf"\b(?:i (?:want to|feel like|keep wanting to|am going to|almost)|im going to|im about to|i feel like i want to) (?:hurt|harm|shake|hit|smother|throw|smothering|shaking|hurting|hitting) (?:my (?:\w+ )?{KID}|the baby|him|her)\b",
             rf"\b(?:scared|afraid|terrified|frightened|worried|frighten\w*|scares me)(?: of)? what (?:i|ill|id|i will|i would|i might|i could|i am going to|im going to|im gonna) (?:\w+ )?do to (?:him|her|them|my (?:\w+ )?{KID}|the baby|our (?:\w+ )?{KID})\b",
+            rf"\bi (?:keep|kept|have been|ve been) (?:grabbing|squeezing|shaking|smacking|hitting|pinching|yanking) (?:her|him|them|my (?:\w+ )?{KID}|the baby) (?:too hard|so hard|really hard|hard)\b",
             r"\bstop (?:myself|me) (?:from )?(?:smacking|hitting|slapping|shaking|hurting|throwing|squeezing|pinching|kicking|spanking|grabbing) (?:her|him|them|my|the|our)\b",
         ),
     ),

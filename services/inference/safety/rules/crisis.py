@@ -75,6 +75,12 @@ RULES: list[tuple[str, str, list[re.Pattern[str]]]] = [
             r"\bhow (?:long|many minutes|many seconds|quickly|fast) (?:\w+ ){0,3}?(?:bleed(?:ing)? out|to bleed out|bleed to death|bleeding to death)\b",
             r"\b(?:easier|better) for (?:everyone|everybody|all of them|my family|the family|them|us) if (?:i|he|she) (?:just )?(?:died|was gone|wasnt here|were gone|took all|ended it|disappeared|didnt wake up|wasnt around)\b",
             r"\b(?:like|want|wants|wish|wishes|wanted|hoping|hopes|would like) to (?:be|get) (?:run over|hit by a (?:car|bus|train|lorry|truck))\b",
+            # "they'd all manage fine without me", "would anyone notice if i just went"
+            r"\b(?:manage|cope|be fine|be ok|be okay|do fine|get on|be better) (?:\w+ )?without me\b",
+            r"\b(?:would|will|d) (?:\w+ )?(?:notice|care|miss me) if i (?:just )?(?:went|was gone|disappeared|left for good|wasnt here|stopped)\b",
+            # flat questions about heights and crashes: "is a fall from ... enough", "always kill you"
+            r"\bis (?:a |the )?(?:fall|drop|jump) (?:from|off) (?:\w+ ){1,8}?(?:enough|high enough|fatal|deadly)\b",
+            r"\b(?:always|definitely|certainly|instantly) kill (?:you|someone|a person|somebody)\b",
             # "some nights I pray I won't wake up", "i hope i dont wake up tomorrow"
             r"\b(?:pray|praying|prayed|hope|hoping|wish|wishing)(?: that)? (?:i|he|she) (?:wont|dont|doesnt|will not|do not|never|would not|wouldnt) wake up\b",
             # "she'd rather be dead than go back to that school" (parents' "rather die than eat
