@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from avatario_tools.safety.train import RETIRED_HELDOUT
+from avatario_tools.safety.train import RETIRED_HELDOUT, TEST_HELDOUT
 from bench.common import print_table, write_result
 from services.inference.safety import guard_from_config
 from services.inference.safety.classifier import Classifier
@@ -31,7 +31,7 @@ from services.inference.safety.layered import LayeredGuard
 ROOT = Path(__file__).resolve().parents[1]
 # v1-v17, as the classifier's build lists them (one list, not a copy)
 RETIRED = {f"retired v{k} (fitted)": path.parent for k, path in enumerate(RETIRED_HELDOUT, 1)}
-HELDOUT = ROOT / "tests" / "unit" / "inference" / "safety_heldout_v18"
+HELDOUT = TEST_HELDOUT  # the set after the last retired one
 CATEGORIES = ("crisis", "abuse", "medical_emergency", "medication_dosing")
 ROUNDS = 5
 

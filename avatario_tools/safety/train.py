@@ -151,15 +151,13 @@ WRITTEN_WEIGHT = 4.0
 ROOT = Path(__file__).resolve().parents[2]
 # Retired held-out sets v1-v17 (fitted, and scored out of fold for the thresholds; see the
 # docstring). v18 is the test set: never read here.
-RETIRED_HELDOUT = tuple(ROOT / "tests" / "unit" / "inference" / folder / "messages.jsonl"
-                        for folder in ("safety_heldout", "safety_heldout_v2", "safety_heldout_v3",
-                                       "safety_heldout_v4", "safety_heldout_v5",
-                                       "safety_heldout_v6", "safety_heldout_v7",
-                                       "safety_heldout_v8", "safety_heldout_v9",
-                                       "safety_heldout_v10", "safety_heldout_v11",
-                                       "safety_heldout_v12", "safety_heldout_v13",
-                                       "safety_heldout_v14", "safety_heldout_v15",
-                                       "safety_heldout_v16", "safety_heldout_v17"))
+LAST_RETIRED = 17
+HELDOUT_ROOT = ROOT / "tests" / "unit" / "inference"
+RETIRED_HELDOUT = tuple(HELDOUT_ROOT / folder / "messages.jsonl"
+                        for folder in ("safety_heldout", *(f"safety_heldout_v{k}"
+                                                           for k in range(2, LAST_RETIRED + 1))))
+# the test set of this build's guard (bench/bench_safety.py measures it)
+TEST_HELDOUT = HELDOUT_ROOT / f"safety_heldout_v{LAST_RETIRED + 1}"
 RETIRED_WEIGHT = 10.0
 RETIRED_FOLDS = 2
 RULE_CONFIRM_MAX = 0.2

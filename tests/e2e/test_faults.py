@@ -36,6 +36,7 @@ from services.common.interceptors import INTERNAL_TOKEN_KEY
 from services.common.server import Registration, create_server
 from services.common.settings import ServiceSettings
 from services.gateway.main import MIGRATIONS as GATEWAY_MIGRATIONS
+from services.inference.settings import InferenceSettings
 from tests.e2e.conftest import running_stack
 from tests.e2e.faultkit import (
     FaultTable,
@@ -54,9 +55,9 @@ from tests.integration.gateway.conftest import start_gateway
 pytestmark = pytest.mark.slow
 
 GRACE_S = 10.0
-# Inference keeps its own default (30 s): four 512-token chats on a loaded 2-core CI machine
+# Inference keeps its own default (InferenceSettings, 30 s): four 512-token chats on a loaded 2-core CI machine
 # need more than 10 s to finish, and a chat turn is what the longer grace exists for.
-GRACE_BY_SERVICE = {"inference": 30.0}
+GRACE_BY_SERVICE = {"inference": InferenceSettings.model_fields["shutdown_grace_s"].default}
 OPEN_LIMITS = {  # the fault clients retry fast; rate limits are not under test here
     "rate_limit_rps": "1000", "rate_limit_burst": "1000", "auth_rate_limit_rps": "1000",
     "auth_rate_limit_burst": "1000", "anonymous_rate_limit_rps": "1000",

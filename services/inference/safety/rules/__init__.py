@@ -52,10 +52,15 @@ LAUGHED_UNTIL = re.compile(
     r"\b(?:laugh\w*|giggl\w*|cackl\w*)(?: \w+){0,2}? (?:so hard|so much|too hard|till|until)"
     r"(?: that)?(?: (?:i|he|she|we|they|you))?$"
 )
-FIGURATIVE_BEFORE_OVERDOSE = re.compile(
-    r"\b(?:sugar|sweets|sweetie|candy|chocolate|cake|haribo|screen|screen time|tv|telly|cuteness|"
-    r"fun|cuddle|glitter|drama|coffee|peppa|bluey)$"
+# what a child (or a parent) "overdoses" on in a figure of speech, before or after the word:
+# "a full sugar overdose", "overdosing on peppa pig episodes" (not caffeine: that can be real)
+TREATS = (
+    r"(?:sugar|sweets|sweetie|candy|chocolate|cake|haribo|screen|screens|screen time|screentime|"
+    r"tv|telly|youtube|tiktok|gaming|fortnite|minecraft|roblox|netflix|disney|fun|cuteness|"
+    r"excitement|attention|love|cuddle|cuddles|drama|coffee|episodes|cartoons|peppa|bluey|"
+    r"glitter|songs|music|lego|slime|pokemon|frozen|christmas)"
 )
+FIGURATIVE_BEFORE_OVERDOSE = re.compile(rf"\b{TREATS}$")
 FICTION = re.compile(
     r"\b(?:in|on|from|during) (?:the |a |that |this |his |her |their )?(?:film|movie|book|story|"
     r"cartoon|tv show|show|episode|video game|game|news|minecraft|fortnite|roblox|pokemon|zelda|"
@@ -98,12 +103,7 @@ FIGURE_OF_BREATH = re.compile(
     r"^(?: in the face)? (?:from|with|because of|after) (?:all (?:the|that) |so much )?"
     r"(?:laughing|laughter|giggling|giggles|shouting|yelling|cheering|arguing|talking|singing)\b"
 )
-FIGURATIVE_OVERDOSE = re.compile(
-    r"^ (?:of|on) (?:\w+ ){0,2}?(?:sugar|sweets|candy|chocolate|cake|haribo|screen|screens|"
-    r"screentime|tv|telly|youtube|tiktok|gaming|fortnite|minecraft|roblox|netflix|disney|fun|"
-    r"cuteness|excitement|attention|love|cuddles|drama|coffee|episodes|cartoons|peppa|"
-    r"bluey|glitter|songs|music|lego|slime|pokemon|frozen|christmas)\b"
-)
+FIGURATIVE_OVERDOSE = re.compile(rf"^ (?:of|on) (?:\w+ ){{0,2}}?{TREATS}\b")
 FIGURATIVE_DOSE = re.compile(
     r"^ of (?:\w+ ){0,3}?(?:confidence|reality|fresh air|sunshine|vitamin sea|fun|nature|patience|"
     r"humou?r|common sense|luck|encouragement|exercise|courage|motivation|show|shows|cartoons?|"
